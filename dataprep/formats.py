@@ -1,0 +1,240 @@
+"""Formats: one parsed row -> a format-neutral sample, or a RowError with a reason code.
+
+Three sample shapes come out of here:
+- `Chat`: messages for a chat template (type chat_template), rendered later by render.py;
+- `Segments`: text pieces, each trained or not (alpaca, custom instruct, input_output, completion);
+- `Tokens`: ids and labels given by the user (pre-tokenized rows).
+
+Prompt strings are Axolotl's, so that a model trained here is prompted the way users already prompt it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.config import CustomInstructType, DatasetConfig
+from schemas.reasons import Reason
+
+ALPACA = CustomInstructType(
+    system_prompt="",
+    format=(
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+    ),
+    no_input_format=(
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Response:\n"
+    ),
+    system_format="{system}\n\n",
+)
+
+DEFAULT_ROLES = {
+    "system": ["system"],
+    "user": ["user", "human"],
+    "assistant": ["assistant", "gpt", "model"],
+    "tool": ["tool", "function", "ipython"],
+}
+
+
+class RowError(Exception):
+    def __init__(self, reason: Reason, message: str, field: str | None = None):
+        super().__init__(message)
+        self.reason, self.message, self.field = reason, message, field
+
+
+@dataclass(slots=True)
+class Chat:
+    messages: list[dict[str, str]]  # {"role": template role, "content": text}, as the template receives them
+    train: list[bool]  # per message: is its content trained
+    detail: list[list[tuple[int, int]] | None]  # per message: trained char ranges [begin, end) in content
+
+
+@dataclass(slots=True)
+class Segments:
+    parts: list[tuple[str, bool]]  # (text, trained); concatenated, then tokenized once
+
+
+@dataclass(slots=True)
+class Tokens:
+    input_ids: list[int]
+    labels: list[int]
+
+
+Sample = Chat | Segments | Tokens
+
+
+def parse(payload: bytes | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(payload, dict):
+        return payload
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        message = f"bytes {e.start}-{e.end} are not UTF-8; re-encode the file as UTF-8"
+        raise RowError(Reason.invalid_utf8, message) from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RowError(Reason.malformed_json, f"not valid JSON: {e.msg} at column {e.colno}") from None
+    if not isinstance(value, dict):
+        raise RowError(Reason.not_an_object, f"a JSON {type(value).__name__}, expected an object {{...}}")
+    return value
+
+
+def to_sample(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool, bos: str, eos: str) -> Sample:
+    """`bos` is the BOS text to put first ('' when the tokenizer adds none), `eos` the EOS text."""
+    if ds.type is None:
+        return _pretokenized(record)
+    if ds.type == "chat_template":
+        return _chat(record, ds, train_on_inputs)
+    if ds.type == "alpaca" or isinstance(ds.type, CustomInstructType):
+        fmt = ALPACA if ds.type == "alpaca" else ds.type
+        return _instruct(record, fmt, train_on_inputs, bos, eos)
+    if ds.type == "input_output":
+        return _input_output(record, train_on_inputs, bos)
+    if ds.type == "completion":
+        return Segments([(bos, train_on_inputs), (_text(record, ds.field or "text"), True), (eos, True)])
+    raise AssertionError(f"unhandled type {ds.type!r}")  # config validation rejects other types
+
+
+def _text(record: dict[str, Any], key: str, *, required: bool = True, where: str | None = None) -> str:
+    where = where or key
+    if key not in record:
+        if required:
+            raise RowError(Reason.missing_field, f"no field '{key}'; check the dataset's field mapping", where)
+        return ""
+    value = record[key]
+    if value is None or value == "":
+        if required:
+            raise RowError(Reason.empty_content, f"'{where}' is empty", where)
+        return ""
+    if not isinstance(value, str):
+        raise RowError(Reason.wrong_type, f"'{where}' is a {type(value).__name__}, expected text", where)
+    return value
+
+
+def _instruct(record: dict[str, Any], fmt: CustomInstructType, train_on_inputs: bool, bos: str,
+              eos: str) -> Segments:
+    instruction = _text(record, fmt.field_instruction)
+    inp = _text(record, fmt.field_input, required=False)
+    output = _text(record, fmt.field_output)
+    system = _text(record, fmt.field_system, required=False) or fmt.system_prompt
+    # str.replace, not str.format: user text and templates may contain other braces.
+    if inp:
+        prompt = fmt.format.replace("{instruction}", instruction).replace("{input}", inp)
+    else:
+        prompt = fmt.no_input_format.replace("{instruction}", instruction)
+    if system:
+        prompt = fmt.system_format.replace("{system}", system) + prompt
+    return Segments([(bos, train_on_inputs), (prompt, train_on_inputs), (output, True), (eos, True)])
+
+
+def _input_output(record: dict[str, Any], train_on_inputs: bool, bos: str) -> Segments:
+    segments = record.get("segments")
+    if segments is None:
+        raise RowError(Reason.missing_field, "no field 'segments' (a list of {text, label})", "segments")
+    if not isinstance(segments, list) or not segments:
+        raise RowError(Reason.wrong_type, "'segments' must be a non-empty list of {text, label}", "segments")
+    parts = [(bos, train_on_inputs)]
+    for i, seg in enumerate(segments):
+        where = f"segments[{i}]"
+        if not isinstance(seg, dict):
+            raise RowError(Reason.wrong_type, f"'{where}' must be an object {{text, label}}", where)
+        text = _text(seg, "text", where=f"{where}.text")
+        label = seg.get("label", True)
+        if not isinstance(label, bool):
+            raise RowError(Reason.wrong_type, f"'{where}.label' must be true or false", f"{where}.label")
+        parts.append((text, label or train_on_inputs))
+    return Segments(parts)
+
+
+def _pretokenized(record: dict[str, Any]) -> Tokens:
+    ids = record.get("input_ids")
+    if ids is None:
+        raise RowError(Reason.missing_field, "no field 'input_ids' (pre-tokenized rows need input_ids)",
+                       "input_ids")
+    if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise RowError(Reason.wrong_type, "'input_ids' must be a list of integers", "input_ids")
+    if not ids:
+        raise RowError(Reason.empty_content, "'input_ids' is empty", "input_ids")
+    labels = record.get("labels", ids)
+    if not isinstance(labels, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in labels):
+        raise RowError(Reason.wrong_type, "'labels' must be a list of integers", "labels")
+    if len(labels) != len(ids):
+        raise RowError(Reason.bad_token_ids, f"'labels' has {len(labels)} items, input_ids {len(ids)}", "labels")
+    mask = record.get("attention_mask")
+    if mask is not None:
+        if not isinstance(mask, list) or len(mask) != len(ids) or any(m not in (0, 1) for m in mask):
+            raise RowError(Reason.wrong_type, "'attention_mask' must be 0/1 values, one per input id",
+                           "attention_mask")
+        # Padding (mask 0) is dropped: Tessera rows are unpadded and batches are padded by the trainer.
+        ids = [t for t, m in zip(ids, mask, strict=True) if m]
+        labels = [t for t, m in zip(labels, mask, strict=True) if m]
+    return Tokens(ids, labels)
+
+
+def _chat(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool) -> Chat:
+    field, role_key, content_key = ds.field_messages, ds.message_field_role, ds.message_field_content
+    if field is None:
+        # OpenAI style by default; ShareGPT rows (conversations/from/value) are recognised as such.
+        field = "messages" if "messages" in record or "conversations" not in record else "conversations"
+        sharegpt = field == "conversations"
+        role_key = role_key or ("from" if sharegpt else "role")
+        content_key = content_key or ("value" if sharegpt else "content")
+    role_key, content_key = role_key or "role", content_key or "content"
+    raw = record.get(field)
+    if raw is None:
+        raise RowError(Reason.missing_field, f"no field '{field}'; set field_messages to the column with the "
+                       "messages", field)
+    if not isinstance(raw, list) or not raw:
+        raise RowError(Reason.wrong_type if not isinstance(raw, list) else Reason.empty_content,
+                       f"'{field}' must be a non-empty list of messages", field)
+    lookup = {name: role for role, names in (ds.roles or DEFAULT_ROLES).items() for name in names}
+    messages, train, detail = [], [], []
+    for i, msg in enumerate(raw):
+        where = f"{field}[{i}]"
+        if not isinstance(msg, dict):
+            raise RowError(Reason.wrong_type, f"'{where}' must be an object", where)
+        name = msg.get(role_key)
+        if not isinstance(name, str):
+            reason = Reason.missing_field if name is None else Reason.wrong_type
+            raise RowError(reason, f"'{where}.{role_key}' must be a role name", f"{where}.{role_key}")
+        role = lookup.get(name)
+        if role is None:
+            raise RowError(Reason.unknown_role, f"'{where}' has role '{name}', not in the roles mapping "
+                           f"({', '.join(sorted(lookup))}); add it under `roles`", f"{where}.{role_key}")
+        content = _text(msg, content_key, where=f"{where}.{content_key}")
+        trained = role in ds.roles_to_train
+        if ds.message_field_training and msg.get(ds.message_field_training) is not None:
+            flag = msg[ds.message_field_training]
+            if not isinstance(flag, bool):
+                raise RowError(Reason.wrong_type, f"'{where}.{ds.message_field_training}' must be true or false",
+                               f"{where}.{ds.message_field_training}")
+            trained = flag
+        ranges = None
+        if ds.message_field_training_detail and msg.get(ds.message_field_training_detail) is not None:
+            ranges = _detail(msg[ds.message_field_training_detail], len(content),
+                             f"{where}.{ds.message_field_training_detail}")
+            trained = bool(ranges)
+        messages.append({"role": role, "content": content})
+        train.append(trained or train_on_inputs)
+        detail.append(None if train_on_inputs else ranges)
+    return Chat(messages, train, detail)
+
+
+def _detail(value: Any, length: int, where: str) -> list[tuple[int, int]]:
+    if not isinstance(value, list):
+        raise RowError(Reason.bad_training_detail, f"'{where}' must be a list of "
+                       "{begin_offset, end_offset, train}", where)
+    ranges = []
+    for j, d in enumerate(value):
+        ok = isinstance(d, dict) and all(isinstance(d.get(k), int) for k in ("begin_offset", "end_offset"))
+        if not ok or not (0 <= d["begin_offset"] <= d["end_offset"] < length):
+            raise RowError(Reason.bad_training_detail, f"'{where}[{j}]' needs 0 <= begin_offset <= end_offset < "
+                           f"{length} (the content length; end_offset is inclusive)", f"{where}[{j}]")
+        if d.get("train", False):
+            ranges.append((d["begin_offset"], d["end_offset"] + 1))
+    return ranges

@@ -1,0 +1,77 @@
+"""Split and pack: kept samples -> a validation split, then rows of at most sequence_len tokens.
+
+Packing is best-fit decreasing: samples sorted by length (longest first, ties by sample id), each put in the
+open row with the least room that still fits it, else in a new row. Deterministic, and close to optimal when
+there are many short samples. A worked packed row with sequence_len 8, samples 7 (3 tokens) and 9 (4 tokens):
+
+    input_ids     a0 a1 a2 b0 b1 b2 b3
+    labels        -100 a1 a2 -100 b1 b2 b3    (prompt tokens would be -100 too)
+    position_ids  0  1  2  0  1  2  3
+    cu_seqlens    [0, 3, 7]
+    sample_ids    [7, 9]
+
+Without packing every sample is its own row, in sample id order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+
+import numpy as np
+
+
+def choose_validation(sample_ids: np.ndarray, val_set_size: float, seed: int) -> np.ndarray:
+    """Boolean mask over `sample_ids`: True for the validation split.
+
+    A fraction (< 1) or a count (>= 1) of the samples, those whose hash(seed, sample_id) is smallest: the
+    choice depends only on the seed and the ids, not on the order or the number of other rows.
+    """
+    n = len(sample_ids)
+    count = round(val_set_size * n) if val_set_size < 1 else min(int(val_set_size), n)
+    mask = np.zeros(n, dtype=bool)
+    if count == 0:
+        return mask
+    keys = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little")
+         for i in sample_ids.tolist()),
+        dtype=np.uint64, count=n)
+    mask[np.lexsort((sample_ids, keys))[:count]] = True
+    return mask
+
+
+def pack_best_fit(lengths: np.ndarray, sample_ids: np.ndarray, capacity: int) -> list[list[int]]:
+    """Rows as lists of indices into `lengths`; each row's lengths sum to at most `capacity`."""
+    order = np.lexsort((sample_ids, -lengths.astype(np.int64)))
+    rows: list[list[int]] = []
+    # Open rows grouped by remaining room; `rooms` is the sorted list of room values that have rows, so the
+    # best fit is one bisect away. Within a room value the oldest row wins (heap of row numbers).
+    by_room: dict[int, list[int]] = {}
+    rooms: list[int] = []
+    for idx in order.tolist():
+        size = int(lengths[idx])
+        if size > capacity:
+            raise ValueError(f"sample of {size} tokens does not fit sequence_len {capacity}")
+        at = bisect.bisect_left(rooms, size)
+        if at < len(rooms):
+            room = rooms[at]
+            row = heapq.heappop(by_room[room])
+            if not by_room[room]:
+                del by_room[room]
+                rooms.pop(at)
+        else:
+            room, row = capacity, len(rows)
+            rows.append([])
+        rows[row].append(idx)
+        left = room - size
+        if left > 0:
+            if left not in by_room:
+                by_room[left] = []
+                bisect.insort(rooms, left)
+            heapq.heappush(by_room[left], row)
+    return rows
+
+
+def one_per_row(sample_ids: np.ndarray) -> list[list[int]]:
+    return [[int(i)] for i in np.argsort(sample_ids, kind="stable")]

@@ -1,0 +1,394 @@
+"""run_pipeline(cfg): config -> a prepared directory, top to bottom.
+
+    setup      tokenizer, chat template, input files, fingerprint (all errors here happen before any row)
+    cache      same fingerprint as the existing output -> reuse it
+    rows       read -> parse -> format -> render -> tokenize -> length, in batches (worker processes)
+    dedup      exact, on normalised content, across datasets, in input order (first occurrence is kept)
+    split      val_set_size, by hash(seed, sample_id)
+    pack       best-fit decreasing (sample_packing) or one sample per row
+    write      shards, samples/quarantine/duplicates tables, manifest.json last, then one rename
+
+Everything is written under a temporary sibling directory that is renamed into place at the end, so a
+crashed run never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import dataprep
+from dataprep.encode import TokenizerInfo
+from dataprep.load import RawRow, file_format, read_batches, resolve_files
+from dataprep.pack import choose_validation, one_per_row, pack_best_fit
+from dataprep.render import TemplateNotFound, resolve_template
+from dataprep.report import Progress, StageTimer
+from dataprep.shards import Placement, ShardInfo, TokenSpill, sha256_file, write_split
+from dataprep.transform import RowProcessor, RowResult, init_worker, process_in_worker, tokenizer_for
+from schemas.config import Config
+from schemas.reasons import Reason, Status
+from schemas.shard import DUPLICATES_SCHEMA, FORMAT_VERSION, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
+
+BATCH_SIZE = 512
+# Config keys that do not change the prepared bytes: left out of the fingerprint.
+_NOT_DATA = {"dataset_prepared_path", "dataset_processes", "base_model_config", "model_type", "tokenizer_type",
+             "trust_remote_code", "output_dir", "adapter", "lora_r", "lora_alpha", "lora_dropout",
+             "lora_target_modules", "lora_target_linear", "load_in_4bit", "load_in_8bit", "micro_batch_size",
+             "gradient_accumulation_steps", "num_epochs", "max_steps", "learning_rate", "lr_scheduler",
+             "warmup_steps", "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "bf16", "fp16", "tf32",
+             "flash_attention", "gradient_checkpointing", "logging_steps", "save_steps", "eval_steps", "fsdp",
+             "fsdp_config", "wandb_project", "base_model", "tokenizer_config"}
+
+
+class PrepareError(Exception):
+    """The run cannot produce trustworthy output (unreadable input, too much quarantined, ...)."""
+
+
+@dataclass
+class Source:
+    dataset_index: int
+    path: Path
+    display: str  # as written to samples.parquet
+    fmt: str
+
+
+@dataclass
+class Setup:
+    cfg: Config
+    config_dir: Path
+    tok: TokenizerInfo
+    template_name: str | None
+    template_text: str | None
+    sources: list[Source]
+    fingerprint: str
+
+
+@dataclass
+class Counts:
+    rows_in: int = 0
+    kept: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    truncated: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    per_dataset: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    out: Path
+    manifest: dict[str, Any]
+    cached: bool
+
+
+def setup(cfg: Config, config_path: Path) -> Setup:
+    config_dir = config_path.resolve().parent
+    if not cfg.datasets:
+        raise PrepareError(f"{config_path}: `datasets` is empty: nothing to prepare")
+    tok = tokenizer_for(cfg, config_dir)
+    template_name = template_text = None
+    if any(ds.type == "chat_template" for ds in cfg.datasets):
+        try:
+            template_name, template_text = resolve_template(cfg.chat_template, cfg.chat_template_jinja,
+                                                            tok.chat_template, config_dir)
+        except TemplateNotFound as e:
+            raise PrepareError(str(e)) from None
+    sources = []
+    for i, ds in enumerate(cfg.datasets):
+        for path in resolve_files(ds, config_dir):
+            sources.append(Source(i, path, _display(path), file_format(path, ds)))
+    return Setup(cfg, config_dir, tok, template_name, template_text, sources,
+                 fingerprint(cfg, tok, template_text, sources))
+
+
+def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | None, sources: list[Source]) -> str:
+    """Everything that affects the output bytes: data config, file contents, tokenizer, template, version."""
+    h = hashlib.sha256()
+    data_cfg = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_DATA}
+    h.update(json.dumps({"format_version": FORMAT_VERSION, "tessera": dataprep.__version__, "config": data_cfg,
+                         "tokenizer": tok.files, "template": template_text}, sort_keys=True).encode())
+    for s in sources:
+        h.update(f"\n{s.dataset_index}:{s.display}:{sha256_file(s.path)}".encode())
+    return h.hexdigest()
+
+
+def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, force: bool = False,
+                 progress: Progress | None = None) -> Result:
+    progress = progress or Progress()
+    timer = StageTimer()
+    with timer("setup"):
+        st = setup(cfg, config_path)
+    manifest_path = out / "manifest.json"
+    if not force and manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        if old.get("fingerprint") == st.fingerprint:
+            return Result(out, old, cached=True)
+    _remove_stale_temps(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "shards").mkdir(parents=True)
+    (tmp / "_work").mkdir()
+    try:
+        manifest = _build(st, tmp, workers, progress, timer)
+        old_dir = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            out.rename(old_dir)
+        tmp.rename(out)
+        shutil.rmtree(old_dir, ignore_errors=True)
+        return Result(out, manifest, cached=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageTimer) -> dict[str, Any]:
+    cfg = st.cfg
+    counts = Counts()
+    spill = TokenSpill(tmp / "_work")
+    seen: dict[str, int] = {}  # content hash -> sample_id of the kept row
+    samples_w = pq.ParquetWriter(tmp / "_work" / "samples.parquet", SAMPLES_SCHEMA)
+    quarantine_w = pq.ParquetWriter(tmp / "quarantine.parquet", QUARANTINE_SCHEMA)
+    duplicates_w = pq.ParquetWriter(tmp / "duplicates.parquet", DUPLICATES_SCHEMA)
+    next_id = 0
+    with timer("rows") as stage, progress.bar("rows", total=None) as bar:
+        for source, batch, results in _processed(st, workers, bar):
+            ds = cfg.datasets[source.dataset_index]
+            sample_rows, quarantine_rows, dup_rows = [], [], []
+            for raw, r in zip(batch, results, strict=True):
+                sid = next_id
+                next_id += 1
+                dup_of = None
+                if r.status is Status.kept and cfg.dataset_exact_deduplication:
+                    assert r.content_hash is not None
+                    dup_of = seen.get(r.content_hash)
+                    if dup_of is None:
+                        seen[r.content_hash] = sid
+                    else:
+                        r.status, r.reason = Status.duplicate, Reason.duplicate
+                        dup_rows.append({"sample_id": sid, "kept_sample_id": dup_of, "content_hash": r.content_hash})
+                if r.status is Status.kept:
+                    assert r.input_ids is not None and r.labels is not None
+                    spill.add(sid, r.input_ids, r.labels)
+                elif r.status is Status.quarantined:
+                    quarantine_rows.append({"sample_id": sid, "dataset": ds.path, "source_file": source.display,
+                                            "source_row": raw.source_row, "reason": str(r.reason),
+                                            "field": r.field, "message": r.message, "original": r.original})
+                _count(counts, ds.path, r)
+                sample_rows.append(_sample_row(sid, source, ds.path, ds.format, raw, r, dup_of))
+            samples_w.write_table(pa.Table.from_pylist(sample_rows, SAMPLES_SCHEMA))
+            if quarantine_rows:
+                quarantine_w.write_table(pa.Table.from_pylist(quarantine_rows, QUARANTINE_SCHEMA))
+            if dup_rows:
+                duplicates_w.write_table(pa.Table.from_pylist(dup_rows, DUPLICATES_SCHEMA))
+        stage.rows = counts.rows_in
+    for w in (samples_w, quarantine_w, duplicates_w):
+        w.close()
+    _check_quarantine_share(cfg, counts, tmp / "quarantine.parquet")
+    if counts.kept == 0:
+        raise PrepareError("no row was kept: see the summary above and quarantine reasons; nothing to train on")
+
+    with timer("split+pack") as stage:
+        sample_ids, offsets, ids, labels = spill.finish()
+        lengths = np.diff(offsets)
+        is_val = choose_validation(sample_ids, cfg.val_set_size, cfg.seed)
+        placement = Placement.empty(len(sample_ids))
+        layouts = {}
+        for split, mask in (("train", ~is_val), ("val", is_val)):
+            idx = np.flatnonzero(mask)
+            if len(idx) == 0:
+                continue
+            rows = (pack_best_fit(lengths[idx], sample_ids[idx], cfg.sequence_len) if cfg.sample_packing
+                    else one_per_row(sample_ids[idx]))
+            layouts[split] = [[int(idx[i]) for i in row] for row in rows]
+        stage.rows = len(sample_ids)
+    shards: list[ShardInfo] = []
+    with timer("write") as stage, progress.bar("write", total=len(layouts)) as bar:
+        for split, rows in layouts.items():
+            shards += write_split(tmp / "shards", split, rows, sample_ids, offsets, ids, labels, placement)
+            bar.advance(1)
+        _finish_samples(tmp, sample_ids, is_val, placement)
+        stage.rows = sum(s.rows for s in shards)
+    del ids, labels  # release the memmaps before the work folder is deleted
+    shutil.rmtree(tmp / "_work")
+    manifest = _manifest(st, counts, shards, lengths, timer)
+    # Written last: its presence means the directory is complete.
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list[RawRow], list[RowResult]]]:
+    def jobs() -> Iterator[tuple[Source, list[RawRow]]]:
+        for source in st.sources:
+            for batch in read_batches(source.path, source.fmt, BATCH_SIZE):
+                yield source, batch
+                bar.advance(len(batch))
+
+    if workers <= 1:
+        processors: dict[int, RowProcessor] = {}
+        for source, batch in jobs():
+            if source.dataset_index not in processors:
+                processors[source.dataset_index] = RowProcessor(st.cfg, source.dataset_index, st.tok,
+                                                                st.template_text)
+            yield source, batch, processors[source.dataset_index].process(batch)
+        return
+    # spawn, not fork: the parent's tokenizer may already have started its thread pool.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=init_worker,
+                  initargs=(st.cfg.model_dump_json(), str(st.config_dir), st.template_text)) as pool:
+        pending: list[tuple[Source, list[RawRow]]] = []
+
+        def job_stream() -> Iterator[tuple[int, list[RawRow]]]:
+            for source, batch in jobs():
+                pending.append((source, batch))
+                yield source.dataset_index, batch
+
+        for results in pool.imap(process_in_worker, job_stream(), chunksize=1):
+            source, batch = pending.pop(0)
+            yield source, batch, results
+
+
+def _sample_row(sid: int, source: Source, dataset: str, fmt: str, raw: RawRow, r: RowResult,
+                dup_of: int | None) -> dict[str, Any]:
+    return {"sample_id": sid, "dataset": dataset, "dataset_index": source.dataset_index, "format": fmt,
+            "source_file": source.display, "source_row": raw.source_row, "status": str(r.status),
+            "reason": str(r.reason) if r.reason else None, "duplicate_of": dup_of, "content_hash": r.content_hash,
+            "num_tokens": r.num_tokens, "num_trainable": r.num_trainable}
+
+
+def _count(counts: Counts, dataset: str, r: RowResult) -> None:
+    counts.rows_in += 1
+    per = counts.per_dataset.setdefault(dataset, Counter())
+    per["rows_in"] += 1
+    per[str(r.status)] += 1
+    if r.status is Status.kept:
+        counts.kept += 1
+        per["tokens"] += r.num_tokens or 0
+        per["trainable"] += r.num_trainable or 0
+        if r.reason is Reason.truncated:
+            counts.truncated += 1
+    elif r.status is Status.quarantined:
+        counts.quarantined += 1
+    elif r.status is Status.duplicate:
+        counts.duplicates += 1
+    else:
+        counts.dropped += 1
+    if r.reason is not None:
+        counts.by_reason[str(r.reason)] += 1
+
+
+def _check_quarantine_share(cfg: Config, counts: Counts, quarantine_file: Path) -> None:
+    share = counts.quarantined / max(counts.rows_in, 1)
+    if share <= cfg.quarantine_max_fraction:
+        return
+    examples = pl.read_parquet(quarantine_file).head(3)
+    lines = [f"  {r['source_file']}:{r['source_row']} {r['reason']}: {r['message']}"
+             for r in examples.iter_rows(named=True)]
+    reasons = ", ".join(f"{k} {v}" for k, v in counts.by_reason.most_common() if k in {x.value for x in Reason})
+    raise PrepareError(
+        f"{counts.quarantined} of {counts.rows_in} rows ({share:.0%}) were quarantined, more than "
+        f"quarantine_max_fraction ({cfg.quarantine_max_fraction:.0%}). Reasons: {reasons}. First rows:\n"
+        + "\n".join(lines) + "\nThis is usually a field mapping that does not match the data (field_messages, "
+        "message_field_role, type, ...). Fix the config, or raise quarantine_max_fraction if the data is dirty.")
+
+
+def _finish_samples(tmp: Path, sample_ids: np.ndarray, is_val: np.ndarray, placement: Placement) -> None:
+    """samples.parquet = the rows' records joined with where each kept sample went (a lazy Polars join)."""
+    names = pl.Series("shard_name", [*placement.names, None], dtype=pl.String)
+    shard_idx = np.where(placement.shard >= 0, placement.shard, len(placement.names))
+    where = pl.DataFrame({
+        "sample_id": sample_ids,
+        "split_new": np.where(is_val, "val", "train"),
+        "shard_new": names.gather(shard_idx),
+        "shard_row_new": placement.shard_row,
+        "row_offset_new": placement.row_offset,
+    })
+    (pl.scan_parquet(tmp / "_work" / "samples.parquet")
+     .join(where.lazy(), on="sample_id", how="left")
+     .with_columns(split=pl.col("split_new"), shard=pl.col("shard_new"), shard_row=pl.col("shard_row_new"),
+                   row_offset=pl.col("row_offset_new"))
+     .select(SAMPLES_SCHEMA.names)
+     .sort("sample_id")
+     .sink_parquet(tmp / "samples.parquet"))
+
+
+def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.ndarray,
+              timer: StageTimer) -> dict[str, Any]:
+    cfg = st.cfg
+    total_tokens = sum(s.tokens for s in shards)
+    trainable = sum(s.trainable for s in shards)
+    rows = sum(s.rows for s in shards)
+    return {
+        "tessera_version": dataprep.__version__,
+        "format_version": FORMAT_VERSION,
+        "fingerprint": st.fingerprint,
+        "config": cfg.model_dump(mode="json"),
+        "tokenizer": {"path": str(st.tok.path), "files": st.tok.files, "vocab_size": st.tok.vocab_size,
+                      "bos_token": st.tok.variables.get("bos_token"), "eos_token": st.tok.eos_text,
+                      "adds_bos": bool(st.tok.bos_text)},
+        "chat_template": None if st.template_text is None else {
+            "name": st.template_name, "sha256": hashlib.sha256(st.template_text.encode()).hexdigest(),
+            "text": st.template_text, "date": cfg.chat_template_date},
+        "sources": [{"dataset": cfg.datasets[s.dataset_index].path, "file": s.display, "format": s.fmt,
+                     "sha256": sha256_file(s.path)} for s in st.sources],
+        "shards": [asdict(s) for s in shards],
+        "accounting": {"input_rows": counts.rows_in, "kept": counts.kept, "quarantined": counts.quarantined,
+                       "duplicates": counts.duplicates, "dropped": counts.dropped,
+                       "balanced": counts.rows_in == counts.kept + counts.quarantined + counts.duplicates
+                       + counts.dropped},
+        "stats": {
+            "by_reason": dict(sorted(counts.by_reason.items())),
+            "per_dataset": {k: dict(sorted(v.items())) for k, v in counts.per_dataset.items()},
+            "truncated": counts.truncated,
+            "tokens": total_tokens,
+            "trainable_tokens": trainable,
+            "trainable_share": trainable / total_tokens if total_tokens else 0.0,
+            "rows": rows,
+            "rows_by_split": {sp: sum(s.rows for s in shards if s.split == sp) for sp in ("train", "val")},
+            "sequence_len": cfg.sequence_len,
+            "sample_packing": cfg.sample_packing,
+            "packing_efficiency": total_tokens / (rows * cfg.sequence_len) if rows else 0.0,
+            "longest_sample": int(lengths.max()) if len(lengths) else 0,
+            "seconds": timer.seconds(),
+        },
+    }
+
+
+def _display(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    return str(path.resolve())
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Temp folders of crashed runs (their pid is gone) are removed; a live run's are left alone."""
+    if not out.parent.exists():
+        out.parent.mkdir(parents=True)
+        return
+    for p in out.parent.glob(f".{out.name}.*-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

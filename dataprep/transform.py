@@ -1,0 +1,175 @@
+"""Per-row work, in batches: parse -> format -> render -> tokenize -> length check.
+
+Runs in worker processes (`dataset_processes` / --workers); results come back in input order, so the
+output does not depend on the number of workers. Every row yields exactly one RowResult: kept (with ids and
+labels), quarantined (reason, field, message and the original row) or dropped (too long). Deduplication
+needs every earlier row, so it happens afterwards, in the main process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataprep.encode import TokenizerInfo, encode, load_tokenizer
+from dataprep.formats import Chat, RowError, Segments, Tokens, parse, to_sample
+from dataprep.load import RawRow
+from dataprep.render import ChatRenderer, Rendered, compile_template, render_segments
+from schemas.config import Config
+from schemas.reasons import Reason, Status
+from schemas.shard import IGNORE_INDEX
+
+
+@dataclass(slots=True)
+class RowResult:
+    source_row: int
+    status: Status
+    reason: Reason | None = None
+    field: str | None = None
+    message: str | None = None
+    original: str | None = None  # only for quarantined rows
+    content_hash: str | None = None
+    input_ids: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    num_tokens: int | None = None
+    num_trainable: int | None = None
+
+
+class RowProcessor:
+    """Turns raw rows of one datasets[] entry into RowResults."""
+
+    def __init__(self, cfg: Config, dataset_index: int, tok: TokenizerInfo, template_text: str | None):
+        self.cfg = cfg
+        self.ds = cfg.datasets[dataset_index]
+        self.tok = tok
+        self.chat = None
+        if self.ds.type == "chat_template":
+            assert template_text is not None
+            template = compile_template(template_text, datetime.date.fromisoformat(cfg.chat_template_date))
+            self.chat = ChatRenderer(template, tok.variables, tok.specials, self.ds.train_on_eos,
+                                     cfg.train_on_inputs)
+
+    def process(self, batch: list[RawRow]) -> list[RowResult]:
+        results: list[RowResult] = []
+        pending: list[tuple[RowResult, Rendered]] = []
+        for raw in batch:
+            try:
+                sample = to_sample(parse(raw.payload), self.ds, self.cfg.train_on_inputs, self.tok.bos_text,
+                                   self.tok.eos_text)
+                result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
+                if isinstance(sample, Tokens):
+                    self._pretokenized(result, sample)
+                elif isinstance(sample, Chat):
+                    assert self.chat is not None
+                    pending.append((result, self.chat.render(sample)))
+                else:
+                    pending.append((result, render_segments(sample)))
+            except RowError as e:
+                result = RowResult(raw.source_row, Status.quarantined, e.reason, e.field, e.message,
+                                   original=_original(raw.payload))
+            results.append(result)
+        if pending:
+            for (result, _), (ids, labels) in zip(pending, encode(self.tok.tokenizer, [r for _, r in pending]),
+                                                 strict=True):
+                result.input_ids, result.labels = ids, labels
+        for result, raw in zip(results, batch, strict=True):
+            if result.status is Status.kept:
+                self._check_length(result, raw)
+        return results
+
+    def _pretokenized(self, result: RowResult, sample: Tokens) -> None:
+        vocab = self.tok.vocab_size
+        bad = next((t for t in sample.input_ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise RowError(Reason.bad_token_ids, f"input id {bad} is outside the tokenizer's vocabulary "
+                           f"(0..{vocab - 1}); was it tokenized with another tokenizer?", "input_ids")
+        bad = next((t for t in sample.labels if t != IGNORE_INDEX and not 0 <= t < vocab), None)
+        if bad is not None:
+            raise RowError(Reason.bad_token_ids, f"label {bad} is neither -100 nor a token id", "labels")
+        result.input_ids = np.asarray(sample.input_ids, dtype=np.int32)
+        result.labels = np.asarray(sample.labels, dtype=np.int32)
+        result.labels[0] = IGNORE_INDEX
+
+    def _check_length(self, result: RowResult, raw: RawRow) -> None:
+        assert result.input_ids is not None and result.labels is not None
+        n = len(result.input_ids)
+        trainable = int(np.count_nonzero(result.labels != IGNORE_INDEX))
+        limit = self.cfg.sequence_len
+        if trainable == 0:
+            _quarantine(result, raw, Reason.no_trainable_tokens, "no token is trained (all labels are -100); "
+                        "check roles_to_train / train_on_eos or the row's training flags")
+        elif n > limit and self.cfg.excess_length_strategy == "drop":
+            result.status, result.reason = Status.dropped, Reason.too_long
+            result.message = f"{n} tokens > sequence_len {limit}"
+            result.input_ids = result.labels = None
+            result.num_tokens, result.num_trainable = n, trainable
+        else:
+            if n > limit:
+                result.input_ids, result.labels = result.input_ids[:limit], result.labels[:limit]
+                result.reason = Reason.truncated
+                trainable = int(np.count_nonzero(result.labels != IGNORE_INDEX))
+                if trainable == 0:
+                    _quarantine(result, raw, Reason.no_trainable_tokens, f"no trained token in the first {limit} "
+                                "tokens (excess_length_strategy: truncate); raise sequence_len")
+                    return
+            result.num_tokens, result.num_trainable = len(result.input_ids), trainable
+
+
+def _quarantine(result: RowResult, raw: RawRow, reason: Reason, message: str) -> None:
+    result.status, result.reason, result.message = Status.quarantined, reason, message
+    result.original = _original(raw.payload)
+    result.input_ids = result.labels = None
+
+
+def _original(payload: bytes | dict[str, Any]) -> str:
+    if isinstance(payload, bytes):
+        return payload.decode("utf-8", errors="replace")
+    return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+def _norm(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def content_hash(sample: Chat | Segments | Tokens) -> str:
+    """Dedup key: the content with Unicode NFC and whitespace runs folded, so reformatted copies match."""
+    if isinstance(sample, Chat):
+        key: Any = [[m["role"], _norm(m["content"])] for m in sample.messages]
+    elif isinstance(sample, Segments):
+        key = [[_norm(text), trained] for text, trained in sample.parts if text]
+    else:
+        key = [sample.input_ids, sample.labels]
+    blob = json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+# ---- worker processes: each builds its own tokenizer and processors once.
+_worker: dict[str, Any] = {}
+
+
+def init_worker(cfg_json: str, config_dir: str, template_text: str | None) -> None:
+    cfg = Config.model_validate_json(cfg_json)
+    _worker.update(cfg=cfg, template=template_text, processors={},
+                   tok=tokenizer_for(cfg, Path(config_dir)))
+
+
+def tokenizer_for(cfg: Config, config_dir: Path) -> TokenizerInfo:
+    name = cfg.tokenizer_config or cfg.base_model
+    assert name is not None
+    specials = cfg.special_tokens.model_dump() if cfg.special_tokens else None
+    return load_tokenizer(name, config_dir, specials, cfg.tokens)
+
+
+def process_in_worker(job: tuple[int, list[RawRow]]) -> list[RowResult]:
+    dataset_index, batch = job
+    processors = _worker["processors"]
+    if dataset_index not in processors:
+        processors[dataset_index] = RowProcessor(_worker["cfg"], dataset_index, _worker["tok"], _worker["template"])
+    return processors[dataset_index].process(batch)

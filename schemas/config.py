@@ -1,0 +1,374 @@
+"""The run config: one pydantic tree whose field names are the YAML keys.
+
+Key names are Axolotl's wherever the meaning is the same, so users can bring their configs. Keys that only
+Tessera has say so in their docstring. Unknown keys are errors (with the closest valid key); combinations
+that cannot work are errors too, raised before any data is read. `load_config` reports every problem at once,
+each with its file and line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.overrides import apply_overrides
+
+TrainOnEos = Literal["turn", "last", "all", "none"]
+FORMAT_TYPES = ("alpaca", "chat_template", "input_output", "completion")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class CustomInstructType(_Model):
+    """`type:` given as a mapping: Axolotl's custom instruct format."""
+
+    field_system: str = "system"
+    """Column holding a per-row system prompt (optional in each row)."""
+    field_instruction: str = "instruction"
+    field_input: str = "input"
+    field_output: str = "output"
+    format: str = "{instruction} {input} "
+    """Prompt when the row has a non-empty input. Placeholders: {instruction}, {input}."""
+    no_input_format: str = "{instruction} "
+    """Prompt when the input is missing or empty. Placeholder: {instruction}."""
+    system_format: str = "{system}"
+    """How a system prompt is written before the prompt. Placeholder: {system}."""
+    system_prompt: str = ""
+    """System prompt used when the row has none."""
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> CustomInstructType:
+        problems = []
+        if "{instruction}" not in self.format:
+            problems.append("type.format must contain {instruction}")
+        if "{instruction}" not in self.no_input_format:
+            problems.append("type.no_input_format must contain {instruction}")
+        if "{system}" not in self.system_format:
+            problems.append("type.system_format must contain {system}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class DatasetConfig(_Model):
+    """One entry of `datasets:`. Local files only: Tessera never downloads data."""
+
+    path: str
+    """A file, a directory (every data file in it) or a glob. Relative paths are looked up next to the config
+    file first, then in the current directory."""
+    type: str | CustomInstructType | None = None
+    """alpaca | chat_template | input_output | completion | a custom instruct mapping | empty for pre-tokenized
+    rows (input_ids, labels, optional attention_mask)."""
+    ds_type: Literal["json", "jsonl", "parquet", "csv", "arrow"] | None = None
+    """File format; inferred from the file extension when empty."""
+    data_files: list[str] | None = None
+    """Files (or globs) under `path` to read, instead of every data file in it."""
+    split: str = "train"
+    """Local files have a single split, `train`; Tessera makes the validation split itself (val_set_size)."""
+
+    # chat_template
+    field_messages: str | None = None
+    """Column with the list of messages. Default `messages`; rows without it but with ShareGPT's
+    `conversations` are read as ShareGPT (from/value)."""
+    message_field_role: str | None = None
+    """Key of a message's role. Default `role` (`from` for ShareGPT rows)."""
+    message_field_content: str | None = None
+    """Key of a message's text. Default `content` (`value` for ShareGPT rows)."""
+    roles: dict[str, list[str]] | None = None
+    """Maps template roles to the role names found in the data, e.g. {user: [human, user], assistant: [gpt]}.
+    Default: system/user/assistant/tool plus ShareGPT's human/gpt."""
+    roles_to_train: list[str] = Field(default_factory=lambda: ["assistant"])
+    """Template roles whose content is trained."""
+    train_on_eos: TrainOnEos = "turn"
+    """Which end-of-turn tokens are trained: those of trained turns (turn), only the last trained turn's
+    (last), every turn's (all) or none."""
+    message_field_training: str | None = None
+    """Per-message boolean key that overrides roles_to_train for that message."""
+    message_field_training_detail: str | None = None
+    """Per-message key with [{begin_offset, end_offset, train}] character ranges (end inclusive) inside the
+    content; ranges not listed are not trained."""
+
+    # completion
+    field: str | None = None
+    """completion: column with the text (default `text`)."""
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str | CustomInstructType | None) -> str | CustomInstructType | None:
+        if isinstance(value, str) and value not in FORMAT_TYPES and value != "":
+            close = difflib.get_close_matches(value, FORMAT_TYPES, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; use one of {', '.join(FORMAT_TYPES)}"
+            raise ValueError(f"unknown dataset type '{value}'{hint}")
+        return value or None
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> DatasetConfig:
+        if self.split != "train":
+            raise ValueError(
+                f"split '{self.split}': local files have a single split 'train'; "
+                "use val_set_size for a validation split"
+            )
+        chat_keys = ("field_messages", "message_field_role", "message_field_content", "roles",
+                     "message_field_training", "message_field_training_detail")
+        if self.type != "chat_template":
+            used = [k for k in chat_keys if getattr(self, k) is not None]
+            if used:
+                raise ValueError(f"{', '.join(used)} only apply to type: chat_template (type is {self.type!r})")
+        if self.field is not None and self.type != "completion":
+            raise ValueError("`field` only applies to type: completion")
+        if self.type == "chat_template" and self.roles is not None:
+            missing = [r for r in self.roles_to_train if r not in self.roles]
+            if missing:
+                raise ValueError(f"roles_to_train names {missing}, which the `roles` mapping does not define")
+        return self
+
+    @property
+    def format(self) -> str:
+        """The format name used in reports: alpaca, custom_instruct, chat_template, … or pretokenized."""
+        if isinstance(self.type, CustomInstructType):
+            return "custom_instruct"
+        return self.type or "pretokenized"
+
+
+class SpecialTokens(_Model):
+    bos_token: str | None = None
+    eos_token: str | None = None
+    pad_token: str | None = None
+    unk_token: str | None = None
+
+
+class FsdpConfig(_Model):
+    """Trainer: passed to accelerate's FSDP plugin."""
+
+    fsdp_version: Literal[1, 2] = 2
+    fsdp_offload_params: bool = False
+    fsdp_cpu_ram_efficient_loading: bool = False
+    fsdp_auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP"] = "TRANSFORMER_BASED_WRAP"
+    fsdp_transformer_layer_cls_to_wrap: str | None = None
+    fsdp_state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT"] = "FULL_STATE_DICT"
+    fsdp_reshard_after_forward: bool = True
+    fsdp_activation_checkpointing: bool = False
+
+
+class Config(_Model):
+    # ---- model and tokenizer
+    base_model: str | None = None
+    """Local folder of the model (or only its tokenizer files, for preparing). Tessera never downloads."""
+    base_model_config: str | None = None
+    """Trainer: local folder with the model's config.json, when it differs from base_model."""
+    model_type: str | None = None
+    """Trainer: e.g. AutoModelForCausalLM (accepted for Axolotl compatibility)."""
+    tokenizer_type: str | None = None
+    """Accepted for Axolotl compatibility; Tessera always loads the fast tokenizer (tokenizer.json)."""
+    tokenizer_config: str | None = None
+    """Folder with tokenizer.json (and tokenizer_config.json); defaults to base_model. `fixture:<family>`
+    names a tokenizer built offline by `python -m dataprep.fetch_tokenizers` (Tessera only)."""
+    trust_remote_code: bool = False
+    special_tokens: SpecialTokens | None = None
+    """Override the tokenizer's bos/eos/pad/unk tokens (each must already be in the vocabulary)."""
+    tokens: list[str] | None = None
+    """Extra tokens to add to the vocabulary before tokenizing."""
+
+    # ---- chat template
+    chat_template: str = "tokenizer_default"
+    """tokenizer_default | tokenizer_default_fallback_<name> | jinja | a template from dataprep/templates/
+    (e.g. chatml)."""
+    chat_template_jinja: str | None = None
+    """Template text (or a path to a .jinja file) when chat_template: jinja."""
+    chat_template_date: str = "2026-01-01"
+    """Tessera: the date `strftime_now` returns while rendering (Llama 3.1+ put it in the system header), pinned
+    so that prepared ids do not change from day to day. ISO format."""
+
+    # ---- data
+    datasets: list[DatasetConfig] = Field(default_factory=list)
+    sequence_len: int = Field(2048, gt=0)
+    sample_packing: bool = False
+    train_on_inputs: bool = False
+    """Train on prompts too (everything except padding)."""
+    val_set_size: float = Field(0.0, ge=0)
+    """Validation split: a fraction of the kept samples if < 1, else a count."""
+    dataset_prepared_path: str | None = None
+    """Where `tessera prepare` writes its output (default prepared/<config file stem>)."""
+    dataset_exact_deduplication: bool = True
+    """Drop rows whose normalised content equals an earlier row's, across all datasets."""
+    dataset_processes: int = Field(1, ge=1)
+    """Worker processes for parsing, rendering and tokenizing (the CLI's --workers). Output is identical for
+    any value."""
+    excess_length_strategy: Literal["drop", "truncate"] = "drop"
+    """Samples longer than sequence_len are dropped (status dropped, reason too_long) or cut."""
+    quarantine_max_fraction: float = Field(0.25, ge=0, le=1)
+    """Tessera: fail the run when more than this share of input rows is quarantined (usually a wrong field
+    mapping rather than dirty data)."""
+    seed: int = 42
+
+    # ---- trainer (read by `tessera train`; preparing ignores them)
+    output_dir: str = "./outputs"
+    adapter: Literal["lora", "qlora"] | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
+    lora_target_linear: bool = False
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    micro_batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    num_epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = None
+    learning_rate: float = 2e-5
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int | None = None
+    warmup_ratio: float | None = None
+    optimizer: str = "adamw_torch"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool | Literal["auto"] = "auto"
+    fp16: bool = False
+    tf32: bool = False
+    flash_attention: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = 1
+    save_steps: int | None = None
+    eval_steps: int | None = None
+    fsdp: list[str] | None = None
+    fsdp_config: FsdpConfig | None = None
+    wandb_project: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        problems = []
+        if self.chat_template == "jinja" and not self.chat_template_jinja:
+            problems.append("chat_template: jinja needs chat_template_jinja (the template text or a .jinja path)")
+        if self.chat_template_jinja and self.chat_template != "jinja":
+            problems.append(f"chat_template_jinja is set but chat_template is '{self.chat_template}': "
+                            "set chat_template: jinja")
+        if not self.base_model and not self.tokenizer_config:
+            problems.append("set base_model or tokenizer_config (a local folder with tokenizer.json)")
+        if self.val_set_size >= 1 and self.val_set_size != int(self.val_set_size):
+            problems.append(f"val_set_size {self.val_set_size}: a fraction must be < 1, a count a whole number")
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            problems.append("set warmup_steps or warmup_ratio, not both")
+        if self.adapter == "qlora" and not self.load_in_4bit:
+            problems.append("adapter: qlora needs load_in_4bit: true")
+        if self.load_in_4bit and self.load_in_8bit:
+            problems.append("load_in_4bit and load_in_8bit are exclusive")
+        if self.bf16 is True and self.fp16:
+            problems.append("bf16 and fp16 are exclusive")
+        try:
+            datetime.date.fromisoformat(self.chat_template_date)
+        except ValueError:
+            problems.append(f"chat_template_date '{self.chat_template_date}' is not an ISO date (YYYY-MM-DD)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, one per line, each with file:line and the fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("config is not valid:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read config ({e.strerror})"]) from None
+    try:
+        raw = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{path}: not valid YAML: {e}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}"])
+    overridden = apply_overrides(raw, overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe_all(e.errors(), path, root, overridden)) from None
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """For tests and library use: validate a mapping, with the same error messages (no line numbers)."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe_all(e.errors(), Path("<dict>"), None, set())) from None
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
+def _describe_all(errors: list[Any], path: Path, root: yaml.Node | None, overridden: set[str]) -> list[str]:
+    # A mapping given where `str | Model` is allowed fails both branches; the str branch's error is noise.
+    errors = [e for e in errors if not (e["loc"] and e["loc"][-1] == "str" and isinstance(e["input"], dict))]
+    return [_describe(e, path, root, overridden) for e in errors]
+
+
+def _describe(err: Any, path: Path, root: yaml.Node | None, overridden: set[str]) -> str:
+    # pydantic puts union branch tags ('str', 'CustomInstructType', "literal['auto']") into loc.
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or p[:1].isupper()))]
+    dotted = ".".join(str(p) for p in loc)
+    shown = _show_loc(loc)
+    where = f"{path}:{_line_of(root, loc)}" if root is not None else str(path)
+    if dotted.split(".")[0] in overridden or dotted in overridden:
+        where = f"{where} (--set {dotted})"
+    if err["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        valid = _valid_keys(loc[:-1])
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else "see the keys documented in schemas/config.py"
+        return f"{where}: unknown key '{shown}'; {hint}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {shown or '(top level)'}: {msg}"
+
+
+def _show_loc(loc: list[Any]) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _valid_keys(parent: list[Any]) -> list[str]:
+    model: type[BaseModel] = Config
+    for p in parent:
+        if isinstance(p, int):
+            continue
+        field = model.model_fields.get(str(p))
+        if field is None:
+            break
+        for candidate in (DatasetConfig, SpecialTokens, FsdpConfig, CustomInstructType):
+            if candidate.__name__ in repr(field.annotation):
+                model = candidate
+                break
+    return list(model.model_fields)
+
+
+def _line_of(root: yaml.Node | None, loc: list[Any]) -> int:
+    node = root
+    line = 1 if root is None else root.start_mark.line + 1
+    for p in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == p:
+                    line, node = k.start_mark.line + 1, v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(p, int) and p < len(node.value):
+            node = node.value[p]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

@@ -1,0 +1,66 @@
+"""Shared fixtures: the real Qwen2.5 tokenizer (built offline by dataprep.fetch_tokenizers) and a helper that
+writes a config plus data files into a temp folder and prepares them.
+
+Run everything with `make test`, or one file with `.venv/bin/python -m pytest tests/dataprep/test_pack.py -v`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dataprep.fetch_tokenizers import tokenizer_dir
+from dataprep.pipeline import Result, run_pipeline
+from dataprep.report import Progress
+from schemas.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def qwen_dir() -> Path:
+    import os  # DEVHACK
+    if os.environ.get("DEVTOK"):  # DEVHACK
+        return Path(os.environ["DEVTOK"])  # DEVHACK
+    return tokenizer_dir("qwen2.5")
+
+
+@pytest.fixture(scope="session")
+def hf_qwen(qwen_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(qwen_dir))
+    tok.chat_template = (ROOT / "dataprep" / "templates" / "chatml.jinja").read_text()
+    return tok
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+Prepare = Callable[..., Result]
+
+
+@pytest.fixture
+def prepare(tmp_path: Path, qwen_dir: Path) -> Prepare:
+    """prepare(config_dict, out_name="out", workers=1, overrides=None) -> Result; data paths are relative to
+    tmp_path, where the config file is written."""
+
+    def run(config: dict[str, Any], out_name: str = "out", workers: int = 1, force: bool = False,
+            overrides: list[str] | None = None) -> Result:
+        config = {"tokenizer_config": str(qwen_dir), "chat_template": "chatml", **config}
+        cfg_path = tmp_path / "config.yaml"
+        cfg_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        cfg = load_config(cfg_path, overrides)
+        return run_pipeline(cfg, cfg_path, tmp_path / out_name, workers=workers, force=force,
+                            progress=Progress(enabled=False))
+
+    return run

@@ -1,0 +1,120 @@
+"""The config tree: every example config validates, errors name the file, line, key and the fix (all at once),
+impossible combinations fail before any data is read, and --set overrides.
+
+    .venv/bin/python -m pytest tests/schemas/test_config.py -v
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from schemas.config import Config, ConfigError, config_from_dict, load_config
+from schemas.overrides import OverrideError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+# Adding a key is a decision someone reviews: update this set on purpose.
+FROZEN_TOP_LEVEL_KEYS = {
+    "base_model", "base_model_config", "model_type", "tokenizer_type", "tokenizer_config", "trust_remote_code",
+    "special_tokens", "tokens", "chat_template", "chat_template_jinja", "chat_template_date", "datasets",
+    "sequence_len", "sample_packing", "train_on_inputs", "val_set_size", "dataset_prepared_path",
+    "dataset_exact_deduplication", "dataset_processes", "excess_length_strategy", "quarantine_max_fraction",
+    "seed", "output_dir", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+    "lora_target_linear", "load_in_4bit", "load_in_8bit", "micro_batch_size", "gradient_accumulation_steps",
+    "num_epochs", "max_steps", "learning_rate", "lr_scheduler", "warmup_steps", "warmup_ratio", "optimizer",
+    "weight_decay", "max_grad_norm", "bf16", "fp16", "tf32", "flash_attention", "gradient_checkpointing",
+    "logging_steps", "save_steps", "eval_steps", "fsdp", "fsdp_config", "wandb_project",
+}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_configs_validate(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.datasets
+    assert path.read_text().startswith("#"), "each example starts with the command that runs it"
+
+
+def test_key_set_is_frozen() -> None:
+    assert set(Config.model_fields) == FROZEN_TOP_LEVEL_KEYS
+
+
+def test_unknown_key_names_file_line_and_closest_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text("base_model: ./m\ndatasets:\n  - path: a.jsonl\n    type: chat_template\n"
+                   "    feild_messages: conversations\nsequnce_len: 4096\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert e.value.problems == [
+        f"{cfg}:5: unknown key 'datasets[0].feild_messages'; did you mean 'field_messages'?",
+        f"{cfg}:6: unknown key 'sequnce_len'; did you mean 'sequence_len'?",
+    ]
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("tokenizer_config: x\ndatasets:\n  - path: a.jsonl\n    type: alpacca\n")
+    run = subprocess.run([sys.executable, "-m", "dataprep", "prepare", str(cfg)], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert run.returncode == 2
+    assert f"{cfg}:4: datasets[0].type: unknown dataset type 'alpacca'; did you mean 'alpaca'?" in run.stderr
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"chat_template": "jinja"}, "chat_template: jinja needs chat_template_jinja"),
+    ({"chat_template_jinja": "{{ x }}"}, "set chat_template: jinja"),
+    ({"val_set_size": 1.5}, "a fraction must be < 1"),
+    ({"adapter": "qlora"}, "adapter: qlora needs load_in_4bit: true"),
+    ({"warmup_steps": 10, "warmup_ratio": 0.1}, "not both"),
+    ({"chat_template_date": "yesterday"}, "not an ISO date"),
+    ({"datasets": [{"path": "a", "type": "alpaca", "field_messages": "m"}]}, "only apply to type: chat_template"),
+    ({"datasets": [{"path": "a", "type": "chat_template", "roles": {"user": ["u"]}}]},
+     "roles_to_train names ['assistant']"),
+    ({"datasets": [{"path": "a", "type": "alpaca", "split": "test"}]}, "single split 'train'"),
+    ({"datasets": [{"path": "a", "type": {"format": "no placeholder"}}]}, "must contain {instruction}"),
+])
+def test_impossible_combinations_are_errors(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"tokenizer_config": "t", "datasets": [{"path": "a", "type": "alpaca"}], **raw})
+    assert any(message in p for p in e.value.problems), e.value.problems
+
+
+def test_a_tokenizer_is_required() -> None:
+    with pytest.raises(ConfigError, match="set base_model or tokenizer_config"):
+        config_from_dict({"datasets": []})
+
+
+def test_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type: alpaca\n")
+    loaded = load_config(cfg, ["sequence_len=4096", "sample_packing=true", "datasets.0.path=b.jsonl",
+                               "lora_target_modules=[q_proj, v_proj]", "special_tokens.pad_token=<pad>"])
+    assert loaded.sequence_len == 4096 and loaded.sample_packing is True
+    assert loaded.datasets[0].path == "b.jsonl" and loaded.lora_target_modules == ["q_proj", "v_proj"]
+    assert loaded.special_tokens is not None and loaded.special_tokens.pad_token == "<pad>"
+    with pytest.raises(OverrideError, match="expected key=value"):
+        load_config(cfg, ["sequence_len"])
+    with pytest.raises(OverrideError, match="not an index"):
+        load_config(cfg, ["datasets.3.path=x"])
+    with pytest.raises(ConfigError, match=r"\(--set sequnce_len\).*did you mean 'sequence_len'"):
+        load_config(cfg, ["sequnce_len=1"])
+
+
+def test_axolotl_style_config_is_accepted() -> None:
+    cfg = config_from_dict({
+        "base_model": "./models/llama", "model_type": "AutoModelForCausalLM", "tokenizer_type": "AutoTokenizer",
+        "datasets": [{"path": "data.jsonl", "type": "chat_template", "field_messages": "conversations",
+                      "message_field_role": "from", "message_field_content": "value",
+                      "roles": {"user": ["human"], "assistant": ["gpt"]}, "roles_to_train": ["assistant"],
+                      "train_on_eos": "turn"}],
+        "chat_template": "chatml", "sequence_len": 4096, "sample_packing": True, "val_set_size": 0.02,
+        "adapter": "qlora", "load_in_4bit": True, "lora_r": 32, "lora_alpha": 16, "lora_target_linear": True,
+        "micro_batch_size": 2, "gradient_accumulation_steps": 4, "num_epochs": 3, "learning_rate": 2e-4,
+        "bf16": "auto", "flash_attention": True, "gradient_checkpointing": True,
+        "fsdp": ["full_shard", "auto_wrap"], "fsdp_config": {"fsdp_offload_params": True},
+    })
+    assert cfg.datasets[0].format == "chat_template"
