@@ -55,7 +55,8 @@ def prepare(args: argparse.Namespace) -> int:
     except (PrepareError, InputError, TokenizerError) as e:
         _error(e)
         return 1
-    out_console = Console()
+    # Not a terminal (CI, logs): a fixed width instead of rich's 80 columns, so names and numbers are not cut.
+    out_console = Console(width=None if sys.stdout.isatty() else 140)
     if result.cached:
         out_console.print(f"[green]up to date:[/] {out} (fingerprint {result.manifest['fingerprint'][:12]} "
                           "matches; nothing rebuilt, use --force to rebuild)", highlight=False)

@@ -20,7 +20,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,20 +245,20 @@ def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list
                                                                 st.template_text)
             yield source, batch, processors[source.dataset_index].process(batch)
         return
-    # spawn, not fork: the parent's tokenizer may already have started its thread pool.
+    # spawn, not fork: the parent's tokenizer may already have started its thread pool. At most two batches
+    # per worker are in flight (Pool.imap would read the whole input ahead), and results are taken in order.
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=init_worker,
                   initargs=(st.cfg.model_dump_json(), str(st.config_dir), st.template_text)) as pool:
-        pending: list[tuple[Source, list[RawRow]]] = []
-
-        def job_stream() -> Iterator[tuple[int, list[RawRow]]]:
-            for source, batch in jobs():
-                pending.append((source, batch))
-                yield source.dataset_index, batch
-
-        for results in pool.imap(process_in_worker, job_stream(), chunksize=1):
-            source, batch = pending.pop(0)
-            yield source, batch, results
+        window: deque[tuple[Source, list[RawRow], Any]] = deque()
+        for source, batch in jobs():
+            window.append((source, batch, pool.apply_async(process_in_worker, ((source.dataset_index, batch),))))
+            if len(window) >= 2 * workers:
+                source, batch, pending = window.popleft()
+                yield source, batch, pending.get()
+        while window:
+            source, batch, pending = window.popleft()
+            yield source, batch, pending.get()
 
 
 def _sample_row(sid: int, source: Source, dataset: str, fmt: str, raw: RawRow, r: RowResult,

@@ -74,7 +74,7 @@ class Progress:
 def summary_table(manifest: dict[str, Any]) -> Table:
     acc, stats = manifest["accounting"], manifest["stats"]
     table = Table(title="tessera prepare", show_header=True, header_style="bold")
-    table.add_column("dataset")
+    table.add_column("dataset", no_wrap=True)
     for col in ("rows in", "kept", "quarantined", "duplicates", "dropped", "tokens", "trained"):
         table.add_column(col, justify="right")
     for name, d in stats["per_dataset"].items():

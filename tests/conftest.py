@@ -24,9 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def qwen_dir() -> Path:
-    import os  # DEVHACK
-    if os.environ.get("DEVTOK"):  # DEVHACK
-        return Path(os.environ["DEVTOK"])  # DEVHACK
     return tokenizer_dir("qwen2.5")
 
 
