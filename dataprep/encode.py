@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class TokenizerInfo:
     specials: list[str]  # every special token's text (end-of-turn detection)
     chat_template: str | None
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    modified: bool = False  # special_tokens / tokens added to the vocabulary
 
     @property
     def vocab_size(self) -> int:
@@ -91,7 +93,37 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
              for p in sorted(path.iterdir()) if p.is_file() and p.suffix in (".json", ".model", ".txt", ".jinja")}
     return TokenizerInfo(path, tok, bos if adds_bos else "", variables.get("eos_token", ""), variables,
-                         specials, template, files)
+                         specials, template, files, modified=bool(special_tokens and any(special_tokens.values()))
+                         or bool(extra_tokens))
+
+
+def save_tokenizer(info: TokenizerInfo, folder: Path, chat_template: str | None) -> dict[str, str]:
+    """Write the tokenizer that training used, loadable with AutoTokenizer.from_pretrained(folder), with the
+    chat template that rendered the data, so that serving renders exactly what was trained. Returns
+    file name -> sha256."""
+    folder.mkdir(parents=True)
+    if info.modified:
+        info.tokenizer.save(str(folder / "tokenizer.json"))
+    else:  # byte-identical copy: the manifest's hash then matches the source's
+        shutil.copyfile(info.path / "tokenizer.json", folder / "tokenizer.json")
+    cfg: dict[str, Any] = {}
+    if (info.path / "tokenizer_config.json").is_file():
+        cfg = json.loads((info.path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        if info.variables.get(key):
+            cfg[key] = info.variables[key]
+    if chat_template is not None:
+        cfg["chat_template"] = chat_template
+        # transformers >= 4.43 reads chat_template.jinja in preference to tokenizer_config.json.
+        (folder / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
+    elif info.chat_template is not None and (info.path / "chat_template.jinja").is_file():
+        shutil.copyfile(info.path / "chat_template.jinja", folder / "chat_template.jinja")
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+    specials = {k: v for k, v in info.variables.items() if v}
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2, ensure_ascii=False) + "\n",
+                                                    encoding="utf-8")
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 def _token_text(value: Any) -> str:

@@ -6,7 +6,8 @@
     dedup      exact, on normalised content, across datasets, in input order (first occurrence is kept)
     split      val_set_size, by hash(seed, sample_id)
     pack       best-fit decreasing (sample_packing) or one sample per row
-    write      shards, samples/quarantine/duplicates tables, manifest.json last, then one rename
+    write      shards, samples/quarantine/duplicates tables, tokenizer/ (with the template used),
+               manifest.json last, then one rename
 
 Everything is written under a temporary sibling directory that is renamed into place at the end, so a
 crashed run never leaves a directory that looks complete.
@@ -32,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import dataprep
-from dataprep.encode import TokenizerInfo
+from dataprep.encode import TokenizerInfo, save_tokenizer
 from dataprep.load import RawRow, file_format, read_batches, resolve_files
 from dataprep.pack import choose_validation, one_per_row, pack_best_fit
 from dataprep.render import TemplateNotFound, resolve_template
@@ -224,7 +225,8 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         stage.rows = sum(s.rows for s in shards)
     del ids, labels  # release the memmaps before the work folder is deleted
     shutil.rmtree(tmp / "_work")
-    manifest = _manifest(st, counts, shards, lengths, timer)
+    saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text)
+    manifest = _manifest(st, counts, shards, lengths, timer, saved)
     # Written last: its presence means the directory is complete.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
@@ -326,7 +328,7 @@ def _finish_samples(tmp: Path, sample_ids: np.ndarray, is_val: np.ndarray, place
 
 
 def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.ndarray,
-              timer: StageTimer) -> dict[str, Any]:
+              timer: StageTimer, saved_tokenizer: dict[str, str]) -> dict[str, Any]:
     cfg = st.cfg
     total_tokens = sum(s.tokens for s in shards)
     trainable = sum(s.trainable for s in shards)
@@ -338,7 +340,7 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
         "config": cfg.model_dump(mode="json"),
         "tokenizer": {"path": str(st.tok.path), "files": st.tok.files, "vocab_size": st.tok.vocab_size,
                       "bos_token": st.tok.variables.get("bos_token"), "eos_token": st.tok.eos_text,
-                      "adds_bos": bool(st.tok.bos_text)},
+                      "adds_bos": bool(st.tok.bos_text), "saved": saved_tokenizer},
         "chat_template": None if st.template_text is None else {
             "name": st.template_name, "sha256": hashlib.sha256(st.template_text.encode()).hexdigest(),
             "text": st.template_text, "date": cfg.chat_template_date},

@@ -7,6 +7,7 @@ A prepared directory:
     samples.parquet        SAMPLES_SCHEMA, one row per input row (every row, whatever happened to it)
     quarantine.parquet     QUARANTINE_SCHEMA, rows that could not become samples, with their original text
     duplicates.parquet     DUPLICATES_SCHEMA, removed row -> the kept row it duplicates
+    tokenizer/             the tokenizer used, with the chat template that rendered the data (AutoTokenizer)
 
 Shard rows are unpadded. With sample_packing a row holds several samples back to back; `cu_seqlens` gives
 their boundaries and `position_ids` restart at 0 for each, which is what flash-attention's varlen kernels and

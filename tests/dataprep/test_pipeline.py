@@ -63,6 +63,28 @@ def test_demo_accounting_and_outputs(prepare: Prepare) -> None:
     assert result.manifest["tokenizer"]["files"]["tokenizer.json"]
 
 
+def test_saved_tokenizer_renders_like_the_shards(prepare: Prepare) -> None:
+    from transformers import AutoTokenizer
+
+    result = prepare(demo_config())
+    saved = AutoTokenizer.from_pretrained(str(result.out / "tokenizer"))
+    assert saved.chat_template == result.manifest["chat_template"]["text"]
+    samples = pl.read_parquet(result.out / "samples.parquet")
+    chats = samples.filter(pl.col("status") == "kept", pl.col("format") == "chat_template").head(25)
+    lines = {f: (ROOT / f).read_text().splitlines() for f in chats["source_file"].unique()}
+    for row in chats.iter_rows(named=True):
+        record = json.loads(lines[row["source_file"]][row["source_row"]])
+        messages = record.get("messages") or [
+            {"role": {"human": "user", "gpt": "assistant"}[m["from"]], "content": m["value"]}
+            for m in record["conversations"]]
+        shard = ipc.open_file(result.out / row["shard"]).read_all()
+        ids = shard.column("input_ids")[row["shard_row"]].as_py()
+        start = row["row_offset"]
+        assert ids[start:start + row["num_tokens"]] == saved.apply_chat_template(messages)["input_ids"]
+    files = {p.name for p in (result.out / "tokenizer").iterdir()}
+    assert files == set(result.manifest["tokenizer"]["saved"]) >= {"tokenizer.json", "tokenizer_config.json"}
+
+
 def test_same_inputs_give_byte_identical_shards_with_1_or_2_workers(prepare: Prepare) -> None:
     one = prepare(demo_config(), out_name="one", workers=1)
     two = prepare(demo_config(), out_name="two", workers=2)
