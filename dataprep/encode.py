@@ -4,10 +4,13 @@ The whole sample is tokenized in one call, never piece by piece (pieces tokenize
 whole), with add_special_tokens=False: BOS is already in the text when the model wants one (templates emit
 it; for other formats render.py puts the tokenizer's BOS first), so it is never doubled.
 
-Labels policy: a token is trained when its character range overlaps a trained span, so every trained
-character is covered. A token that straddles a span boundary (e.g. a prompt's final newline merged with the
-first character of the answer) is therefore trained; such tokens are rare with templates whose turns are
-delimited by special tokens. The first token of a sample is never a target (see schemas/shard.py).
+Labels policy: a token is trained when its first character is in a trained span. A token that straddles a
+span boundary belongs to the side it starts on: when a prompt token swallows the first characters of an
+answer (Phi-3's added tokens strip the whitespace after them, so '<|assistant|>\n  ' is one token; BPE can
+merge a template's newline with an answer's leading newline), that token is not trained, because the model
+must never be taught to emit prompt text; the answer's remaining tokens are. A trained span's last token may
+run past it (e.g. into the next newline) and is trained. The first token of a sample is never a target
+(see schemas/shard.py).
 """
 
 from __future__ import annotations
@@ -146,15 +149,14 @@ def labels_from_spans(ids: np.ndarray, offsets: list[tuple[int, int]], spans: li
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     if not spans or not len(ids):
         return labels
-    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    starts, ends = off[:, 0], np.maximum(off[:, 1], off[:, 0] + 1)  # empty tokens count as one character
+    starts = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)[:, 0]
     span_a = np.fromiter((a for a, _ in spans), dtype=np.int64, count=len(spans))
     span_b = np.fromiter((b for _, b in spans), dtype=np.int64, count=len(spans))
-    # The first span ending after the token starts is the only one that can overlap it (spans are sorted).
+    # The first span ending after the token's start is the only one that can contain it (spans are sorted).
     k = np.searchsorted(span_b, starts, side="right")
     inside = k < len(spans)
     trained = np.zeros(len(ids), dtype=bool)
-    trained[inside] = span_a[k[inside]] < ends[inside]
+    trained[inside] = span_a[k[inside]] <= starts[inside]
     labels[trained] = ids[trained]
     labels[0] = IGNORE_INDEX
     return labels

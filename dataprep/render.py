@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -36,8 +37,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from dataprep.formats import Chat, RowError, Segments
 from schemas.reasons import Reason
 
+# Content markers: OPEN i SEP before a message's content, CLOSE i SEP after it (private-use characters).
 _OPEN, _SEP, _CLOSE = "\ue000", "\ue001", "\ue002"
-_MARK = re.compile(f"{_OPEN}(\\d+){_SEP}|{_CLOSE}")
+_MARK = re.compile(f"([{_OPEN}{_CLOSE}])(\\d+){_SEP}")
 
 
 @dataclass(slots=True)
@@ -114,40 +116,91 @@ def compile_template(text: str, date: datetime.date) -> jinja2.Template:
     return env.from_string(text)
 
 
+@dataclass(slots=True)
+class _Found:
+    """Where message i's content landed in the plain render (None: the template did not keep that edge)."""
+
+    start: int | None  # first character of the stripped content
+    end: int | None  # one past its last character
+    lead: str  # the content's leading whitespace, outside the markers
+    trail: str
+
+
 class ChatRenderer:
     def __init__(self, template: jinja2.Template, special_tokens: dict[str, str], specials: list[str],
                  train_on_eos: str, train_on_inputs: bool):
         self.template = template
         self.variables = special_tokens  # bos_token, eos_token, ... as transformers passes them
-        self.special = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+        self.special = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True))) \
+            if specials else None
+        self.specials = specials
         self.train_on_eos = train_on_eos
         self.train_on_inputs = train_on_inputs
+        self.headers = self._assistant_headers()
 
     def render(self, chat: Chat, add_generation_prompt: bool = False) -> Rendered:
         text = self._render(chat.messages, add_generation_prompt)
         if self.train_on_inputs:
             return Rendered(text, [(0, len(text))])
-        starts = self._content_starts(chat, text, add_generation_prompt)
+        found = self._locate(chat, text, add_generation_prompt)
         last_trained = max((i for i, t in enumerate(chat.train) if t), default=-1)
-        spans = []
+        spans: list[tuple[int, int]] = []
+        floor = 0  # nothing of message i lies before the end of message i-1
         for i, (msg, trained) in enumerate(zip(chat.messages, chat.train, strict=True)):
-            start = starts[i]
-            if start is None:
+            f = found[i]
+            anchor = f.start if f.start is not None else f.end
+            ceiling = _next_anchor(found, i + 1, len(text))
+            if anchor is None:
                 if trained:
                     raise RowError(Reason.content_not_rendered, f"the chat template does not render the content "
-                                   f"of message {i} ({msg['role']}) as given, so it cannot be trained exactly",
-                                   f"messages[{i}].content")
+                                   f"of message {i} ({msg['role']}), so it cannot be trained", f"messages[{i}].content")
                 continue
-            end = start + len(msg["content"])
+            start, end = self._content_span(f, text, msg["content"])
+            eot = self._end_of_turn(text, end, ceiling, whitespace_only=msg["role"] != "assistant")
             if trained:
                 ranges = chat.detail[i]
-                spans += [(start + a, start + b) for a, b in ranges] if ranges is not None else [(start, end)]
-            eos = self.train_on_eos
-            if eos == "all" or (eos == "turn" and trained) or (eos == "last" and i == last_trained):
-                m = self.special.search(text, end) if self.special.pattern else None
-                if m is not None and not text[end:m.start()].strip():
-                    spans.append((end, m.end()))
+                if ranges is not None:
+                    if f.start is None or f.end is None or not text.startswith(msg["content"], start):
+                        raise RowError(Reason.content_not_rendered, f"message {i} has training detail offsets, but "
+                                       "the template changes its content, so they cannot be mapped",
+                                       f"messages[{i}].content")
+                    spans += [(start + a, start + b) for a, b in ranges]
+                else:
+                    if msg["role"] == "assistant":
+                        # Train everything the model generates after the assistant header: template-inserted
+                        # text (Qwen3's empty <think> block, tool calls) and trimmed whitespace included.
+                        header_end = self._header_end(text, floor, anchor)
+                        start = header_end if header_end is not None else start
+                        end = eot[0] if eot is not None else end
+                    spans.append((start, end))
+            mode = self.train_on_eos
+            wanted = mode == "all" or (mode == "turn" and trained) or (mode == "last" and i == last_trained)
+            if eot is not None and wanted:
+                spans.append(eot)
+            floor = max(floor, eot[1] if eot is not None else end)
         return Rendered(text, _merge(spans))
+
+    def probe(self, chat: Chat) -> dict[str, Any]:
+        """Facts about this template, on one conversation: is each prefix (ending before an assistant turn,
+        with the generation prompt) a prefix of the whole render, and which end-of-turn token follows each
+        trained assistant turn."""
+        full = self._render(chat.messages, False)
+        prefix_preserving = True
+        for k, msg in enumerate(chat.messages):
+            if msg["role"] == "assistant" and k > 0:
+                prompt = self._render(chat.messages[:k], True)
+                prefix_preserving &= full.startswith(prompt)
+        rendered = self.render(chat)
+        eots = []
+        found = self._locate(chat, full, False)
+        for i, msg in enumerate(chat.messages):
+            if msg["role"] == "assistant" and chat.train[i]:
+                f = found[i]
+                end = f.end if f.end is not None else len(full)
+                eot = self._end_of_turn(full, end, _next_anchor(found, i + 1, len(full)), whitespace_only=False)
+                eots.append(None if eot is None else full[eot[0]:eot[1]])
+        return {"prefix_preserving": prefix_preserving, "end_of_turn": eots, "rendered": rendered,
+                "generation_prompt": self.headers[0] if self.headers else ""}
 
     def _render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
         try:
@@ -158,34 +211,107 @@ class ChatRenderer:
         except Exception as e:  # a template is code: any error is this row's problem, not the run's
             raise RowError(Reason.template_error, f"the chat template failed: {type(e).__name__}: {e}") from None
 
-    def _content_starts(self, chat: Chat, text: str, add_generation_prompt: bool) -> list[int | None]:
+    def _assistant_headers(self) -> list[str]:
+        """What the template writes before an assistant turn, longest candidate first: the generation prompt,
+        then its prefixes that end after a special token or a newline and still contain a special token
+        (Gemma 4's prompt adds an empty thought channel that past turns do not have)."""
+        probe = [{"role": "user", "content": "Hi"}]
+        try:
+            without = self.template.render(messages=probe, add_generation_prompt=False, **self.variables)
+            with_prompt = self.template.render(messages=probe, add_generation_prompt=True, **self.variables)
+        except Exception:
+            return []
+        common = len(os.path.commonprefix([without, with_prompt]))  # noqa: RUF071  (characters are what we want)
+        # Back off to a boundary: Phi-3.5 ends with '<|end|>\n' + eos vs '<|end|>\n<|assistant|>\n', whose
+        # common prefix ends inside '<|'.
+        bounds = {0} | {i + 1 for i, ch in enumerate(with_prompt[:common]) if ch == "\n"}
+        if self.special is not None:
+            bounds |= {m.end() for m in self.special.finditer(with_prompt) if m.end() <= common}
+        prompt = with_prompt[max(bounds):]
+        if not prompt.strip():
+            return []
+        cuts = {len(prompt)}
+        if self.special is not None:
+            cuts |= {m.end() for m in self.special.finditer(prompt)}
+        cuts |= {i + 1 for i, ch in enumerate(prompt) if ch == "\n"}
+        candidates = [prompt[:c] for c in sorted(cuts, reverse=True)]
+        has_special = [c for c in candidates if self.special is not None and self.special.search(c)]
+        return has_special or [prompt]
+
+    def _header_end(self, text: str, floor: int, anchor: int) -> int | None:
+        for header in self.headers:
+            at = text.rfind(header, floor, anchor)
+            if at >= 0:
+                return at + len(header)
+        return None
+
+    def _content_span(self, f: _Found, text: str, content: str) -> tuple[int, int]:
+        """The content's range, widened to its leading/trailing whitespace where the template kept it."""
+        start = f.start if f.start is not None else f.end
+        end = f.end if f.end is not None else f.start
+        assert start is not None and end is not None
+        if f.start is not None and f.lead and text.endswith(f.lead, 0, start):
+            start -= len(f.lead)
+        if f.end is not None and f.trail and text.startswith(f.trail, end):
+            end += len(f.trail)
+        return start, end
+
+    def _end_of_turn(self, text: str, end: int, ceiling: int, whitespace_only: bool) -> tuple[int, int] | None:
+        """The first special token after `end` and before the next message: that turn's end-of-turn token.
+        For non-assistant turns only whitespace may lie in between."""
+        if self.special is None:
+            return None
+        m = self.special.search(text, end, max(ceiling, end))
+        if m is None or (whitespace_only and text[end:m.start()].strip()):
+            return None
+        return m.start(), m.end()
+
+    def _locate(self, chat: Chat, text: str, add_generation_prompt: bool) -> list[_Found]:
         n = len(chat.messages)
-        if not any(ch in m["content"] for m in chat.messages for ch in (_OPEN, _SEP, _CLOSE)):
-            marked = [{**m, "content": f"{_OPEN}{i}{_SEP}{m['content']}{_CLOSE}"}
-                      for i, m in enumerate(chat.messages)]
+        parts = [_split_ws(m["content"]) for m in chat.messages]
+        if not any(ch in m["content"] for m in chat.messages for ch in (_OPEN, _CLOSE, _SEP)):
+            # Markers go around the stripped content, so templates that `| trim` keep them.
+            marked = [{**m, "content": f"{lead}{_OPEN}{i}{_SEP}{core}{_CLOSE}{i}{_SEP}{trail}"}
+                      for i, (m, (lead, core, trail)) in enumerate(zip(chat.messages, parts, strict=True))]
             with_marks = self._render(marked, add_generation_prompt)
             starts: list[int | None] = [None] * n
+            ends: list[int | None] = [None] * n
             plain, pos, removed = [], 0, 0
             for m in _MARK.finditer(with_marks):
                 plain.append(with_marks[pos:m.start()])
-                if m.group(1) is not None:
-                    i = int(m.group(1))
-                    if i < n and starts[i] is None:
-                        starts[i] = m.start() - removed
+                i = int(m.group(2))
+                where = starts if m.group(1) == _OPEN else ends
+                if i < n and where[i] is None:
+                    where[i] = m.start() - removed
                 removed += m.end() - m.start()
                 pos = m.end()
             plain.append(with_marks[pos:])
-            if "".join(plain) == text and all(
-                    s is None or text.startswith(chat.messages[i]["content"], s) for i, s in enumerate(starts)):
-                return starts
-        # The template changed the contents: find each one in the plain render, in order.
-        starts, cursor = [], 0
-        for m in chat.messages:
-            at = text.find(m["content"], cursor)
-            starts.append(None if at < 0 else at)
+            if "".join(plain) == text:
+                return [_Found(starts[i], ends[i], *parts[i][::2]) for i in range(n)]
+        # The markers changed what the template renders: find each stripped content in order instead.
+        found, cursor = [], 0
+        for lead, core, trail in parts:
+            at = text.find(core, cursor)
+            found.append(_Found(None, None, lead, trail) if at < 0 else _Found(at, at + len(core), lead, trail))
             if at >= 0:
-                cursor = at + len(m["content"])
-        return starts
+                cursor = at + len(core)
+        return found
+
+
+def _split_ws(content: str) -> tuple[str, str, str]:
+    core = content.strip()
+    if not core:
+        return content, "", ""
+    start = content.index(core)
+    return content[:start], core, content[start + len(core):]
+
+
+def _next_anchor(found: list[_Found], i: int, default: int) -> int:
+    for f in found[i:]:
+        for pos in (f.start, f.end):
+            if pos is not None:
+                return pos
+    return default
 
 
 def render_segments(segments: Segments) -> Rendered:

@@ -108,11 +108,21 @@ def test_message_field_training_overrides_roles(qwen_dir: Path, hf_qwen: Any) ->
 def test_message_field_training_detail_trains_char_ranges(qwen_dir: Path, hf_qwen: Any) -> None:
     msgs = [{"role": "user", "content": "Name a fruit."},
             {"role": "assistant", "content": "Sure: apple",
-             "detail": [{"begin_offset": 0, "end_offset": 5, "train": False},
-                        {"begin_offset": 6, "end_offset": 10, "train": True}]}]
+             "detail": [{"begin_offset": 0, "end_offset": 4, "train": False},
+                        {"begin_offset": 5, "end_offset": 10, "train": True}]}]
     [r] = run_rows(qwen_dir, {"type": "chat_template", "message_field_training_detail": "detail"},
                    [{"messages": msgs}])
-    assert trained_text(hf_qwen, r) == " apple<|im_end|>"  # " apple" is one token: it overlaps the range
+    assert trained_text(hf_qwen, r) == " apple<|im_end|>"
+
+
+def test_token_straddling_a_span_start_belongs_to_the_side_it_starts_on(qwen_dir: Path, hf_qwen: Any) -> None:
+    msgs = [{"role": "user", "content": "Name a fruit."},
+            {"role": "assistant", "content": "Sure: apple",
+             "detail": [{"begin_offset": 6, "end_offset": 10, "train": True}]}]
+    [r] = run_rows(qwen_dir, {"type": "chat_template", "message_field_training_detail": "detail"},
+                   [{"messages": msgs}])
+    # " apple" is one token starting at the untrained space: not trained; only the end-of-turn is.
+    assert trained_text(hf_qwen, r) == "<|im_end|>"
 
 
 def test_train_on_inputs_trains_everything_but_the_first_token(qwen_dir: Path) -> None:
