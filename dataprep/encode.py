@@ -1,8 +1,10 @@
 """Tokenize: rendered text -> input_ids once, and labels from the trained character spans.
 
 The whole sample is tokenized in one call, never piece by piece (pieces tokenize differently from the
-whole), with add_special_tokens=False: BOS is already in the text when the model wants one (templates emit
-it; for other formats render.py puts the tokenizer's BOS first), so it is never doubled.
+whole). Chat templates write BOS into the text themselves, so their text is tokenized with
+add_special_tokens=False, as apply_chat_template does (adding it again is the classic double BOS). Other
+formats are tokenized like `tokenizer(prompt)`, with the tokenizer's own BOS; writing "<s>" into the text
+instead would change how SentencePiece tokenizers (Llama 2) treat the first word.
 
 Labels policy: a token is trained when its first character is in a trained span. A token that straddles a
 span boundary belongs to the side it starts on: when a prompt token swallows the first characters of an
@@ -39,7 +41,7 @@ class TokenizerInfo:
 
     path: Path
     tokenizer: Tokenizer
-    bos_text: str  # BOS to put before non-template samples; '' when the tokenizer adds none
+    adds_bos: bool  # its post-processor puts BOS first (tokenizer(text) does; apply_chat_template does not)
     eos_text: str
     variables: dict[str, str]  # bos_token, eos_token, pad_token, unk_token: template variables
     specials: list[str]  # every special token's text (end-of-turn detection)
@@ -95,7 +97,7 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
     specials = [t.content for t in tok.get_added_tokens_decoder().values() if t.special]
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
              for p in sorted(path.iterdir()) if p.is_file() and p.suffix in (".json", ".model", ".txt", ".jinja")}
-    return TokenizerInfo(path, tok, bos if adds_bos else "", variables.get("eos_token", ""), variables,
+    return TokenizerInfo(path, tok, adds_bos, variables.get("eos_token", ""), variables,
                          specials, template, files, modified=bool(special_tokens and any(special_tokens.values()))
                          or bool(extra_tokens))
 
@@ -135,10 +137,11 @@ def _token_text(value: Any) -> str:
     return value or ""
 
 
-def encode(tok: Tokenizer, rendered: list[Rendered]) -> list[tuple[np.ndarray, np.ndarray]]:
+def encode(tok: Tokenizer, rendered: list[Rendered], add_special_tokens: bool = False
+           ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(input_ids, labels) as int32 arrays, one pair per rendered sample."""
     out = []
-    for r, enc in zip(rendered, tok.encode_batch([r.text for r in rendered], add_special_tokens=False),
+    for r, enc in zip(rendered, tok.encode_batch([r.text for r in rendered], add_special_tokens=add_special_tokens),
                       strict=True):
         ids = np.asarray(enc.ids, dtype=np.int32)
         out.append((ids, labels_from_spans(ids, enc.offsets, r.spans)))

@@ -84,19 +84,20 @@ def parse(payload: bytes | dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def to_sample(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool, bos: str, eos: str) -> Sample:
-    """`bos` is the BOS text to put first ('' when the tokenizer adds none), `eos` the EOS text."""
+def to_sample(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool, eos: str) -> Sample:
+    """`eos` is the tokenizer's EOS text, appended (and trained) after outputs. BOS is not part of segments:
+    the tokenizer adds it the way `tokenizer(prompt)` does (see encode.py)."""
     if ds.type is None:
         return _pretokenized(record)
     if ds.type == "chat_template":
         return _chat(record, ds, train_on_inputs)
     if ds.type == "alpaca" or isinstance(ds.type, CustomInstructType):
         fmt = ALPACA if ds.type == "alpaca" else ds.type
-        return _instruct(record, fmt, train_on_inputs, bos, eos)
+        return _instruct(record, fmt, train_on_inputs, eos)
     if ds.type == "input_output":
-        return _input_output(record, train_on_inputs, bos)
+        return _input_output(record, train_on_inputs)
     if ds.type == "completion":
-        return Segments([(bos, train_on_inputs), (_text(record, ds.field or "text"), True), (eos, True)])
+        return Segments([(_text(record, ds.field or "text"), True), (eos, True)])
     raise AssertionError(f"unhandled type {ds.type!r}")  # config validation rejects other types
 
 
@@ -116,8 +117,7 @@ def _text(record: dict[str, Any], key: str, *, required: bool = True, where: str
     return value
 
 
-def _instruct(record: dict[str, Any], fmt: CustomInstructType, train_on_inputs: bool, bos: str,
-              eos: str) -> Segments:
+def _instruct(record: dict[str, Any], fmt: CustomInstructType, train_on_inputs: bool, eos: str) -> Segments:
     instruction = _text(record, fmt.field_instruction)
     inp = _text(record, fmt.field_input, required=False)
     output = _text(record, fmt.field_output)
@@ -129,16 +129,16 @@ def _instruct(record: dict[str, Any], fmt: CustomInstructType, train_on_inputs: 
         prompt = fmt.no_input_format.replace("{instruction}", instruction)
     if system:
         prompt = fmt.system_format.replace("{system}", system) + prompt
-    return Segments([(bos, train_on_inputs), (prompt, train_on_inputs), (output, True), (eos, True)])
+    return Segments([(prompt, train_on_inputs), (output, True), (eos, True)])
 
 
-def _input_output(record: dict[str, Any], train_on_inputs: bool, bos: str) -> Segments:
+def _input_output(record: dict[str, Any], train_on_inputs: bool) -> Segments:
     segments = record.get("segments")
     if segments is None:
         raise RowError(Reason.missing_field, "no field 'segments' (a list of {text, label})", "segments")
     if not isinstance(segments, list) or not segments:
         raise RowError(Reason.wrong_type, "'segments' must be a non-empty list of {text, label}", "segments")
-    parts = [(bos, train_on_inputs)]
+    parts = []
     for i, seg in enumerate(segments):
         where = f"segments[{i}]"
         if not isinstance(seg, dict):
@@ -206,7 +206,11 @@ def _chat(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool) -> C
         if role is None:
             raise RowError(Reason.unknown_role, f"'{where}' has role '{name}', not in the roles mapping "
                            f"({', '.join(sorted(lookup))}); add it under `roles`", f"{where}.{role_key}")
-        content = _text(msg, content_key, where=f"{where}.{content_key}")
+        # An empty system prompt is a real case (templates treat it differently from none); empty turns are not.
+        if role == "system" and msg.get(content_key) == "":
+            content = ""
+        else:
+            content = _text(msg, content_key, where=f"{where}.{content_key}")
         trained = role in ds.roles_to_train
         if ds.message_field_training and msg.get(ds.message_field_training) is not None:
             flag = msg[ds.message_field_training]

@@ -340,7 +340,7 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
         "config": cfg.model_dump(mode="json"),
         "tokenizer": {"path": str(st.tok.path), "files": st.tok.files, "vocab_size": st.tok.vocab_size,
                       "bos_token": st.tok.variables.get("bos_token"), "eos_token": st.tok.eos_text,
-                      "adds_bos": bool(st.tok.bos_text), "saved": saved_tokenizer},
+                      "adds_bos": st.tok.adds_bos, "saved": saved_tokenizer},
         "chat_template": None if st.template_text is None else {
             "name": st.template_name, "sha256": hashlib.sha256(st.template_text.encode()).hexdigest(),
             "text": st.template_text, "date": cfg.chat_template_date},

@@ -270,8 +270,9 @@ class ChatRenderer:
         n = len(chat.messages)
         parts = [_split_ws(m["content"]) for m in chat.messages]
         if not any(ch in m["content"] for m in chat.messages for ch in (_OPEN, _CLOSE, _SEP)):
-            # Markers go around the stripped content, so templates that `| trim` keep them.
-            marked = [{**m, "content": f"{lead}{_OPEN}{i}{_SEP}{core}{_CLOSE}{i}{_SEP}{trail}"}
+            # Markers go around the stripped content, so templates that `| trim` keep them. Empty contents stay
+            # unmarked: templates test them for truth (`if system_message`), and markers would make them true.
+            marked = [{**m, "content": f"{lead}{_OPEN}{i}{_SEP}{core}{_CLOSE}{i}{_SEP}{trail}"} if core else m
                       for i, (m, (lead, core, trail)) in enumerate(zip(chat.messages, parts, strict=True))]
             with_marks = self._render(marked, add_generation_prompt)
             starts: list[int | None] = [None] * n

@@ -61,8 +61,7 @@ class RowProcessor:
         pending: list[tuple[RowResult, Rendered]] = []
         for raw in batch:
             try:
-                sample = to_sample(parse(raw.payload), self.ds, self.cfg.train_on_inputs, self.tok.bos_text,
-                                   self.tok.eos_text)
+                sample = to_sample(parse(raw.payload), self.ds, self.cfg.train_on_inputs, self.tok.eos_text)
                 result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
                 if isinstance(sample, Tokens):
                     self._pretokenized(result, sample)
@@ -76,8 +75,10 @@ class RowProcessor:
                                    original=_original(raw.payload))
             results.append(result)
         if pending:
-            for (result, _), (ids, labels) in zip(pending, encode(self.tok.tokenizer, [r for _, r in pending]),
-                                                 strict=True):
+            # Templates write BOS themselves; other formats get it from the tokenizer, as `tokenizer(prompt)` does.
+            add_bos = self.chat is None and self.tok.adds_bos
+            encoded = encode(self.tok.tokenizer, [r for _, r in pending], add_special_tokens=add_bos)
+            for (result, _), (ids, labels) in zip(pending, encoded, strict=True):
                 result.input_ids, result.labels = ids, labels
         for result, raw in zip(results, batch, strict=True):
             if result.status is Status.kept:

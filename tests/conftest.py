@@ -6,6 +6,7 @@ Run everything with `make test`, or one file with `.venv/bin/python -m pytest te
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
+from dataprep.encode import TokenizerInfo
 from dataprep.fetch_tokenizers import tokenizer_dir
+from dataprep.load import RawRow
 from dataprep.pipeline import Result, run_pipeline
+from dataprep.render import resolve_template
 from dataprep.report import Progress
-from schemas.config import load_config
+from dataprep.transform import RowProcessor, RowResult, tokenizer_for
+from schemas.config import config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +46,23 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@functools.cache
+def _tokenizer(path: str) -> TokenizerInfo:
+    cfg = config_from_dict({"tokenizer_config": path, "datasets": [{"path": "x"}]})
+    return tokenizer_for(cfg, Path("."))
+
+
+def process_rows(tokenizer: Path, ds: dict[str, Any], rows: list[Any], **top: Any) -> list[RowResult]:
+    """Rows of one dataset through parse -> format -> render -> tokenize, without writing anything."""
+    top = {"chat_template": "chatml", **top}
+    cfg = config_from_dict({"tokenizer_config": str(tokenizer), "datasets": [{"path": "x", **ds}], **top})
+    tok = _tokenizer(str(tokenizer))
+    template = None
+    if cfg.datasets[0].type == "chat_template":
+        template = resolve_template(cfg.chat_template, cfg.chat_template_jinja, tok.chat_template, Path("."))[1]
+    return RowProcessor(cfg, 0, tok, template).process([RawRow(i, r) for i, r in enumerate(rows)])
 
 
 Prepare = Callable[..., Result]

@@ -6,20 +6,16 @@ tokens are exactly what the user asked to train on. Real Qwen2.5 tokenizer, chat
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from dataprep.encode import TokenizerInfo
 from dataprep.formats import ALPACA
-from dataprep.load import RawRow
-from dataprep.render import resolve_template
-from dataprep.transform import RowProcessor, RowResult, tokenizer_for
-from schemas.config import config_from_dict
+from dataprep.transform import RowResult
 from schemas.reasons import Reason, Status
+from tests.conftest import process_rows
 
 CHAT = [
     {"role": "system", "content": "Be brief."},
@@ -30,18 +26,8 @@ CHAT = [
 ]
 
 
-@functools.cache
-def _tok(path: str) -> TokenizerInfo:
-    cfg = config_from_dict({"tokenizer_config": path, "datasets": [{"path": "x"}]})
-    return tokenizer_for(cfg, Path("."))
-
-
 def run_rows(qwen_dir: Path, ds: dict[str, Any], rows: list[Any], **top: Any) -> list[RowResult]:
-    cfg = config_from_dict({"tokenizer_config": str(qwen_dir), "chat_template": "chatml",
-                            "datasets": [{"path": "x", **ds}], **top})
-    tok = _tok(str(qwen_dir))
-    template = resolve_template(cfg.chat_template, cfg.chat_template_jinja, tok.chat_template, Path("."))[1]
-    return RowProcessor(cfg, 0, tok, template).process([RawRow(i, r) for i, r in enumerate(rows)])
+    return process_rows(qwen_dir, ds, rows, **top)
 
 
 def trained_text(hf: Any, r: RowResult) -> str:
