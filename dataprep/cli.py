@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def prepare(args: argparse.Namespace) -> int:
+    warnings: list[str] = []
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, warnings)
     except (ConfigError, OverrideError) as e:
         _error(e)
         return 2
@@ -64,12 +65,14 @@ def prepare(args: argparse.Namespace) -> int:
         return 1
     # Not a terminal (CI, logs): a fixed width instead of rich's 80 columns, so names and numbers are not cut.
     out_console = Console(width=None if sys.stdout.isatty() else 140)
+    for warning in warnings + result.manifest.get("warnings", []):
+        out_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if result.cached:
         out_console.print(f"[green]up to date:[/] {out} (fingerprint {result.manifest['fingerprint'][:12]} "
                           "matches; nothing rebuilt, use --force to rebuild)", highlight=False)
     out_console.print(summary_table(result.manifest))
     for line in summary_lines(result.manifest):
-        out_console.print(line, highlight=False)
+        out_console.print(line, highlight=False, soft_wrap=True)
     if not result.cached:
         out_console.print(f"[green]wrote[/] {out}", highlight=False)
     return 0

@@ -48,6 +48,7 @@ class TokenizerInfo:
     chat_template: str | None
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     modified: bool = False  # special_tokens / tokens added to the vocabulary
+    overrides: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # key -> (was, now, newly added)
 
     @property
     def vocab_size(self) -> int:
@@ -80,10 +81,13 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
     if (path / "tokenizer_config.json").is_file():
         cfg = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
     variables = {k: _token_text(cfg.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    overrides = {}
     for key, value in (special_tokens or {}).items():
-        if value is not None:
-            if tok.token_to_id(value) is None:
+        if value is not None and value != variables.get(key):
+            added = tok.token_to_id(value) is None
+            if added:
                 tok.add_special_tokens([AddedToken(value, special=True, normalized=False)])
+            overrides[key] = (variables.get(key, ""), value, added)
             variables[key] = value
     if extra_tokens:
         tok.add_tokens([t for t in extra_tokens if tok.token_to_id(t) is None])
@@ -98,8 +102,8 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
              for p in sorted(path.iterdir()) if p.is_file() and p.suffix in (".json", ".model", ".txt", ".jinja")}
     return TokenizerInfo(path, tok, adds_bos, variables.get("eos_token", ""), variables,
-                         specials, template, files, modified=bool(special_tokens and any(special_tokens.values()))
-                         or bool(extra_tokens))
+                         specials, template, files, modified=bool(overrides) or bool(extra_tokens),
+                         overrides=overrides)
 
 
 def save_tokenizer(info: TokenizerInfo, folder: Path, chat_template: str | None) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """run_pipeline(cfg): config -> a prepared directory, top to bottom.
 
-    setup      tokenizer, chat template, input files, fingerprint (all errors here happen before any row)
+    setup      tokenizer, chat template, probes (probes.py), input files, fingerprint: every error here
+               happens before any row is read
     cache      same fingerprint as the existing output -> reuse it
     rows       read -> parse -> format -> render -> tokenize -> length, in batches (worker processes)
     dedup      exact, on normalised content, across datasets, in input order (first occurrence is kept)
@@ -20,6 +21,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -36,6 +38,7 @@ import dataprep
 from dataprep.encode import TokenizerInfo, save_tokenizer
 from dataprep.load import RawRow, file_format, read_batches, resolve_files
 from dataprep.pack import choose_validation, one_per_row, pack_best_fit
+from dataprep.probes import ProbeError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.shards import Placement, ShardInfo, TokenSpill, sha256_file, write_split
@@ -76,6 +79,8 @@ class Setup:
     template_text: str | None
     sources: list[Source]
     fingerprint: str
+    probes: list[dict[str, Any]]
+    warnings: list[str]
 
 
 @dataclass
@@ -109,12 +114,33 @@ def setup(cfg: Config, config_path: Path) -> Setup:
                                                             tok.chat_template, config_dir)
         except TemplateNotFound as e:
             raise PrepareError(str(e)) from None
+    probes = []
+    for i, ds in enumerate(cfg.datasets):
+        renderer = RowProcessor(cfg, i, tok, template_text).chat
+        try:
+            probes.append(probe_dataset(cfg, ds, tok, renderer, template_name))
+        except ProbeError as e:
+            raise PrepareError(str(e)) from None
     sources = []
     for i, ds in enumerate(cfg.datasets):
         for path in resolve_files(ds, config_dir):
             sources.append(Source(i, path, _display(path), file_format(path, ds)))
     return Setup(cfg, config_dir, tok, template_name, template_text, sources,
-                 fingerprint(cfg, tok, template_text, sources))
+                 fingerprint(cfg, tok, template_text, sources), probes, _token_warnings(tok, template_text))
+
+
+def _token_warnings(tok: TokenizerInfo, template_text: str | None) -> list[str]:
+    """special_tokens overrides that change what a chat template writes, or that create untrained tokens."""
+    warnings = []
+    for key, (was, now, added) in tok.overrides.items():
+        token_id = tok.tokenizer.token_to_id(now)
+        if template_text is not None and re.search(rf"\b{key}\b", template_text):
+            warnings.append(f"special_tokens.{key}: the chat template writes {key}, which is now {now!r} (id "
+                            f"{token_id}) instead of the tokenizer's {was or 'none'!r}: every rendered sample changes")
+        if added:
+            warnings.append(f"special_tokens.{key}: {now!r} is not in the vocabulary; it was added as id {token_id}, "
+                            "whose embedding is untrained (the trainer must resize the embeddings)")
+    return warnings
 
 
 def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | None, sources: list[Source]) -> str:
@@ -344,6 +370,8 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
         "chat_template": None if st.template_text is None else {
             "name": st.template_name, "sha256": hashlib.sha256(st.template_text.encode()).hexdigest(),
             "text": st.template_text, "date": cfg.chat_template_date},
+        "probes": st.probes,
+        "warnings": st.warnings,
         "sources": [{"dataset": cfg.datasets[s.dataset_index].path, "file": s.display, "format": s.fmt,
                      "sha256": sha256_file(s.path)} for s in st.sources],
         "shards": [asdict(s) for s in shards],

@@ -95,7 +95,7 @@ class _GenerationTag(Extension):
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
         return nodes.CallBlock(self.call_method("_render", []), [], [], body).set_lineno(lineno)
 
-    def _render(self, caller: Any) -> str:
+    def render_text(self, caller: Any) -> str:
         return caller()
 
 
@@ -139,7 +139,7 @@ class ChatRenderer:
         self.headers = self._assistant_headers()
 
     def render(self, chat: Chat, add_generation_prompt: bool = False) -> Rendered:
-        text = self._render(chat.messages, add_generation_prompt)
+        text = self.render_text(chat.messages, add_generation_prompt)
         if self.train_on_inputs:
             return Rendered(text, [(0, len(text))])
         found = self._locate(chat, text, add_generation_prompt)
@@ -184,11 +184,11 @@ class ChatRenderer:
         """Facts about this template, on one conversation: is each prefix (ending before an assistant turn,
         with the generation prompt) a prefix of the whole render, and which end-of-turn token follows each
         trained assistant turn."""
-        full = self._render(chat.messages, False)
+        full = self.render_text(chat.messages, False)
         prefix_preserving = True
         for k, msg in enumerate(chat.messages):
             if msg["role"] == "assistant" and k > 0:
-                prompt = self._render(chat.messages[:k], True)
+                prompt = self.render_text(chat.messages[:k], True)
                 prefix_preserving &= full.startswith(prompt)
         rendered = self.render(chat)
         eots = []
@@ -202,7 +202,7 @@ class ChatRenderer:
         return {"prefix_preserving": prefix_preserving, "end_of_turn": eots, "rendered": rendered,
                 "generation_prompt": self.headers[0] if self.headers else ""}
 
-    def _render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    def render_text(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
         try:
             return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                         **self.variables)
@@ -274,7 +274,7 @@ class ChatRenderer:
             # unmarked: templates test them for truth (`if system_message`), and markers would make them true.
             marked = [{**m, "content": f"{lead}{_OPEN}{i}{_SEP}{core}{_CLOSE}{i}{_SEP}{trail}"} if core else m
                       for i, (m, (lead, core, trail)) in enumerate(zip(chat.messages, parts, strict=True))]
-            with_marks = self._render(marked, add_generation_prompt)
+            with_marks = self.render_text(marked, add_generation_prompt)
             starts: list[int | None] = [None] * n
             ends: list[int | None] = [None] * n
             plain, pos, removed = [], 0, 0

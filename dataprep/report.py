@@ -94,7 +94,12 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     seconds = ", ".join(f"{k} {v:.2f}s" for k, v in stats["seconds"].items())
     splits = ", ".join(f"{k} {v:,}" for k, v in stats["rows_by_split"].items() if v)
     packing = "packed" if stats["sample_packing"] else "unpacked"
+    probes = "; ".join(dict.fromkeys(
+        f"'{p['template']}' closes turns with {', '.join(p['end_of_turn']) or 'nothing'}, "
+        f"{'prefix-preserving' if p['prefix_preserving'] else 'not prefix-preserving'}"
+        for p in manifest.get("probes", []) if p.get("format") == "chat_template"))
     return [
+        *([f"templates: {probes}"] if probes else []),
         f"reasons: {reasons}",
         f"rows: {splits} ({packing}, sequence_len {stats['sequence_len']}, "
         f"packing efficiency {stats['packing_efficiency']:.2%}, longest sample {stats['longest_sample']})",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -278,7 +279,14 @@ class ConfigError(Exception):
         super().__init__("config is not valid:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+# Values where whitespace is content: a prompt's trailing space changes the tokens of every sample.
+_WHITESPACE_KEYS = {"format", "no_input_format", "system_format", "system_prompt", "chat_template_jinja",
+                    "bos_token", "eos_token", "pad_token", "unk_token"}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, warnings: list[str] | None = None) -> Config:
+    """Validate a YAML config. Problems raise ConfigError (all of them); YAML traps that are legal but almost
+    certainly unintended are appended to `warnings`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -291,11 +299,35 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError([f"{path}: not valid YAML: {e}"]) from None
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}"])
+    if warnings is not None:
+        warnings += _yaml_traps(root, text, path)
     overridden = apply_overrides(raw, overrides or [])
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_describe_all(e.errors(), path, root, overridden)) from None
+
+
+def _yaml_traps(node: yaml.Node | None, text: str, path: Path, key: str = "") -> list[str]:
+    """Plain (unquoted) scalars cannot end in whitespace: YAML silently drops the spaces typed after
+    `format: ### Response: `. Find such values in whitespace-sensitive keys and say how to keep them."""
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            found += _yaml_traps(v, text, path, str(k.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            found += _yaml_traps(v, text, path, key)
+    elif isinstance(node, yaml.ScalarNode) and key in _WHITESPACE_KEYS and node.style is None:
+        rest = text[node.end_mark.index:].split("\n", 1)[0]
+        if rest and not rest.strip():
+            found.append(f"{path}:{node.end_mark.line + 1}: {key}: YAML dropped the {len(rest)} trailing "
+                         f"whitespace character(s) after {node.value!r} (unquoted values cannot end in spaces); "
+                         f"if they are part of the prompt, quote it: {key}: {json.dumps(node.value + rest)}")
+    elif isinstance(node, yaml.ScalarNode) and key in _WHITESPACE_KEYS and node.style == ">":
+        found.append(f"{path}:{node.start_mark.line + 1}: {key}: a folded block (>) turns newlines into spaces; "
+                     "use a literal block (|) to keep the prompt's line breaks")
+    return found
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

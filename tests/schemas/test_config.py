@@ -118,3 +118,21 @@ def test_axolotl_style_config_is_accepted() -> None:
         "fsdp": ["full_shard", "auto_wrap"], "fsdp_config": {"fsdp_offload_params": True},
     })
     assert cfg.datasets[0].format == "chat_template"
+
+
+def test_yaml_traps_are_warned_about(tmp_path: Path) -> None:
+    cfg = tmp_path / "traps.yaml"
+    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type:\n"
+                   '      format: "Q {instruction} "\n'  # quoted: the space is kept, no warning
+                   "      no_input_format: Question {instruction} Answer   \n"
+                   "      system_prompt: >\n        be\n        nice\n")
+    warnings: list[str] = []
+    loaded = load_config(cfg, warnings=warnings)
+    assert loaded.datasets[0].type.no_input_format == "Question {instruction} Answer"  # what YAML did
+    assert warnings == [
+        f"{cfg}:6: no_input_format: YAML dropped the 3 trailing whitespace character(s) after 'Question "
+        "{instruction} Answer' (unquoted values cannot end in spaces); if they are part of the prompt, quote it: "
+        'no_input_format: "Question {instruction} Answer   "',
+        f"{cfg}:7: system_prompt: a folded block (>) turns newlines into spaces; use a literal block (|) to keep "
+        "the prompt's line breaks",
+    ]

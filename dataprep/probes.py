@@ -1,0 +1,100 @@
+"""Probes: facts about each template/tokenizer pair, checked on a synthetic sample before any row is read.
+
+A probe failure stops the run with the fix, before any shard is written, for problems that would otherwise
+silently ruin every sample:
+- a trained assistant turn whose end-of-turn token is not trained (the model never learns to stop), usually
+  a template whose turn delimiters are not special tokens of this tokenizer (e.g. a Llama 3 template on a
+  Qwen tokenizer);
+- a double BOS (a template or prompt format that writes BOS while the tokenizer adds it too);
+- a sample with no trained token at all;
+- a format that needs an EOS the tokenizer does not have.
+Whether the template is prefix-preserving (each generation prompt is a prefix of the whole conversation; not
+true for Gemma 4 or for Qwen3 with reasoning) is reported, not enforced: Tessera's labels come from one render
+of the whole conversation either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dataprep.encode import TokenizerInfo, encode
+from dataprep.formats import Chat, RowError, Segments, to_sample
+from dataprep.render import ChatRenderer, render_segments
+from schemas.config import Config, DatasetConfig
+from schemas.shard import IGNORE_INDEX
+
+PROBE_MESSAGES = [
+    {"role": "system", "content": "You are a careful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris is the capital of France."},
+    {"role": "user", "content": "And of Italy?"},
+    {"role": "assistant", "content": "Rome."},
+]
+PROBE_ROW = {"instruction": "Name a prime number.", "input": "", "output": "Seven.", "text": "A probe sentence.",
+             "segments": [{"text": "Prompt: ", "label": False}, {"text": "answer.", "label": True}]}
+
+
+class ProbeError(Exception):
+    pass
+
+
+def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer | None,
+                  template_name: str | None) -> dict[str, Any]:
+    where = f"datasets[{cfg.datasets.index(ds)}] ({ds.path})"
+    if renderer is not None:
+        return _probe_chat(ds, tok, renderer, template_name, where)
+    if ds.type is None:
+        return {"dataset": ds.path, "format": "pretokenized"}
+    if not tok.eos_text:
+        raise ProbeError(f"{where}: type {ds.format} appends the tokenizer's EOS after each output, but the "
+                         "tokenizer has no eos_token; set special_tokens.eos_token in the config")
+    sample = to_sample(PROBE_ROW, ds, cfg.train_on_inputs, tok.eos_text)
+    assert isinstance(sample, Segments)
+    [(ids, labels)] = encode(tok.tokenizer, [render_segments(sample)], add_special_tokens=tok.adds_bos)
+    _check_bos(tok, ids.tolist(), where, "the prompt format")
+    if not (labels != IGNORE_INDEX).any():
+        raise ProbeError(f"{where}: a probe sample has no trained token")
+    return {"dataset": ds.path, "format": ds.format, "eos": tok.eos_text, "adds_bos": tok.adds_bos}
+
+
+def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, template_name: str | None,
+                where: str) -> dict[str, Any]:
+    messages = PROBE_MESSAGES
+    try:
+        renderer.render_text(messages, False)
+    except RowError:  # some templates refuse system messages (Gemma 2): probe without one
+        messages = PROBE_MESSAGES[1:]
+    chat = Chat([dict(m) for m in messages], [m["role"] in ds.roles_to_train for m in messages],
+                [None] * len(messages))
+    try:
+        facts = renderer.probe(chat)
+    except RowError as e:
+        raise ProbeError(f"{where}: the chat template '{template_name}' cannot render a plain conversation: "
+                         f"{e.message}") from None
+    [(ids, labels)] = encode(tok.tokenizer, [facts["rendered"]])
+    template = f"chat template '{template_name}'"
+    _check_bos(tok, ids.tolist(), where, f"the {template}")
+    if not (labels != IGNORE_INDEX).any():
+        raise ProbeError(f"{where}: with roles_to_train {ds.roles_to_train}, a plain conversation has no trained "
+                         f"token under the {template}")
+    eots = facts["end_of_turn"]
+    wanted = {"turn": eots, "all": eots, "last": eots[-1:], "none": []}[ds.train_on_eos]
+    if any(e is None for e in wanted):
+        specials = ", ".join(tok.specials[:12])
+        raise ProbeError(
+            f"{where}: the {template} closes assistant turns with no special token of this tokenizer, so no "
+            f"end-of-turn token can be trained and the model would never learn to stop. Is the template meant for "
+            f"another model? (This tokenizer's special tokens: {specials}.) Use the tokenizer's own template "
+            "(chat_template: tokenizer_default), or add the template's turn delimiters as special tokens "
+            "(special_tokens / tokens), or set train_on_eos: none if that is really intended.")
+    return {"dataset": ds.path, "format": "chat_template", "template": template_name,
+            "prefix_preserving": facts["prefix_preserving"], "end_of_turn": sorted({e for e in eots if e}),
+            "generation_prompt": facts["generation_prompt"]}
+
+
+def _check_bos(tok: TokenizerInfo, ids: list[int], where: str, what: str) -> None:
+    bos = tok.variables.get("bos_token")
+    bos_id = tok.tokenizer.token_to_id(bos) if bos else None
+    if bos_id is not None and ids[:2] == [bos_id, bos_id]:
+        raise ProbeError(f"{where}: {what} produces a double BOS ({bos} {bos}): the text already starts with "
+                         f"{bos} and the tokenizer adds another. Remove {bos} from the format/template text.")
