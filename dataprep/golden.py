@@ -1,0 +1,207 @@
+"""`tessera golden CONFIG [--samples N]`: prove, on your own config and data, that training ids and labels are
+what inference produces.
+
+For the first N kept samples of every dataset, the training pipeline's ids and labels are compared with an
+independent inference path:
+- chat datasets: transformers' `apply_chat_template` with the tokenizer that `prepare` saves next to the
+  shards (the template actually used); labels expected = what the model generates after each generation
+  prompt (`add_generation_prompt=True` render of the conversation so far) up to and including the first
+  special token that follows (its end-of-turn token). With `--against base` (or `both`, the default) the ids
+  are also compared with the base tokenizer's own chat template, which is what a server that loads the base
+  model's tokenizer renders;
+- other formats: `tokenizer(prompt)` of the documented prompt string, labels from the trained characters.
+The first divergence is printed as a token-level table; the exit code is 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dataprep.encode import save_tokenizer
+from dataprep.formats import Chat, Segments, parse, to_sample
+from dataprep.load import read_batches
+from dataprep.pipeline import PrepareError, setup
+from dataprep.render import render_segments
+from dataprep.transform import RowProcessor
+from schemas.config import ConfigError, load_config
+from schemas.overrides import OverrideError
+from schemas.shard import IGNORE_INDEX
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path)
+    p.add_argument("--samples", type=int, default=20, help="kept samples per dataset to compare (default 20)")
+    p.add_argument("--against", choices=("saved", "base", "both"), default="both",
+                   help="inference path: the tokenizer saved with the shards, the base tokenizer's own chat "
+                        "template, or both (default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+@dataclass
+class Mismatch:
+    where: str
+    reference: str
+    ours: tuple[list[int], list[int]]
+    theirs: tuple[list[int], list[int] | None]
+
+
+def main(args: argparse.Namespace) -> int:
+    console = Console(width=None if Console().is_terminal else 140)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        st = setup(cfg, args.config)
+    except (ConfigError, OverrideError, PrepareError) as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp, pinned_clock(datetime.date.fromisoformat(cfg.chat_template_date)):
+        save_tokenizer(st.tok, Path(tmp) / "tokenizer", st.template_text)
+        saved = AutoTokenizer.from_pretrained(str(Path(tmp) / "tokenizer"))
+        base = AutoTokenizer.from_pretrained(str(st.tok.path))
+        base_differs = bool(base.chat_template) and base.chat_template != st.template_text
+        failures: list[Mismatch] = []
+        compared = 0
+        for di, ds in enumerate(cfg.datasets):
+            processor = RowProcessor(cfg, di, st.tok, st.template_text)
+            n = 0
+            for source_display, raw, result in _kept(st, di, processor, args.samples):
+                where = f"{source_display}:{raw.source_row}"
+                sample = to_sample(parse(raw.payload), ds, cfg.train_on_inputs, st.tok.eos_text)
+                ours = (result.input_ids.tolist(), result.labels.tolist())
+                if isinstance(sample, Chat):
+                    if args.against in ("saved", "both"):
+                        failures += _compare(where, "saved tokenizer + template", ours, *_chat_reference(saved, sample))
+                    if args.against in ("base", "both") and base_differs:
+                        ids = list(base.apply_chat_template(sample.messages, tokenize=True)["input_ids"])
+                        failures += _compare(where, "base tokenizer's own chat template", ours, ids, None)
+                elif isinstance(sample, Segments):
+                    failures += _compare(where, "tokenizer(prompt)", ours, *_segments_reference(saved, sample))
+                n += 1
+            compared += n
+            console.print(f"{ds.path}: compared {n} samples ({ds.format})", highlight=False)
+    if not failures:
+        console.print(f"[green]golden: {compared} samples match the inference path (ids and labels)[/]")
+        return 0
+    first = failures[0]
+    console.print(f"[red]golden: {len(failures)} mismatch(es); first at {first.where} against the "
+                  f"{first.reference}:[/]", highlight=False)
+    console.print(_diff_table(first, saved))
+    if first.reference.startswith("base") and not any(f.reference.startswith("saved") for f in failures):
+        console.print("The configured chat_template renders differently from the base tokenizer's own template: a "
+                      "server that loads the base model's tokenizer will not see the ids you train on. Serve with "
+                      "the tokenizer saved in the prepared directory, or use chat_template: tokenizer_default "
+                      "(or --against saved if this is intended).", highlight=False)
+    return 1
+
+
+def _kept(st: Any, dataset_index: int, processor: RowProcessor, limit: int) -> Iterator[tuple[str, Any, Any]]:
+    found = 0
+    for source in st.sources:
+        if source.dataset_index != dataset_index:
+            continue
+        for batch in read_batches(source.path, source.fmt, 64):
+            for raw, result in zip(batch, processor.process(batch), strict=True):
+                if result.status.value == "kept":
+                    yield source.display, raw, result
+                    found += 1
+                    if found >= limit:
+                        return
+
+
+def _chat_reference(tok: Any, chat: Chat) -> tuple[list[int], list[int] | None]:
+    full = tok.apply_chat_template(chat.messages, tokenize=False)
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    if any(d is not None for d in chat.detail):
+        return enc["input_ids"], None  # character-level training detail: ids only
+    specials = sorted((t for t in tok.all_special_tokens + [str(t) for t in tok.added_tokens_decoder.values()
+                                                             if t.special]), key=len, reverse=True)
+    regions = []
+    cursor = 0
+    for i, msg in enumerate(chat.messages):
+        if not chat.train[i]:
+            continue
+        if msg["role"] != "assistant":
+            return enc["input_ids"], None  # trained non-assistant turns have no generation prompt to compare with
+        prompt = tok.apply_chat_template(chat.messages[:i], tokenize=False, add_generation_prompt=True)
+        start = len(prompt) if full.startswith(prompt) else full.find(msg["content"].strip(), cursor)
+        if start < 0:
+            return enc["input_ids"], None
+        content_end = start + len(msg["content"].strip())
+        stops = [(full.find(s, content_end), s) for s in specials if full.find(s, content_end) >= 0]
+        end = min(stops)[0] + len(min(stops)[1]) if stops else len(full)
+        regions.append((start, end))
+        cursor = end
+    labels = [t if any(a <= s < b for a, b in regions) else IGNORE_INDEX
+              for t, (s, _) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
+    labels[0] = IGNORE_INDEX
+    return enc["input_ids"], labels
+
+
+def _segments_reference(tok: Any, segments: Segments) -> tuple[list[int], list[int]]:
+    rendered = render_segments(segments)
+    enc = tok(rendered.text, return_offsets_mapping=True)
+    labels = [t if any(a <= s < b for a, b in rendered.spans) and e > s else IGNORE_INDEX
+              for t, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
+    labels[0] = IGNORE_INDEX
+    return enc["input_ids"], labels
+
+
+def _compare(where: str, reference: str, ours: tuple[list[int], list[int]], ids: list[int],
+             labels: list[int] | None) -> list[Mismatch]:
+    if ours[0] != ids or (labels is not None and ours[1] != labels):
+        return [Mismatch(where, reference, ours, (ids, labels))]
+    return []
+
+
+def _diff_table(m: Mismatch, tok: Any) -> Table:
+    (ids, labels), (ref_ids, ref_labels) = m.ours, m.theirs
+    ref_labels = ref_labels if ref_labels is not None else [None] * len(ref_ids)
+    first = next((i for i in range(max(len(ids), len(ref_ids)))
+                  if i >= len(ids) or i >= len(ref_ids) or ids[i] != ref_ids[i]
+                  or (ref_labels[i] is not None and labels[i] != ref_labels[i])), 0)
+    table = Table(title=f"first divergence at token {first}", header_style="bold")
+    for col in ("pos", "training id", "piece", "trained", "inference id", "piece", "trained"):
+        table.add_column(col)
+    for i in range(max(0, first - 4), min(max(len(ids), len(ref_ids)), first + 8)):
+        a = (ids[i], tok.convert_ids_to_tokens(ids[i]), labels[i] != IGNORE_INDEX) if i < len(ids) else None
+        b = (ref_ids[i], tok.convert_ids_to_tokens(ref_ids[i]),
+             None if ref_labels[i] is None else ref_labels[i] != IGNORE_INDEX) if i < len(ref_ids) else None
+        style = "red" if a is None or b is None or a[0] != b[0] or (b[2] is not None and a[2] != b[2]) else ""
+        cells = [str(i)]
+        for side in (a, b):
+            cells += ["-", "", ""] if side is None else [str(side[0]), repr(side[1]), _yes(side[2])]
+        table.add_row(*cells, style=style)
+    return table
+
+
+def _yes(flag: bool | None) -> str:
+    return "?" if flag is None else ("yes" if flag else "")
+
+
+@contextlib.contextmanager
+def pinned_clock(date: datetime.date) -> Iterator[None]:
+    """transformers' `strftime_now` reads datetime.now(); pin it to chat_template_date, as Tessera renders."""
+    import transformers.utils.chat_template_utils as ctu
+
+    class Pinned(datetime.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Pinned:
+            return cls(date.year, date.month, date.day)
+
+    original = ctu.datetime
+    ctu.datetime = Pinned
+    try:
+        yield
+    finally:
+        ctu.datetime = original
