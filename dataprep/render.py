@@ -5,17 +5,25 @@ Chat templates run in a Jinja environment set up the way transformers' `apply_ch
 tokenizer's special tokens as variables), so the text is the text inference renders. `strftime_now` returns
 the pinned `chat_template_date`, never today's date.
 
-Spans come from a single render, not from re-rendering prefixes (quadratic, and wrong for templates that
-rewrite history): each message's content is wrapped in private-use marker characters that carry its index,
-the template is rendered once with markers and once without, and when the two agree once the markers are
-removed, the markers give the exact character range of every content. When they disagree the template
-changed the content (e.g. `| trim`), and each content is searched for in the plain render instead, in
-message order. A trained content that cannot be found is quarantined (content_not_rendered) rather than
-trained wrongly.
+Spans come from a single render of the whole conversation, never from re-rendering prefixes (quadratic, and
+wrong for templates that rewrite history). Each message's stripped content is wrapped in private-use marker
+characters that carry its index; the template is rendered with and without markers, and when the two agree
+once the markers are removed, the markers give each content's exact place (an edge may be missing when the
+template cut the content, e.g. Qwen3 dropping earlier reasoning). A trained assistant turn then covers
+everything the model generates at inference: from the end of the assistant header (the template's generation
+prompt, or its longest prefix ending at a special token or newline that occurs in the history) to the turn's
+end-of-turn token, the first special token after the content. Its end-of-turn token is trained according to
+`train_on_eos`. Non-assistant trained turns cover their content (plus surrounding whitespace the template
+kept). A trained content the template does not render at all is quarantined (content_not_rendered).
 
-End-of-turn: the first special token after a trained content, with only whitespace in between, is that
-turn's end-of-turn token (<|im_end|>, <|eot_id|>, <end_of_turn>, </s>, ...); `train_on_eos` decides which
-of them are trained.
+How the templates that are not prefix-preserving are handled:
+- Qwen3 drops the <think> block of assistant turns before the last user message and writes an empty
+  `<think>\n\n</think>\n\n` before the final answer: earlier turns train their visible answer, the final
+  turn trains the think block too (the model generates it after `<|im_start|>assistant\n`).
+- Gemma 4's generation prompt opens an empty thought channel that past turns do not have: the header
+  `<|turn>model\n` (a prefix of the prompt) anchors the turn, and the trimmed content plus `<turn|>` is trained.
+- Mistral v3 moves the system prompt into the last user turn: only user contents move, which are not trained;
+  Mistral tokenizers are encoded by mistral-common itself (dataprep/mistral.py).
 """
 
 from __future__ import annotations
