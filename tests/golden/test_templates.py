@@ -11,7 +11,8 @@ prefix with add_generation_prompt=True (the text the model is asked to continue)
 transformers' own tokenization. Gemma 4 is not prefix-preserving (its generation prompt opens an empty
 thought channel that past turns do not have), so there the expected trained text is the trimmed content plus
 <turn|>. No Llama 2 or Gemma 2/3 chat golden: their templates (Llama 2) or vocabularies (Gemma 2/3) are not
-available offline; Llama 2's tokenizer is covered by the non-chat formats.
+available offline; Llama 2's tokenizer is covered with the library's alpaca chat template and the non-chat
+formats.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ FAMILIES = {
     "gemma4": ("gemma4", "gemma4", "<turn|>"),
     "chatml@qwen2.5": ("qwen2.5", "chatml", "<|im_end|>"),
     "alpaca@llama3": ("llama3", "alpaca", "<|eot_id|>"),
+    "alpaca@llama2": ("llama2", "alpaca", "</s>"),  # no Llama 2 chat template is available offline
 }
 
 U, A, S = "user", "assistant", "system"
@@ -112,7 +114,9 @@ def expected_labels(tok: Any, messages: list[dict[str, str]], eot: str) -> tuple
         prompt = hf_render(tok, messages[:i], generation_prompt=True)
         # Not prefix-preserving (Gemma 4): the trimmed content, found in order.
         start = len(prompt) if full.startswith(prompt) else full.index(m["content"].strip(), cursor)
-        end = full.index(eot, start) + len(eot)
+        # The turn ends at the first end-of-turn token after its content (a content may quote '</s>' itself).
+        core = m["content"].strip()
+        end = full.index(eot, full.index(core, start) + len(core)) + len(eot)
         regions.append((start, end))
         cursor = end
     enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
@@ -142,7 +146,9 @@ def test_chat_golden(case: str, shape: str) -> None:
         diff = [(i, tok.decode([ids[i]]), t) for i, (t, e) in enumerate(zip(trained, expected_trained, strict=True))
                 if t != e]
         pytest.fail(f"trained mask differs at (position, token, ours): {diff[:10]}")
-    assert tok.decode([t for t in r.labels.tolist() if t != -100]).count(eot) == sum(m["role"] == A for m in messages)
+    quoted = sum(m["content"].count(eot) for m in messages if m["role"] == A)
+    assert tok.decode([t for t in r.labels.tolist() if t != -100]).count(eot) == quoted + sum(
+        m["role"] == A for m in messages)
     # (c) each generation prompt is a token prefix of the conversation where the template preserves prefixes,
     # unless a token straddles the prompt's end (a content that starts with newlines can merge with the
     # header's newline into one token: then no tokenization of the prompt can be a prefix).
