@@ -7,10 +7,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= examples/demo.yaml
+DIR    ?= prepared/demo
+SQL    ?= sql/summary.sql
 ARGS   ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: install fixtures prepare golden test quality style bench clean
+.PHONY: install fixtures prepare golden query test quality style bench clean
 
 install: $(STAMP)
 
@@ -33,6 +35,10 @@ prepare: install
 # Training ids and labels vs the inference path, on samples of CONFIG's data (exit 1 on any mismatch).
 golden: install
 	$(VENV)/bin/tessera golden $(CONFIG) $(ARGS)
+
+# SQL over a prepared directory: make query SQL=sql/packing_efficiency.sql, SQL="select ...", ARGS="--format csv"
+query: install
+	@$(VENV)/bin/tessera query $(DIR) "$(SQL)" $(ARGS)
 
 test: install fixtures
 	$(PY) -m pytest -q $(ARGS)

@@ -1,0 +1,43 @@
+-- Longest samples: the 20 samples with the most tokens, kept or not (rows dropped as too_long show here).
+-- One row per sample, longest first (ties by sample_id). shard, shard_row and row_offset say where a kept
+-- sample sits; `tessera inspect DIR --sample ID` shows its tokens.
+--   tessera query prepared/demo sql/longest_samples.sql
+with
+
+samples as (
+    select
+        sample_id,
+        status,
+        reason,
+        dataset,
+        source_file,
+        source_row,
+        num_tokens,
+        num_trainable,
+        split,
+        shard,
+        shard_row,
+        row_offset,
+    from samples
+    where num_tokens is not null
+),
+
+final as (
+    select
+        sample_id,
+        status,
+        reason,
+        dataset,
+        source_file || ':' || source_row as location,
+        num_tokens,
+        num_trainable,
+        split,
+        shard,
+        shard_row,
+        row_offset,
+    from samples
+    order by num_tokens desc, sample_id
+    limit 20
+)
+
+select * from final
