@@ -49,6 +49,7 @@ class TokenizerInfo:
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     modified: bool = False  # special_tokens / tokens added to the vocabulary
     overrides: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # key -> (was, now, newly added)
+    mistral: Any = None  # MistralChatEncoder for `mistral:` tokenizers: chats are encoded by mistral-common
 
     @property
     def vocab_size(self) -> int:
@@ -73,6 +74,11 @@ def resolve_tokenizer_dir(name: str, config_dir: Path) -> Path:
 
 def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | None] | None = None,
                    extra_tokens: list[str] | None = None) -> TokenizerInfo:
+    if name.startswith("mistral:"):
+        if (special_tokens and any(special_tokens.values())) or extra_tokens:
+            raise TokenizerError(f"tokenizer '{name}': special_tokens and tokens cannot change a mistral-common "
+                                 "tokenizer; remove them")
+        return _load_mistral(name, config_dir)
     path = resolve_tokenizer_dir(name, config_dir)
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
     tok.no_truncation()
@@ -106,10 +112,31 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
                          overrides=overrides)
 
 
+def _load_mistral(name: str, config_dir: Path) -> TokenizerInfo:
+    from dataprep.mistral import MistralChatEncoder, hf_conversion
+
+    enc = MistralChatEncoder(name, config_dir)
+    # transformers' conversion of the same vocabulary: ids and pieces agree with mistral-common (its
+    # tokenization of some texts does not, which is why chats are encoded by mistral-common); used for the
+    # vocabulary size, pre-tokenized rows and the `vocab` view of `tessera query`.
+    tok = hf_conversion(enc.path)
+    bos, eos = enc.pieces([enc.bos_id, enc.eos_id])
+    specials = [t.content for t in tok.get_added_tokens_decoder().values() if t.special]
+    files = {enc.path.name: hashlib.sha256(enc.path.read_bytes()).hexdigest(), "mistral-common": enc.version.value}
+    return TokenizerInfo(enc.path, tok, True, eos, {"bos_token": bos, "eos_token": eos}, specials, None, files,
+                         mistral=enc)
+
+
 def save_tokenizer(info: TokenizerInfo, folder: Path, chat_template: str | None) -> dict[str, str]:
     """Write the tokenizer that training used, loadable with AutoTokenizer.from_pretrained(folder), with the
     chat template that rendered the data, so that serving renders exactly what was trained. Returns
     file name -> sha256."""
+    if info.mistral is not None:
+        from dataprep.mistral import save_tokenizer_files
+
+        folder.mkdir(parents=True)
+        info.tokenizer.save(str(folder / "tokenizer.json"))  # the vocabulary, for tessera query/inspect
+        return save_tokenizer_files(info.mistral.path, folder)
     folder.mkdir(parents=True)
     if info.modified:
         info.tokenizer.save(str(folder / "tokenizer.json"))

@@ -67,9 +67,17 @@ def main(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory() as tmp, pinned_clock(datetime.date.fromisoformat(cfg.chat_template_date)):
         save_tokenizer(st.tok, Path(tmp) / "tokenizer", st.template_text)
-        saved = AutoTokenizer.from_pretrained(str(Path(tmp) / "tokenizer"))
-        base = AutoTokenizer.from_pretrained(str(st.tok.path))
-        base_differs = bool(base.chat_template) and base.chat_template != st.template_text
+        mistral = st.tok.mistral
+        if mistral is not None:
+            # transformers' wrapper of mistral-common, in the mode that accepts finished conversations.
+            from transformers.tokenization_mistral_common import MistralCommonBackend
+
+            saved = MistralCommonBackend.from_pretrained(str(Path(tmp) / "tokenizer"), mode="finetuning")
+            base, base_differs = None, False
+        else:
+            saved = AutoTokenizer.from_pretrained(str(Path(tmp) / "tokenizer"))
+            base = AutoTokenizer.from_pretrained(str(st.tok.path))
+            base_differs = bool(base.chat_template) and base.chat_template != st.template_text
         failures: list[Mismatch] = []
         compared = 0
         for di, ds in enumerate(cfg.datasets):
@@ -79,10 +87,16 @@ def main(args: argparse.Namespace) -> int:
                 where = f"{source_display}:{raw.source_row}"
                 sample = to_sample(parse(raw.payload), ds, cfg.train_on_inputs, st.tok.eos_text)
                 ours = (result.input_ids.tolist(), result.labels.tolist())
-                if isinstance(sample, Chat):
+                if isinstance(sample, Chat) and mistral is not None:
+                    # ids only: mistral-common itself is the reference, and transformers' backend wraps it.
+                    failures += _compare(where, "mistral-common encode_chat_completion", ours,
+                                         mistral.reference_ids(sample), None)
+                    ids = list(saved.apply_chat_template(sample.messages, tokenize=True)["input_ids"])
+                    failures += _compare(where, "saved tokenizer (transformers MistralCommonBackend)", ours, ids, None)
+                elif isinstance(sample, Chat):
                     if args.against in ("saved", "both"):
                         failures += _compare(where, "saved tokenizer + template", ours, *_chat_reference(saved, sample))
-                    if args.against in ("base", "both") and base_differs:
+                    if args.against in ("base", "both") and base_differs and base is not None:
                         ids = list(base.apply_chat_template(sample.messages, tokenize=True)["input_ids"])
                         failures += _compare(where, "base tokenizer's own chat template", ours, ids, None)
                 elif isinstance(sample, Segments):
@@ -91,7 +105,10 @@ def main(args: argparse.Namespace) -> int:
             compared += n
             console.print(f"{ds.path}: compared {n} samples ({ds.format})", highlight=False)
     if not failures:
-        console.print(f"[green]golden: {compared} samples match the inference path (ids and labels)[/]")
+        labels = _labels_compared[0]
+        console.print(f"[green]golden: {compared} samples match the inference path (ids; labels of {labels} "
+                      "comparisons)[/]" if labels < compared else
+                      f"[green]golden: {compared} samples match the inference path (ids and labels)[/]")
         return 0
     first = failures[0]
     console.print(f"[red]golden: {len(failures)} mismatch(es); first at {first.where} against the "
@@ -157,8 +174,12 @@ def _segments_reference(tok: Any, segments: Segments) -> tuple[list[int], list[i
     return enc["input_ids"], labels
 
 
+_labels_compared = [0]
+
+
 def _compare(where: str, reference: str, ours: tuple[list[int], list[int]], ids: list[int],
              labels: list[int] | None) -> list[Mismatch]:
+    _labels_compared[0] += labels is not None
     if ours[0] != ids or (labels is not None and ours[1] != labels):
         return [Mismatch(where, reference, ours, (ids, labels))]
     return []

@@ -108,7 +108,15 @@ def setup(cfg: Config, config_path: Path) -> Setup:
         raise PrepareError(f"{config_path}: `datasets` is empty: nothing to prepare")
     tok = tokenizer_for(cfg, config_dir)
     template_name = template_text = None
-    if any(ds.type == "chat_template" for ds in cfg.datasets):
+    if tok.mistral is not None:
+        template_name = f"mistral-common {tok.mistral.version.value} ({tok.mistral.kind})"
+        unsupported = [f"datasets[{i}] ({ds.format})" for i, ds in enumerate(cfg.datasets)
+                       if ds.type not in ("chat_template", None)]
+        if unsupported:
+            raise PrepareError(f"{', '.join(unsupported)}: a mistral: tokenizer encodes chats with mistral-common; "
+                               "other formats are not supported with it yet (use type: chat_template, or the "
+                               "model's HF tokenizer folder)")
+    elif any(ds.type == "chat_template" for ds in cfg.datasets):
         try:
             template_name, template_text = resolve_template(cfg.chat_template, cfg.chat_template_jinja,
                                                             tok.chat_template, config_dir)

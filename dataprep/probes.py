@@ -41,6 +41,8 @@ class ProbeError(Exception):
 def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer | None,
                   template_name: str | None) -> dict[str, Any]:
     where = f"datasets[{cfg.datasets.index(ds)}] ({ds.path})"
+    if tok.mistral is not None and ds.type == "chat_template":
+        return _probe_mistral(ds, tok, template_name, where)
     if renderer is not None:
         return _probe_chat(ds, tok, renderer, template_name, where)
     if ds.type is None:
@@ -90,6 +92,22 @@ def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, t
     return {"dataset": ds.path, "format": "chat_template", "template": template_name,
             "prefix_preserving": facts["prefix_preserving"], "end_of_turn": sorted({e for e in eots if e}),
             "generation_prompt": facts["generation_prompt"]}
+
+
+def _probe_mistral(ds: DatasetConfig, tok: TokenizerInfo, template_name: str | None, where: str) -> dict[str, Any]:
+    messages = PROBE_MESSAGES[1:]
+    chat = Chat([dict(m) for m in messages], [m["role"] in ds.roles_to_train for m in messages],
+                [None] * len(messages))
+    ids, labels = tok.mistral.encode(chat, ds.train_on_eos, False)
+    if not (labels != IGNORE_INDEX).any():
+        raise ProbeError(f"{where}: with roles_to_train {ds.roles_to_train}, a plain conversation has no trained token")
+    eos_trained = int(((labels == tok.mistral.eos_id)).sum())
+    wanted = {"turn": 2, "all": 2, "last": 1, "none": 0}[ds.train_on_eos] if "assistant" in ds.roles_to_train else 0
+    if eos_trained < wanted:
+        raise ProbeError(f"{where}: {template_name} did not train the </s> of the assistant turns")
+    _check_bos(tok, ids.tolist(), where, template_name or "mistral-common")
+    return {"dataset": ds.path, "format": "chat_template", "template": template_name, "prefix_preserving": None,
+            "end_of_turn": [tok.eos_text] if wanted else [], "generation_prompt": ""}
 
 
 def _check_bos(tok: TokenizerInfo, ids: list[int], where: str, what: str) -> None:

@@ -96,7 +96,8 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     packing = "packed" if stats["sample_packing"] else "unpacked"
     probes = "; ".join(dict.fromkeys(
         f"'{p['template']}' closes turns with {', '.join(p['end_of_turn']) or 'nothing'}, "
-        f"{'prefix-preserving' if p['prefix_preserving'] else 'not prefix-preserving'}"
+        + {True: "prefix-preserving", False: "not prefix-preserving", None: "encoded by mistral-common"}[
+            p["prefix_preserving"]]
         for p in manifest.get("probes", []) if p.get("format") == "chat_template"))
     return [
         *([f"templates: {probes}"] if probes else []),

@@ -50,7 +50,8 @@ class RowProcessor:
         self.ds = cfg.datasets[dataset_index]
         self.tok = tok
         self.chat = None
-        if self.ds.type == "chat_template":
+        self.mistral = tok.mistral if self.ds.type == "chat_template" else None
+        if self.ds.type == "chat_template" and self.mistral is None:
             assert template_text is not None
             template = compile_template(template_text, datetime.date.fromisoformat(cfg.chat_template_date))
             self.chat = ChatRenderer(template, tok.variables, tok.specials, self.ds.train_on_eos,
@@ -65,6 +66,9 @@ class RowProcessor:
                 result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
                 if isinstance(sample, Tokens):
                     self._pretokenized(result, sample)
+                elif isinstance(sample, Chat) and self.mistral is not None:
+                    result.input_ids, result.labels = self.mistral.encode(sample, self.ds.train_on_eos,
+                                                                          self.cfg.train_on_inputs)
                 elif isinstance(sample, Chat):
                     assert self.chat is not None
                     pending.append((result, self.chat.render(sample)))
