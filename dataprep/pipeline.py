@@ -46,6 +46,7 @@ from dataprep.transform import RowProcessor, RowResult, init_worker, process_in_
 from schemas.config import Config
 from schemas.reasons import Reason, Status
 from schemas.shard import DUPLICATES_SCHEMA, FORMAT_VERSION, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
+from schemas.shard import __file__ as SAMPLES_SCHEMA_FILE
 
 BATCH_SIZE = 512
 # Config keys that do not change the prepared bytes: left out of the fingerprint.
@@ -152,13 +153,24 @@ def _token_warnings(tok: TokenizerInfo, template_text: str | None) -> list[str]:
 
 
 def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | None, sources: list[Source]) -> str:
-    """Everything that affects the output bytes: data config, file contents, tokenizer, template, version."""
+    """Everything that affects the output bytes: data config, file contents, tokenizer, template, and the
+    pipeline's own code (so that a changed Tessera never reuses output of the old one)."""
     h = hashlib.sha256()
     data_cfg = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_DATA}
-    h.update(json.dumps({"format_version": FORMAT_VERSION, "tessera": dataprep.__version__, "config": data_cfg,
-                         "tokenizer": tok.files, "template": template_text}, sort_keys=True).encode())
+    h.update(json.dumps({"format_version": FORMAT_VERSION, "tessera": dataprep.__version__, "code": _code_hash(),
+                         "config": data_cfg, "tokenizer": tok.files, "template": template_text},
+                        sort_keys=True).encode())
     for s in sources:
         h.update(f"\n{s.dataset_index}:{s.display}:{sha256_file(s.path)}".encode())
+    return h.hexdigest()
+
+
+def _code_hash() -> str:
+    h = hashlib.sha256()
+    for package in (Path(dataprep.__file__).parent, Path(SAMPLES_SCHEMA_FILE).parent):
+        for path in sorted(package.rglob("*")):
+            if path.suffix in (".py", ".jinja") and "__pycache__" not in path.parts:
+                h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()
 
 
