@@ -45,7 +45,6 @@ test: install fixtures
 
 quality: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check dataprep schemas train tests bench examples || true
 
 style: install
 	$(VENV)/bin/ruff check --fix .

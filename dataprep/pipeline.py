@@ -25,6 +25,7 @@ import re
 import shutil
 from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,12 +287,22 @@ def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list
                 bar.advance(len(batch))
 
     if workers <= 1:
+        # Two batches in flight on threads: one renders (Python, holding the GIL) while the other is inside
+        # encode_batch, which releases it. Results are taken in order, so the output is the same.
         processors: dict[int, RowProcessor] = {}
-        for source, batch in jobs():
-            if source.dataset_index not in processors:
-                processors[source.dataset_index] = RowProcessor(st.cfg, source.dataset_index, st.tok,
-                                                                st.template_text)
-            yield source, batch, processors[source.dataset_index].process(batch)
+        with ThreadPoolExecutor(2) as pool:
+            window: deque[tuple[Source, list[RawRow], Future[list[RowResult]]]] = deque()
+            for source, batch in jobs():
+                if source.dataset_index not in processors:
+                    processors[source.dataset_index] = RowProcessor(st.cfg, source.dataset_index, st.tok,
+                                                                    st.template_text)
+                window.append((source, batch, pool.submit(processors[source.dataset_index].process, batch)))
+                if len(window) >= 2:
+                    source, batch, future = window.popleft()
+                    yield source, batch, future.result()
+            while window:
+                source, batch, future = window.popleft()
+                yield source, batch, future.result()
         return
     # spawn, not fork: the parent's tokenizer may already have started its thread pool. At most two batches
     # per worker are in flight (Pool.imap would read the whole input ahead), and results are taken in order.

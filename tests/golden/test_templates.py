@@ -233,3 +233,29 @@ def test_bos_is_never_doubled() -> None:
     assert r.input_ids[0] == bos and r.input_ids[1] != bos
     [a] = process_rows(tokenizer_dir("llama3"), {"type": "alpaca"}, INSTRUCT_ROWS[:1])
     assert a.input_ids[0] == bos and a.input_ids[1] != bos
+
+
+@pytest.mark.parametrize("family", ["qwen2.5", "llama3", "llama2", "phi3.5", "gemma4"])
+def test_span_edge_labels_equal_the_offset_definition(family: str) -> None:
+    """encode.py computes labels at span edges only; they must equal the plain per-token definition for any
+    spans, including edges inside multi-byte characters, inside tokens and on stripped whitespace."""
+    import random
+
+    import numpy as np
+
+    from dataprep.encode import labels_from_offsets, labels_from_span_edges
+    from dataprep.transform import tokenizer_for
+    from schemas.config import config_from_dict
+
+    tok = tokenizer_for(config_from_dict({"tokenizer_config": str(tokenizer_dir(family)), "datasets": []}), ROOT)
+    rng = random.Random(7)
+    texts = [hf_render(hf_tokenizer(family, "chatml"), m) for m in SHAPES.values()]
+    texts += [m["content"] for shape in SHAPES.values() for m in shape]
+    for text in texts:
+        enc = tok.tokenizer.encode(text, add_special_tokens=tok.adds_bos)
+        ids = np.asarray(enc.ids, dtype=np.int32)
+        for _ in range(8):
+            cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, 2 * rng.randint(1, 3))))
+            spans = [(a, b) for a, b in zip(cuts[::2], cuts[1::2], strict=False) if b > a]
+            assert np.array_equal(labels_from_span_edges(ids, enc, len(text), spans),
+                                  labels_from_offsets(ids, enc.offsets, spans)), (text[:40], spans)
