@@ -55,6 +55,8 @@ from typing import Any
 import gguf
 from tokenizers import Tokenizer
 
+from dataprep.shards import sha256_file
+
 SDIST_NAME = "llama-cpp-python"
 SDIST_VERSION = "0.3.36"
 SDIST_FILE = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
@@ -269,18 +271,10 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _download_sdist(root: Path) -> Path:
     """Return the pinned sdist, downloading it with pip (73 MB) if it is not cached yet."""
     dest = root / "downloads" / SDIST_FILE
-    if dest.exists() and _sha256(dest) == SDIST_SHA256:
+    if dest.exists() and sha256_file(dest) == SDIST_SHA256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     # pip writes into a scratch folder, so an interrupted download never looks like a cached sdist.
@@ -296,7 +290,7 @@ def _download_sdist(root: Path) -> Path:
                 "PyPI must be reachable to build tokenizers.\n"
                 f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
             )
-        digest = _sha256(got)
+        digest = sha256_file(got)
         if digest != SDIST_SHA256:
             raise RuntimeError(f"{SDIST_FILE} has sha256 {digest}, not the pinned {SDIST_SHA256}")
         os.replace(got, dest)
