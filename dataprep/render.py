@@ -141,7 +141,6 @@ class ChatRenderer:
         self.variables = special_tokens  # bos_token, eos_token, ... as transformers passes them
         self.special = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True))) \
             if specials else None
-        self.specials = specials
         self.train_on_eos = train_on_eos
         self.train_on_inputs = train_on_inputs
         self.headers = self._assistant_headers()
