@@ -33,6 +33,14 @@ def qwen_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path) -> Path:
+    """The small prepared directory with known answers that the query, inspect and report tests read."""
+    from tests.sql.fixture import build_prepared
+
+    return build_prepared(tmp_path_factory.getbasetemp() / "sql_fixture", qwen_dir)
+
+
+@pytest.fixture(scope="session")
 def hf_qwen(qwen_dir: Path) -> Any:
     from transformers import AutoTokenizer
 

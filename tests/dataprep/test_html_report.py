@@ -18,12 +18,6 @@ import pytest
 
 from dataprep.cli import main
 from dataprep.html_report import _nice_ticks, build, default_out
-from tests.sql.fixture import build_prepared
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path) -> Path:
-    return build_prepared(tmp_path_factory.getbasetemp() / "sql_fixture", qwen_dir)
 
 
 @pytest.fixture(scope="module")

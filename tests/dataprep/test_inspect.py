@@ -19,15 +19,9 @@ import pytest
 from dataprep.cli import main
 from dataprep.inspect_tokens import Segment, build, pairs_view, print_lines, text_view, to_plain
 from dataprep.query import Vocab, tokenizer_file
-from tests.sql.fixture import build_prepared
 
 IM_START, IM_END = 151644, 151645
 PAIR = re.compile(r"\((-?\d+), (\d+)\)")
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path) -> Path:
-    return build_prepared(tmp_path_factory.getbasetemp() / "sql_fixture", qwen_dir)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ from tests.sql.fixture import (
     MISSING_END_OF_TURN,
     QUARANTINED,
     SEQUENCE_LEN,
-    build_prepared,
     location,
 )
 
@@ -36,11 +35,6 @@ IGNORE = -100
 TESTED = {"summary", "token_length_histogram", "trained_share_by_source", "packing_efficiency",
           "quarantine_reasons", "duplicate_clusters", "longest_samples", "frequent_tokens", "missing_end_of_turn",
           "samples_containing_text"}
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path) -> Path:
-    return build_prepared(tmp_path_factory.getbasetemp() / "sql_fixture", qwen_dir)
 
 
 @pytest.fixture(scope="module")

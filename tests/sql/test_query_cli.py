@@ -21,12 +21,6 @@ import pytest
 
 from dataprep.cli import main
 from dataprep.query import VIEWS, connect, resolve_sql, run
-from tests.sql.fixture import build_prepared
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path) -> Path:
-    return build_prepared(tmp_path_factory.getbasetemp() / "sql_fixture", qwen_dir)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
