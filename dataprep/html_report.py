@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dataprep.query import QueryError, connect, read_manifest, run, run_file
+from dataprep.outdir import absolute
+from dataprep.query import QueryError, connect, open_dir, read_manifest, run, run_file
 
 TRAINED, ALL, MUTED = "#2f9e44", "#4263eb", "#868e96"
 
@@ -187,8 +188,9 @@ def _src(*names: str) -> str:
 
 
 def build(prepared: Path) -> str:
-    manifest = read_manifest(prepared)
-    con = connect(prepared)
+    version = open_dir(prepared)  # every query below reads this one version, even if DIR is replaced meanwhile
+    manifest = read_manifest(version)
+    con = connect(version)
     summary = run_file(con, "summary").to_pylist()[0]
     sources = run_file(con, "trained_share_by_source").to_pylist()
     hist = run_file(con, "token_length_histogram").to_pylist()
@@ -202,7 +204,7 @@ def build(prepared: Path) -> str:
         from packed, manifest
         group by all
     """).to_pylist()}
-    name = prepared.resolve().name
+    name = absolute(prepared).name
     prepared = _display(prepared)
     return "\n".join([
         "<!doctype html>",
@@ -314,7 +316,7 @@ def _duplicates(clusters: list[dict[str, Any]], s: dict[str, Any]) -> str:
 def _display(path: Path) -> Path:
     """Relative to the current directory when inside it: the commands the page suggests then work as shown."""
     try:
-        return path.resolve().relative_to(Path.cwd().resolve())
+        return absolute(path).relative_to(Path.cwd().resolve())
     except ValueError:
         return path
 
@@ -324,8 +326,8 @@ def _display(path: Path) -> Path:
 
 
 def default_out(prepared: Path) -> Path:
-    resolved = prepared.resolve()
-    return resolved.parent / f"{resolved.name}.report.html"
+    where = absolute(prepared)  # DIR is a link to a version folder: name the report after DIR, next to it
+    return where.parent / f"{where.name}.report.html"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -32,7 +32,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from dataprep.query import QueryError, Vocab, read_manifest, tokenizer_file
+from dataprep.query import QueryError, Vocab, open_dir, read_manifest, tokenizer_file
 from schemas.shard import IGNORE_INDEX
 
 OPEN, CLOSE = "⟦", "⟧"  # trained text in plain mode
@@ -306,6 +306,7 @@ def main(args: argparse.Namespace) -> int:
 
 def build(prepared: Path, row: int | None = None, shard: str | None = None, sample: int | None = None,
           source: str | None = None, plain: bool = True) -> list[list[Piece]]:
+    prepared = open_dir(prepared)  # one version for every file read below
     manifest = read_manifest(prepared)
     if shard is not None and row is None:
         row = 0

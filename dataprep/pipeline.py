@@ -10,8 +10,8 @@
     write      shards, samples/quarantine/duplicates tables, tokenizer/ (with the template used),
                manifest.json last, then one rename
 
-Everything is written under a temporary sibling directory that is renamed into place at the end, so a
-crashed run never leaves a directory that looks complete.
+Everything is written under a temporary folder that becomes a version DIR points at in one rename (outdir.py),
+so a crashed run never leaves a directory that looks complete, nor loses the previous one.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ import contextlib
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import re
 import shutil
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import dataprep
+from dataprep import outdir
 from dataprep.encode import TokenizerInfo, save_tokenizer
 from dataprep.load import RawRow, file_format, read_batches, resolve_files
 from dataprep.pack import choose_validation, one_per_row, pack_best_fit
@@ -102,6 +102,7 @@ class Result:
     out: Path
     manifest: dict[str, Any]
     cached: bool
+    notes: list[str] = field(default_factory=list)  # why a cache was not reused, what was cleaned up
 
 
 def setup(cfg: Config, config_path: Path) -> Setup:
@@ -176,31 +177,29 @@ def _code_hash() -> str:
 
 
 def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, force: bool = False,
-                 progress: Progress | None = None) -> Result:
+                 progress: Progress | None = None, verify: bool = False, wait: bool = True,
+                 wait_log: Callable[[str], None] | None = None) -> Result:
+    """Output handling (refusals, lock, cache, atomic swap) is outdir.py's: see its docstring."""
     progress = progress or Progress()
     timer = StageTimer()
     with timer("setup"):
         st = setup(cfg, config_path)
-    manifest_path = out / "manifest.json"
-    if not force and manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        if old.get("fingerprint") == st.fingerprint:
-            return Result(out, old, cached=True)
-    _remove_stale_temps(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "shards").mkdir(parents=True)
-    (tmp / "_work").mkdir()
-    try:
-        manifest = _build(st, tmp, workers, progress, timer)
-        old_dir = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old_dir)
-        tmp.rename(out)
-        shutil.rmtree(old_dir, ignore_errors=True)
-        return Result(out, manifest, cached=False)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    outdir.check_location(out, config_path, [s.path for s in st.sources])
+    notes: list[str] = []
+    with outdir.claim(out, notes, wait=wait, log=wait_log) as claim:
+        if not force and (cached := outdir.reusable(out, st.fingerprint, verify, notes)) is not None:
+            return Result(out, cached, cached=True, notes=notes)
+        try:
+            tmp = claim.new_tmp()
+            (tmp / "shards").mkdir()
+            (tmp / "_work").mkdir()
+            manifest = _build(st, tmp, workers, progress, timer)
+            claim.publish()
+        except (OSError, pl.exceptions.PolarsError) as e:
+            if (full := outdir.disk_full(e, out)) is not None:
+                raise full from None
+            raise
+        return Result(out, manifest, cached=False, notes=notes)
 
 
 def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageTimer) -> dict[str, Any]:
@@ -432,24 +431,3 @@ def _display(path: Path) -> str:
     with contextlib.suppress(ValueError):
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     return str(path.resolve())
-
-
-def _remove_stale_temps(out: Path) -> None:
-    """Temp folders of crashed runs (their pid is gone) are removed; a live run's are left alone."""
-    if not out.parent.exists():
-        out.parent.mkdir(parents=True)
-        return
-    for p in out.parent.glob(f".{out.name}.*-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

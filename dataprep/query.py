@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from dataprep.outdir import NotPrepared, open_prepared_dir
 from schemas.shard import IGNORE_INDEX, SHARD_SCHEMA
 
 if TYPE_CHECKING:  # imported where used: `tessera prepare` imports this module and needs neither
@@ -229,8 +230,19 @@ def read_manifest(prepared: Path) -> dict[str, Any]:
         hint = " (it is being written, or the run crashed)" if prepared.is_dir() else ""
         raise QueryError(f"{prepared}: not a prepared directory, no manifest.json{hint}; "
                          "create one with `tessera prepare CONFIG`")
-    manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise QueryError(f"{path}: not valid JSON ({e}); run `tessera prepare CONFIG` again to rebuild it") from None
     return manifest
+
+
+def open_dir(prepared: Path) -> Path:
+    """The one version of `prepared` every file is read from (outdir.open_prepared_dir), as a QueryError."""
+    try:
+        return open_prepared_dir(prepared)
+    except NotPrepared as e:
+        raise QueryError(str(e)) from None
 
 
 def packed_table(prepared: Path, manifest: dict[str, Any]) -> pa.Table:
@@ -281,6 +293,7 @@ def connect(prepared: Path, with_vocab: bool = True) -> duckdb.DuckDBPyConnectio
     import duckdb
     import pyarrow.dataset as pads
 
+    prepared = open_dir(prepared)
     manifest = read_manifest(prepared)
     con = duckdb.connect(":memory:")
     sources: dict[str, Any] = {
@@ -476,12 +489,13 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     import duckdb
 
-    prepared: Path = args.dir
+    shown: Path = args.dir
+    prepared = open_dir(shown)
     if args.sql is None:
         con = connect(prepared)
         where = SQL_DIR.relative_to(Path.cwd()) if SQL_DIR.is_relative_to(Path.cwd()) else SQL_DIR
-        print(f"views over {prepared}:\n{describe_views(con)}\n\nlibrary ({where}/, run one with "
-              f"`tessera query {prepared} NAME`):")
+        print(f"views over {shown}:\n{describe_views(con)}\n\nlibrary ({where}/, run one with "
+              f"`tessera query {shown} NAME`):")
         for name in library_names():
             first = header((SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")).split("\n")[0]
             print(f"  {name:<30} {first}")

@@ -111,7 +111,7 @@ def test_cli_writes_next_to_the_directory(prepared: Path, tmp_path: Path,
     assert out.read_text(encoding="utf-8") == build(prepared)  # deterministic: no timestamps
     assert main(["report", str(prepared), "--out", str(prepared / "report.html")]) == 1
     assert "inside the prepared directory" in capsys.readouterr().err
-    assert default_out(prepared) == prepared.resolve().parent / "prepared.report.html"
+    assert default_out(prepared) == prepared.parent.resolve() / "prepared.report.html"  # next to the link
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in prepared.rglob("*") if p.is_file()}
     assert after == before
 

@@ -138,7 +138,7 @@ def test_crash_leaves_previous_output_untouched_and_no_partial_dir(tmp_path: Pat
     with pytest.raises(OSError, match="disk full"):
         prepare(cfg, force=True)
     assert (good.out / "manifest.json").read_text() == before
-    assert not list(tmp_path.glob(".out.*"))
+    assert sorted(p.name for p in (tmp_path / ".tessera.out").iterdir()) == ["lock", good.out.readlink().name]
     with pytest.raises(OSError):
         prepare(cfg, out_name="fresh")
     assert not (tmp_path / "fresh").exists()
