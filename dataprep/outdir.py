@@ -73,9 +73,15 @@ def absolute(out: Path) -> Path:
 def check_location(out: Path, config_path: Path, inputs: list[Path]) -> None:
     real = absolute(out)
     fix = "use a folder of its own, e.g. --out prepared/NAME (or dataset_prepared_path: prepared/NAME)"
-    if real.parent == real or real == Path.home().resolve():
+    home = None
+    with contextlib.suppress(RuntimeError, KeyError):  # no HOME, no passwd entry
+        home = Path.home().resolve()
+    if real.parent == real or real == home:
         raise OutdirError(f"output directory {out}: is {'a filesystem root' if real.parent == real else 'your home'}"
                           f" folder, which prepare would replace; {fix}")
+    if real.parent.name.startswith(".tessera."):
+        raise OutdirError(f"output directory {out}: is inside {real.parent}, where tessera keeps the versions of "
+                          f"{real.parent.name.removeprefix('.tessera.')}; {fix}")
     named = [("the current directory", Path.cwd().resolve()), ("the config's folder", config_path.resolve().parent)]
     for what, where in named + [(f"the input file {p}", p.resolve()) for p in inputs]:
         if where == real or where.is_relative_to(real):
@@ -263,6 +269,9 @@ def claim(out: Path, notes: list[str], wait: bool = True,
                                   "for it to finish or use another --out") from None
             (log or print)(f"waiting for another tessera prepare writing {out} ({other}) to finish ...")
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # ENOLCK, EOPNOTSUPP: a filesystem without flock, where two runs could collide
+            raise OutdirError(f"output directory {out}: cannot lock {state / 'lock'} ({e.strerror}); choose an --out "
+                              "on a local filesystem") from None
         check_ours(out)  # the other run may have replaced it
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(owner()).encode(), 0)
@@ -358,7 +367,8 @@ def open_prepared_dir(path: Path) -> Path:
             fd = os.open(version, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
             continue  # removed after the link was read: read the link again
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        with contextlib.suppress(OSError):  # no flock on this filesystem: read unprotected rather than not at all
+            fcntl.flock(fd, fcntl.LOCK_SH)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(version).st_ino == os.fstat(fd).st_ino and (version / "manifest.json").is_file():
                 _HELD[version] = fd

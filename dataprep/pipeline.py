@@ -186,20 +186,20 @@ def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, fo
         st = setup(cfg, config_path)
     outdir.check_location(out, config_path, [s.path for s in st.sources])
     notes: list[str] = []
-    with outdir.claim(out, notes, wait=wait, log=wait_log) as claim:
-        if not force and (cached := outdir.reusable(out, st.fingerprint, verify, notes)) is not None:
-            return Result(out, cached, cached=True, notes=notes)
-        try:
+    try:
+        with outdir.claim(out, notes, wait=wait, log=wait_log) as claim:
+            if not force and (cached := outdir.reusable(out, st.fingerprint, verify, notes)) is not None:
+                return Result(out, cached, cached=True, notes=notes)
             tmp = claim.new_tmp()
             (tmp / "shards").mkdir()
             (tmp / "_work").mkdir()
             manifest = _build(st, tmp, workers, progress, timer)
             claim.publish()
-        except (OSError, pl.exceptions.PolarsError) as e:
-            if (full := outdir.disk_full(e, out)) is not None:
-                raise full from None
-            raise
-        return Result(out, manifest, cached=False, notes=notes)
+            return Result(out, manifest, cached=False, notes=notes)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        if (full := outdir.disk_full(e, out)) is not None:
+            raise full from None
+        raise
 
 
 def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageTimer) -> dict[str, Any]:

@@ -115,6 +115,25 @@ def test_cleanup_removes_only_names_tessera_creates(tmp_path: Path, data: Path) 
     assert again.notes == ["removed tmp-7, left by a run that ended without finishing (pid 1 on h, started then)"]
 
 
+def test_old_versions_stay_while_dir_is_missing(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = prep(data)
+    version = first.out.parent / first.out.readlink()
+    first.out.unlink()  # DIR gone: deleted by hand, or an older tessera crashed between its two renames
+
+    def boom(*args: object) -> None:
+        raise OSError("the run fails")
+
+    monkeypatch.setattr(pipeline, "write_split", boom)
+    with pytest.raises(OSError, match="the run fails"):
+        prep(data)
+    assert complete(version)  # possibly the only complete copy: kept
+    monkeypatch.undo()
+    with pytest.raises(OutdirError, match=r"is inside .*\.tessera\.out, where tessera keeps the versions of out"):
+        prep(data, ".tessera.out/v-1")
+    again = prep(data)
+    assert not again.cached and not version.exists() and state(again.out) == ["lock", again.out.readlink().name]
+
+
 def test_legacy_real_directory_is_swapped_in_one_step(tmp_path: Path, data: Path) -> None:
     """A DIR written before the link layout (a real directory with a manifest) is replaced by renameat2."""
     first = prep(data)
@@ -232,13 +251,18 @@ def test_a_live_lock_is_waited_for_whatever_its_pid(tmp_path: Path, data: Path) 
         prep(data, wait=False)
     waits: list[str] = []
     results: list[pipeline.Result] = []
-    runner = threading.Thread(target=lambda: results.append(prep(data, wait_log=waits.append)))
-    runner.start()
-    time.sleep(3)
-    assert runner.is_alive() and (temp / "owner.json").is_file() and not out.exists()
-    assert waits == [f"waiting for another tessera prepare writing {out} (pid {pid} on other-container, started "
-                     "10:00) to finish ..."]
-    os.close(fd)  # the other run ends without finishing: its temp is now a crashed run's
+    runner = threading.Thread(target=lambda: results.append(prep(data, wait_log=waits.append)), daemon=True)
+    try:
+        runner.start()
+        deadline = time.time() + 120
+        while not waits and time.time() < deadline:  # setup (tokenizer, probes) comes first
+            time.sleep(0.1)
+        time.sleep(1)
+        assert runner.is_alive() and (temp / "owner.json").is_file() and not out.exists()
+        assert waits == [f"waiting for another tessera prepare writing {out} (pid {pid} on other-container, "
+                         "started 10:00) to finish ..."]
+    finally:
+        os.close(fd)  # the other run ends without finishing: its temp is now a crashed run's
     runner.join(120)
     assert results and not results[0].cached and not temp.exists()
     assert results[0].notes[0].startswith("removed tmp-1, left by a run that ended without finishing")
@@ -281,9 +305,12 @@ sys.exit(cli.main(["prepare", *sys.argv[4:]]))
 
 
 def child(point: str, gate: Path, out: Path, *args: str) -> subprocess.Popen[str]:
+    """`tessera prepare ARGS --out OUT` in a process of its own, killed (or held) at `point`; its stdout and
+    stderr go to gate/<point>.out and .err."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-c", CHILD, point, str(gate), str(out), *args, "--out", str(out)],
-                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=env, text=True, stdout=open(gate / f"{point}.out", "w"),
+                            stderr=open(gate / f"{point}.err", "w"))
 
 
 @pytest.mark.parametrize("point", ["build", "before-swap", "after-swap", "cleanup"])
@@ -292,7 +319,7 @@ def test_kill_9_at_each_step_leaves_a_complete_version_and_a_rerun_recovers(
     old = prep(data)
     new = prep(data, "reference", seq=256).manifest
     killed = child(point, tmp_path, old.out, str(data), "--set", "sequence_len=256")
-    assert killed.wait(120) == -signal.SIGKILL, killed.stderr.read() if killed.stderr else ""
+    assert killed.wait(300) == -signal.SIGKILL, (tmp_path / f"{point}.err").read_text()
     # DIR is one complete version at every point: the old one until the swap, the new one after it.
     version = open_prepared_dir(old.out)
     swapped = point in ("after-swap", "cleanup")
@@ -307,18 +334,21 @@ def test_kill_9_at_each_step_leaves_a_complete_version_and_a_rerun_recovers(
 def test_two_processes_on_one_out_the_second_waits_then_reuses(tmp_path: Path, data: Path) -> None:
     out = tmp_path / "out"
     first = child("gate", tmp_path, out, str(data))
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while not (tmp_path / "started").exists():
         assert first.poll() is None and time.time() < deadline
         time.sleep(0.1)
     second = child("none", tmp_path, out, str(data))
-    time.sleep(6)
-    assert second.poll() is None  # waiting for the lock, not building
+    while "waiting for another tessera prepare" not in (tmp_path / "none.err").read_text():
+        assert second.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    time.sleep(1)
+    assert second.poll() is None  # still waiting for the lock, not building
     (tmp_path / "go").touch()
-    assert first.wait(120) == 0 and second.wait(120) == 0
-    err = second.stderr.read() if second.stderr else ""
+    assert first.wait(300) == 0 and second.wait(300) == 0
+    err = (tmp_path / "none.err").read_text()
     assert f"waiting for another tessera prepare writing {out} (pid {first.pid} on " in err
-    assert "up to date:" in (second.stdout.read() if second.stdout else "")
+    assert "up to date:" in (tmp_path / "none.out").read_text()
     assert state(out) == ["lock", out.readlink().name]
 
 
