@@ -111,8 +111,11 @@ def check_ours(out: Path) -> None:
                               f"wrote; {fix}")
     elif out.is_dir():
         if any(out.iterdir()) and not _tessera_manifest(out):
-            raise OutdirError(f"output directory {out}: exists, is not empty and has no tessera manifest.json, so "
-                              f"tessera did not write it and will not replace it; {fix}")
+            # An unreadable manifest in a real directory may be anyone's file: only our own versions are rebuilt.
+            which = ("a manifest.json that is not a readable tessera manifest" if (out / "manifest.json").exists()
+                     else "no tessera manifest.json")
+            raise OutdirError(f"output directory {out}: exists, is not empty and has {which}, so tessera did not "
+                              f"write it (or cannot tell) and will not replace it; {fix}")
     elif out.exists():
         raise OutdirError(f"output directory {out}: is a file; {fix}")
 

@@ -82,9 +82,13 @@ def test_refuses_a_folder_tessera_did_not_write(data: Path, capsys: pytest.Captu
     (mine / "manifest.json").write_text('{"name": "not tessera"}')  # someone else's manifest is not ours
     code, _, err = tessera(str(data), "--out", str(mine), capsys=capsys)
     assert code == 2
-    assert err.count("\n") == 1 and "has no tessera manifest.json" in err and "choose another --out" in err
+    assert err.count("\n") == 1 and "choose another --out" in err
+    assert "has a manifest.json that is not a readable tessera manifest, so tessera did not write it" in err
     assert (mine / "notes.txt").read_text() == "irreplaceable" and (mine / "keep").is_dir()
     assert not outdir.state_dir(mine).exists()
+    (mine / "manifest.json").unlink()
+    code, _, err = tessera(str(data), "--out", str(mine), capsys=capsys)
+    assert code == 2 and "has no tessera manifest.json" in err and (mine / "notes.txt").is_file()
 
     (data.parent / "elsewhere").mkdir()
     (data.parent / "linked").symlink_to("elsewhere")
@@ -327,6 +331,8 @@ def test_kill_9_at_each_step_leaves_a_complete_version_and_a_rerun_recovers(
     release_prepared_dir(version)
     rerun = prep(data, seq=256)
     assert rerun.cached == swapped
+    if point == "build":  # the killed run's lock died with it: its temp is cleaned, its owner named
+        assert rerun.notes[0].startswith(f"removed tmp-2, left by a run that ended without finishing (pid {killed.pid}")
     assert rerun.manifest["shards"] == new["shards"]  # byte-identical to a run that was never killed
     assert state(old.out) == ["lock", old.out.readlink().name]  # no temp, link or old version left
 
