@@ -211,6 +211,10 @@ class Claim:
         assert self.tmp is not None and (self.tmp / "manifest.json").is_file()
         n = self.tmp.name.split("-")[1]
         (self.tmp / "owner.json").unlink()
+        # On disk before the renames that make it visible: after a power cut DIR is never a version whose files
+        # the kernel had not written yet.
+        for p in [*self.tmp.rglob("*"), self.tmp]:
+            _fsync(p)
         version = self.state / f"v-{n}"
         self.tmp.rename(version)
         self.tmp = None
@@ -226,7 +230,8 @@ class Claim:
                 os.rename(link, self.out)
             else:
                 os.rename(link, self.state / f"legacy-{n}")
-        _fsync_dir(self.out.parent)
+        _fsync(self.state)
+        _fsync(self.out.parent)
         self.clean()
 
     def clean(self) -> None:
@@ -339,8 +344,8 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -299,7 +299,7 @@ if point == "build":            # shards half written
 elif point == "before-swap":    # tmp-N renamed to v-N, the new link made, DIR not yet replaced
     at(os, "rename", lambda src, dst: die() if os.path.abspath(dst) == out else None)
 elif point == "after-swap":     # DIR points at the new version, the old one not yet removed
-    at(outdir, "_fsync_dir", die)
+    at(outdir, "_fsync", lambda p: die() if str(p) == os.path.dirname(out) else None)
 elif point == "cleanup":        # the old version renamed to del-N, half removed
     at(outdir, "_remove_version", lambda p: (p.rename(p.with_name("del-" + p.name[2:])), die()))
 elif point == "gate":
