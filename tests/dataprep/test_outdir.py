@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dataprep import cli, outdir, pipeline
+from dataprep import cli, html_report, inspect_tokens, outdir, pipeline
 from dataprep.outdir import OutdirError, open_prepared_dir, release_prepared_dir
 from dataprep.query import connect
 from dataprep.report import Progress
@@ -275,7 +275,7 @@ def test_a_live_lock_is_waited_for_whatever_its_pid(tmp_path: Path, data: Path) 
 CHILD = """
 import os, signal, sys, time
 from pathlib import Path
-from dataprep import cli, outdir, pipeline
+from dataprep import cli, html_report, inspect_tokens, outdir, pipeline
 point, gate = sys.argv[1], Path(sys.argv[2])
 out = os.path.abspath(sys.argv[3])
 
@@ -372,6 +372,10 @@ def test_a_reader_keeps_its_version_while_prepare_replaces_dir(data: Path) -> No
     assert connect(held).sql("select sequence_len from manifest").fetchall() == [(2048,)]
     assert second.notes == [f"kept the old version {held} while a reader (query, report, inspect, trainer) has it "
                             "open; a later run removes it"]
+    # report and inspect read through the link and name DIR, not its version folder
+    assert "<title>Tessera report: out</title>" in html_report.build(second.out)
+    assert html_report.default_out(second.out) == second.out.parent / "out.report.html"
+    assert inspect_tokens.build(second.out, sample=0)
     release_prepared_dir(held)
     prep(data, force=True)
     assert not held.exists()
