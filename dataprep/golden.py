@@ -29,7 +29,6 @@ from rich.table import Table
 
 from dataprep.encode import save_tokenizer
 from dataprep.formats import Chat, Segments, parse, to_sample
-from dataprep.load import read_batches
 from dataprep.pipeline import PrepareError, setup
 from dataprep.render import render_segments
 from dataprep.transform import RowProcessor
@@ -127,7 +126,7 @@ def _kept(st: Any, dataset_index: int, processor: RowProcessor, limit: int) -> I
     for source in st.sources:
         if source.dataset_index != dataset_index:
             continue
-        for batch in read_batches(source.path, source.fmt, 64):
+        for batch in source.batches(64):
             for raw, result in zip(batch, processor.process(batch), strict=True):
                 if result.status.value == "kept":
                     yield source.display, raw, result

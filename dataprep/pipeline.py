@@ -37,7 +37,8 @@ import pyarrow.parquet as pq
 
 import dataprep
 from dataprep.encode import TokenizerInfo, save_tokenizer
-from dataprep.load import RawRow, file_format, read_batches, resolve_files
+from dataprep.hf_folders import resolve_sources, select_rows
+from dataprep.load import RawRow, file_format, read_batches
 from dataprep.pack import choose_validation, one_per_row, pack_best_fit
 from dataprep.probes import ProbeError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
@@ -70,6 +71,10 @@ class Source:
     path: Path
     display: str  # as written to samples.parquet
     fmt: str
+    rows: tuple[int, int] | None = None  # a split slice's [start, stop) rows of this file; None: every row
+
+    def batches(self, batch_size: int) -> Iterator[list[RawRow]]:
+        return select_rows(read_batches(self.path, self.fmt, batch_size), self.rows)
 
 
 @dataclass
@@ -133,8 +138,8 @@ def setup(cfg: Config, config_path: Path) -> Setup:
             raise PrepareError(str(e)) from None
     sources = []
     for i, ds in enumerate(cfg.datasets):
-        for path in resolve_files(ds, config_dir):
-            sources.append(Source(i, path, _display(path), file_format(path, ds)))
+        for f in resolve_sources(ds, config_dir):
+            sources.append(Source(i, f.path, _display(f.path), file_format(f.path, ds), f.rows))
     return Setup(cfg, config_dir, tok, template_name, template_text, sources,
                  fingerprint(cfg, tok, template_text, sources), probes, _token_warnings(tok, template_text))
 
@@ -162,7 +167,8 @@ def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | None, sour
                          "config": data_cfg, "tokenizer": tok.files, "template": template_text},
                         sort_keys=True).encode())
     for s in sources:
-        h.update(f"\n{s.dataset_index}:{s.display}:{sha256_file(s.path)}".encode())
+        rows = "" if s.rows is None else f":{s.rows[0]}-{s.rows[1]}"
+        h.update(f"\n{s.dataset_index}:{s.display}{rows}:{sha256_file(s.path)}".encode())
     return h.hexdigest()
 
 
@@ -282,7 +288,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
 def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list[RawRow], list[RowResult]]]:
     def jobs() -> Iterator[tuple[Source, list[RawRow]]]:
         for source in st.sources:
-            for batch in read_batches(source.path, source.fmt, BATCH_SIZE):
+            for batch in source.batches(BATCH_SIZE):
                 yield source, batch
                 bar.advance(len(batch))
 
@@ -404,7 +410,8 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
         "probes": st.probes,
         "warnings": st.warnings,
         "sources": [{"dataset": cfg.datasets[s.dataset_index].path, "file": s.display, "format": s.fmt,
-                     "sha256": sha256_file(s.path)} for s in st.sources],
+                     "sha256": sha256_file(s.path), **({"rows": list(s.rows)} if s.rows else {})}
+                    for s in st.sources],
         "shards": [asdict(s) for s in shards],
         "accounting": {"input_rows": counts.rows_in, "kept": counts.kept, "quarantined": counts.quarantined,
                        "duplicates": counts.duplicates, "dropped": counts.dropped,

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.overrides import apply_overrides
+from schemas.splits import parse_split
 
 TrainOnEos = Literal["turn", "last", "all", "none"]
 FORMAT_TYPES = ("alpaca", "chat_template", "input_output", "completion")
@@ -72,7 +73,11 @@ class DatasetConfig(_Model):
     data_files: list[str] | None = None
     """Files (or globs) under `path` to read, instead of every data file in it."""
     split: str = "train"
-    """Local files have a single split, `train`; Tessera makes the validation split itself (val_set_size)."""
+    """Which split of a dataset folder to read, as `datasets` names it: `train`, `test`, … and slices in its syntax
+    (`train[:20%]`, `train[100:200]`, `train[10%:20%]`, parts joined with `+`). A single file or glob is all
+    `train`. Tessera makes the validation split itself (val_set_size)."""
+    name: str | None = None
+    """The config of a Hub dataset folder (README.md `configs:` config_name); default: its default config."""
 
     # chat_template
     field_messages: str | None = None
@@ -111,11 +116,7 @@ class DatasetConfig(_Model):
 
     @model_validator(mode="after")
     def _check_fields(self) -> DatasetConfig:
-        if self.split != "train":
-            raise ValueError(
-                f"split '{self.split}': local files have a single split 'train'; "
-                "use val_set_size for a validation split"
-            )
+        parse_split(self.split)  # a ValueError names the bad part and the syntax
         chat_keys = ("field_messages", "message_field_role", "message_field_content", "roles",
                      "message_field_training", "message_field_training_detail")
         if self.type != "chat_template":
