@@ -49,7 +49,9 @@ from schemas.shard import IGNORE_INDEX, SHARD_SCHEMA
 if TYPE_CHECKING:  # imported where used: `tessera prepare` imports this module and needs neither
     import duckdb
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Installed from a wheel, the library ships as dataprep/sql (see pyproject.toml); in a checkout it is ../sql.
+_HERE = Path(__file__).resolve().parent
+SQL_DIR = _HERE / "sql" if (_HERE / "sql").is_dir() else _HERE.parent / "sql"
 
 VIEWS = {
     "packed": "one row per shard row (all splits): shard, split, row (index in the shard) + the shard columns",
