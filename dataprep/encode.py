@@ -102,8 +102,13 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
     added = tok.encode("", add_special_tokens=True).ids
     adds_bos = bool(bos) and added[:1] == [tok.token_to_id(bos)]
     specials = [t.content for t in tok.get_added_tokens_decoder().values() if t.special]
+    files = file_hashes(path)
+    if folder.converted:  # another transformers may convert tokenizer.model differently: part of the fingerprint
+        import transformers
+
+        files["transformers"] = transformers.__version__
     return TokenizerInfo(path, tok, adds_bos, variables.get("eos_token", ""), variables,
-                         specials, folder.chat_template, file_hashes(path),
+                         specials, folder.chat_template, files,
                          modified=bool(overrides) or bool(extra_tokens), overrides=overrides, folder=folder)
 
 

@@ -147,7 +147,7 @@ def _listing(root: Path) -> list[str]:
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             if (root / rel).is_file():
                 out.append(rel)
-    return sorted(out)
+    return sorted(out, key=lambda rel: rel.split("/"))  # Path order (as before), so sample ids do not move
 
 
 def _is_data_file(name: str) -> bool:
