@@ -145,8 +145,8 @@ def save_tokenizer(info: TokenizerInfo, folder: Path, chat_template: str | None)
 
 def _token_text(value: Any) -> str:
     if isinstance(value, dict):  # {"content": "<s>", "lstrip": false, ...}
-        return str(value.get("content") or "")
-    return value or ""
+        value = value.get("content")
+    return value if isinstance(value, str) else ""  # null, or a damaged config's number: no such token
 
 
 def encode(tok: Tokenizer, rendered: list[Rendered], add_special_tokens: bool = False

@@ -27,8 +27,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dataprep.encode import save_tokenizer
+from dataprep.encode import TokenizerError, save_tokenizer
 from dataprep.formats import Chat, Segments, parse, to_sample
+from dataprep.load import InputError
 from dataprep.pipeline import PrepareError, setup
 from dataprep.render import render_segments
 from dataprep.transform import RowProcessor
@@ -59,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         st = setup(cfg, args.config)
-    except (ConfigError, OverrideError, PrepareError) as e:
+    except (ConfigError, OverrideError, PrepareError, TokenizerError, InputError) as e:
         console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
     from transformers import AutoTokenizer
