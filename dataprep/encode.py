@@ -48,6 +48,7 @@ class TokenizerInfo:
     overrides: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # key -> (was, now, newly added)
     mistral: Any = None  # MistralChatEncoder for `mistral:` tokenizers: chats are encoded by mistral-common
     folder: HfFolder | None = None  # the folder as transformers reads it (None for mistral: tokenizers)
+    notes: list[str] = field(default_factory=list)  # printed as warnings by prepare
 
     @property
     def vocab_size(self) -> int:
@@ -102,14 +103,19 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
     added = tok.encode("", add_special_tokens=True).ids
     adds_bos = bool(bos) and added[:1] == [tok.token_to_id(bos)]
     specials = [t.content for t in tok.get_added_tokens_decoder().values() if t.special]
-    files = file_hashes(path)
+    files, notes = file_hashes(path), []
     if folder.converted:  # another transformers may convert tokenizer.model differently: part of the fingerprint
         import transformers
 
         files["transformers"] = transformers.__version__
+        notes.append(f"tokenizer {path}: no tokenizer.json, so tokenizer.model was converted by transformers "
+                     f"{transformers.__version__} as AutoTokenizer converts it (its ids can differ from "
+                     "SentencePiece's on text that starts with spaces); prepared tokenizer/ holds the converted "
+                     "tokenizer.json")
     return TokenizerInfo(path, tok, adds_bos, variables.get("eos_token", ""), variables,
                          specials, folder.chat_template, files,
-                         modified=bool(overrides) or bool(extra_tokens), overrides=overrides, folder=folder)
+                         modified=bool(overrides) or bool(extra_tokens), overrides=overrides, folder=folder,
+                         notes=notes)
 
 
 def _load_mistral(name: str, config_dir: Path) -> TokenizerInfo:

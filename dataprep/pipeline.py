@@ -145,8 +145,9 @@ def setup(cfg: Config, config_path: Path) -> Setup:
 
 
 def _token_warnings(tok: TokenizerInfo, template_text: str | None) -> list[str]:
-    """special_tokens overrides that change what a chat template writes, or that create untrained tokens."""
-    warnings = []
+    """special_tokens overrides that change what a chat template writes, or that create untrained tokens; a
+    vocabulary converted from tokenizer.model."""
+    warnings = list(tok.notes)
     for key, (was, now, added) in tok.overrides.items():
         token_id = tok.tokenizer.token_to_id(now)
         if template_text is not None and re.search(rf"\b{key}\b", template_text):

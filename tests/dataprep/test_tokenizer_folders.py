@@ -176,7 +176,10 @@ def test_sentencepiece_only_folder_is_converted_as_transformers_does(llama2_spm:
 
 def test_prepare_with_a_sentencepiece_folder(prepare: Prepare, tmp_path: Path, llama2_spm: Path) -> None:
     write_jsonl(tmp_path / "text.jsonl", [{"text": f"Document number {i}."} for i in range(8)])
-    prepare({"tokenizer_config": str(llama2_spm), "datasets": [{"path": "text.jsonl", "type": "completion"}]})
+    result = prepare({"tokenizer_config": str(llama2_spm),
+                      "datasets": [{"path": "text.jsonl", "type": "completion"}]})
+    assert any("tokenizer.model was converted by transformers" in w for w in result.manifest["warnings"])
+    assert "transformers" in result.manifest["tokenizer"]["files"]
     out = tmp_path / "out/tokenizer"
     assert sorted(p.name for p in out.iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
     hf, saved = AutoTokenizer.from_pretrained(str(llama2_spm)), AutoTokenizer.from_pretrained(str(out))
