@@ -36,6 +36,7 @@ EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv":
 COMPRESSED = (".gz", ".zst")  # read as a stream; `data.jsonl.gz` is JSON Lines, a bare `data.zst` too
 STREAMABLE = ("json", "jsonl", "csv")  # formats that can be read from a decompressing stream
 CHUNK = 1 << 20  # bytes per read of a JSON Lines file
+BATCH_BYTES = 64 << 20  # a JSONL batch ends early at this many bytes: few huge rows must not make a huge batch
 LINE_LIMIT_FLOOR = 32 << 20  # no JSONL line under 32 MiB is refused, whatever sequence_len is
 ORIGINAL_PREFIX = 4096  # bytes of an unread (too long) line kept as its `original` in quarantine.parquet
 
@@ -154,19 +155,18 @@ def _json_batches(path: Path, batch_size: int, max_line: int) -> Iterator[list[R
             yield [RawRow(0, document)]
             return
     batch: list[RawRow] = []
-    row = 0
+    row = size = 0
     with open_stream(path) as f:
         for line in _lines(f, max_line):
             if isinstance(line, bytes):
                 if not line.strip():
                     continue
-                batch.append(RawRow(row, line))
-            else:
-                batch.append(RawRow(row, line))
+                size += len(line)
+            batch.append(RawRow(row, line))
             row += 1
-            if len(batch) == batch_size:
+            if len(batch) == batch_size or size >= BATCH_BYTES:
                 yield batch
-                batch = []
+                batch, size = [], 0
     if batch:
         yield batch
 
