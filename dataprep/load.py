@@ -17,6 +17,7 @@ import glob
 import gzip
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,9 @@ def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIM
             raise InputError(f"{path}: unsupported ds_type '{fmt}'")
     except (OSError, EOFError, pa.ArrowInvalid) as e:
         raise InputError(f"{path}: cannot read as {fmt}: {e}") from None
+    except UnicodeEncodeError:  # Arrow takes UTF-8 paths only; Python keeps other bytes as surrogates
+        shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
+        raise InputError(f"{shown}: the file name is not UTF-8, which Arrow cannot open; rename the file") from None
     except Exception as e:  # a decompressor's own error (zstandard.ZstdError): a corrupt file, not a crash
         if type(e).__module__.split(".")[0] not in ("zstandard", "gzip", "zlib"):
             raise

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import zstandard
 
@@ -191,6 +193,21 @@ def test_a_file_name_that_is_not_utf8_is_shown_with_escapes(tmp_path: Path) -> N
     source = pl.read_parquet(tmp_path / "o" / "samples.parquet")["source_file"].unique().to_list()
     assert source == ["data/caf\\xe9.jsonl"]
     assert "wrote" in proc.stdout
+    bad_out = os.fsdecode(b"out\xe9")
+    proc = subprocess.run([sys.executable, "-m", "dataprep.cli", "prepare", str(config), "--out", bad_out],
+                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1 and proc.stderr == ("error: --out (or dataset_prepared_path) 'out\\xe9' is not a "
+                                                    "UTF-8 name, which Arrow, tokenizers and DuckDB cannot open; "
+                                                    "rename it\n")
+
+
+def test_a_parquet_file_name_that_is_not_utf8_is_a_one_line_error(tmp_path: Path, prepare: Prepare) -> None:
+    (tmp_path / "pq").mkdir()
+    with open(tmp_path / "pq" / os.fsdecode(b"d\xe9.parquet"), "wb") as f:
+        pq.write_table(pa.table({"text": ["hello"]}), f)
+    with pytest.raises(InputError, match=r"d\\xe9\.parquet: the file name is not UTF-8, which Arrow cannot open; "
+                                         "rename the file"):
+        prepare({"datasets": [{"path": "pq", "type": "completion"}]})
 
 
 # ---- shard names from a manifest -------------------------------------------------------------------------
