@@ -164,6 +164,15 @@ def test_compressed_files_are_read_as_streams(tmp_path: Path, prepare: Prepare) 
     assert len(tokens) == 1  # the same rows, whatever the wrapping
 
 
+def test_compressed_csv_with_a_bom_and_a_quoted_newline(tmp_path: Path) -> None:
+    data = codecs.BOM_UTF8 + b'instruction,output\nhi,"a\nb"\n'
+    (tmp_path / "r.csv.gz").write_bytes(gzip.compress(data))
+    (tmp_path / "r.csv.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    for name in ("r.csv.gz", "r.csv.zst"):
+        rows = [r.payload for batch in read_batches(tmp_path / name, "csv", 10) for r in batch]
+        assert rows == [{"instruction": "hi", "output": "a\nb"}]
+
+
 def test_a_compressed_parquet_file_is_a_one_line_error(tmp_path: Path, prepare: Prepare) -> None:
     (tmp_path / "x.parquet.gz").write_bytes(gzip.compress(b"not really"))
     with pytest.raises(InputError, match=r"x.parquet.gz: a compressed parquet file cannot be read as a stream; "
