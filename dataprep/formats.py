@@ -95,7 +95,7 @@ def parse(payload: bytes | dict[str, Any] | Unreadable) -> dict[str, Any]:
         raise RowError(Reason.number_too_large, f"{str(e).split(';')[0]}; write such numbers as strings") from None
     if not isinstance(value, dict):
         raise RowError(Reason.not_an_object, f"a JSON {type(value).__name__}, expected an object {{...}}")
-    if _SURROGATE_ESCAPE.search(text):
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         where = _lone_surrogate(value)
         if where is not None:
             raise RowError(Reason.invalid_unicode, f"'{where}' holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF "

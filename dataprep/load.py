@@ -257,9 +257,13 @@ def _json_array(path: Path, batch_size: int) -> Iterator[list[RawRow]]:
 
 
 def _as_payload(item: Any) -> bytes:
-    # Items go back to JSON text (ASCII, so a lone surrogate stays an escape) and through the same parser as a
-    # JSONL line: the same checks (surrogates, non-objects) and the same quarantine records.
-    return json.dumps(item, ensure_ascii=True).encode()
+    # Items go back to JSON text and through the same parser as a JSONL line: the same checks (surrogates,
+    # non-objects) and the same quarantine records. A lone surrogate cannot be UTF-8: it stays a \\u escape.
+    text = json.dumps(item, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(item, ensure_ascii=True).encode()
 
 
 def _arrow_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[list[RawRow]]:

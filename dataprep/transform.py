@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import json
 import unicodedata
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ def text_limit(tok: TokenizerInfo, sequence_len: int) -> int:
     return sequence_len * max_token_chars(tok) * TEXT_MARGIN
 
 
-_MAX_TOKEN_CHARS: dict[int, tuple[TokenizerInfo, int]] = {}
+_MAX_TOKEN_CHARS: dict[int, int] = {}  # id(TokenizerInfo) -> chars; the entry goes when the tokenizer does
 
 
 def max_token_chars(tok: TokenizerInfo) -> int:
@@ -182,10 +183,11 @@ def max_token_chars(tok: TokenizerInfo) -> int:
     byte-level piece has one character per byte, a SentencePiece piece one per character; a byte-fallback
     piece like <0x41> is longer than the byte it stands for). Computed once per tokenizer (~0.1 s)."""
     cached = _MAX_TOKEN_CHARS.get(id(tok))
-    if cached is None or cached[0] is not tok:
+    if cached is None:
         vocab = tok.tokenizer.get_vocab(with_added_tokens=True)
-        cached = _MAX_TOKEN_CHARS[id(tok)] = (tok, max((len(piece) for piece in vocab), default=1))
-    return cached[1]
+        cached = _MAX_TOKEN_CHARS[id(tok)] = max((len(piece) for piece in vocab), default=1)
+        weakref.finalize(tok, _MAX_TOKEN_CHARS.pop, id(tok), None)
+    return cached
 
 
 def _text_chars(sample: Chat | Segments | Tokens) -> int:

@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataprep.load import RawRow
+from dataprep.load import InputError, RawRow
 from dataprep.pipeline import run_pipeline
 from dataprep.report import Progress
 from dataprep.transform import RowProcessor, max_token_chars, text_limit
@@ -93,6 +93,22 @@ def test_bad_utf8_in_one_csv_line_quarantines_that_line(tmp_path: Path, prepare:
     assert samples["reason"].to_list() == [None, "invalid_utf8", None]
     q = pl.read_parquet(result.out / "quarantine.parquet").row(0, named=True)
     assert q["field"] == "instruction" and q["source_row"] == 1
+
+
+def test_json_array_items_get_the_same_checks(tmp_path: Path, prepare: Prepare) -> None:
+    other = {"messages": [{"role": "user", "content": "Bye é"}, {"role": "assistant", "content": "Bye!"}]}
+    items = [GOOD, {"messages": [{"role": "user", "content": "\ud83d"}]}, other]
+    (tmp_path / "chat.json").write_text(json.dumps(items))  # ASCII JSON: the surrogate is an escape
+    result = prepare({"datasets": [{"path": "chat.json", **CHAT}], "quarantine_max_fraction": 0.5})
+    q = pl.read_parquet(result.out / "quarantine.parquet").row(0, named=True)
+    assert (q["source_row"], q["reason"], q["field"]) == (1, "invalid_unicode", "messages[0].content")
+    assert result.manifest["accounting"]["kept"] == 2
+    # One deep or huge item makes the whole array unreadable (it is one document): a one-line error that says
+    # how to get per-row quarantine instead.
+    (tmp_path / "deep.json").write_text("[" + json.dumps(GOOD) + ", " + "[" * 5000 + "]" * 5000 + "]")
+    with pytest.raises(InputError, match=r"deep.json: cannot read the JSON array: an item is nested too deep; "
+                                         r"convert it to JSON Lines"):
+        prepare({"datasets": [{"path": "deep.json", **CHAT}]})
 
 
 def test_bad_rows_in_worker_processes(tmp_path: Path, prepare: Prepare) -> None:
