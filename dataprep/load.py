@@ -268,13 +268,25 @@ def _as_payload(item: Any) -> bytes:
 
 def _arrow_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[list[RawRow]]:
     row = 0
-    for batch in batches:
+    for batch in _by_size(batches):
         try:
             records: list[dict[str, Any] | Unreadable] = batch.to_pylist()
         except UnicodeDecodeError:  # a string cell that is not UTF-8: find it, row by row
             records = [_arrow_row(batch, i) for i in range(batch.num_rows)]
         yield [RawRow(row + i, r) for i, r in enumerate(records)]
         row += len(records)
+
+
+def _by_size(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Batches cut to about BATCH_BYTES, so that rows with huge cells do not become huge batches of Python
+    objects (Arrow's batches are counted in rows)."""
+    for batch in batches:
+        if batch.nbytes <= BATCH_BYTES or batch.num_rows <= 1:
+            yield batch
+            continue
+        step = max(1, batch.num_rows * BATCH_BYTES // batch.nbytes)
+        for start in range(0, batch.num_rows, step):
+            yield batch.slice(start, step)
 
 
 def _arrow_row(batch: pa.RecordBatch, i: int) -> dict[str, Any] | Unreadable:

@@ -240,6 +240,7 @@ def test_query_refuses_a_manifest_that_points_outside(tmp_path: Path, prepared: 
         (copy / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(QueryError, match=message):
             connect(copy)
-    proc = subprocess.run([sys.executable, "-m", "dataprep.cli", "query", str(copy), "select 1"], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "outside" in proc.stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command in (["query", str(copy), "select 1"], ["inspect", str(copy), "--row", "0", "--shard", "link.arrow"]):
+        proc = subprocess.run([sys.executable, "-m", "dataprep.cli", *command], capture_output=True, text=True, env=env)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "outside" in proc.stderr, proc.stderr

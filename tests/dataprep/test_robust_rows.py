@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataprep.load import InputError, RawRow
+from dataprep.load import InputError, RawRow, read_batches
 from dataprep.pipeline import run_pipeline
 from dataprep.report import Progress
 from dataprep.transform import RowProcessor, max_token_chars, text_limit
@@ -241,6 +241,18 @@ def test_truncate_cuts_the_text_before_tokenizing_with_the_same_tokens(qwen_dir:
                            **top)
     assert cut.reason is Reason.truncated and cut.num_tokens == 64
     assert cut.input_ids.tolist() == whole.input_ids.tolist() and cut.labels.tolist() == whole.labels.tolist()
+
+
+def test_parquet_rows_with_huge_cells_come_in_small_batches_and_are_dropped(tmp_path: Path,
+                                                                           prepare: Prepare) -> None:
+    texts = ["short text", "word " * (10 << 20), "another short one", "word " * (10 << 20)]  # 50 MB cells
+    pq.write_table(pa.table({"text": texts}), tmp_path / "big.parquet", row_group_size=4)
+    batches = list(read_batches(tmp_path / "big.parquet", "parquet", 512))
+    assert [len(b) for b in batches] == [2, 2]  # Arrow gives one batch of 4 rows (100 MB): cut to <= 64 MiB
+    result = prepare({"datasets": [{"path": "big.parquet", "type": "completion"}], "sequence_len": 2048})
+    s = pl.read_parquet(result.out / "samples.parquet").sort("source_row")
+    assert s["reason"].to_list() == [None, "too_long", None, "too_long"]
+    assert s["num_tokens"].to_list()[1::2] == [None, None]
 
 
 PEAK_RSS = """
