@@ -125,11 +125,15 @@ class RowProcessor:
         elif isinstance(sample, Chat) and self.mistral is not None:
             result.input_ids, result.labels = self.mistral.encode(sample, self.ds.train_on_eos,
                                                                   self.cfg.train_on_inputs)
-        elif isinstance(sample, Chat):
-            assert self.chat is not None
-            pending.append((result, _cut(self.chat.render(sample), self.text_limit)))
         else:
-            pending.append((result, _cut(render_segments(sample), self.text_limit)))
+            if isinstance(sample, Chat):
+                assert self.chat is not None
+                rendered = self.chat.render(sample)
+            else:
+                rendered = render_segments(sample)
+            # With drop, the text is within text_limit (plus template text) already; with truncate, only the
+            # first sequence_len tokens are kept, and they lie well within the first text_limit characters.
+            pending.append((result, rendered if drop else _cut(rendered, self.text_limit)))
         return result
 
     def _pretokenized(self, result: RowResult, sample: Tokens) -> None:
