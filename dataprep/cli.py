@@ -7,6 +7,7 @@ Exit codes: 0 done (or reused from cache), 1 the run failed (unreadable input, t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "golden":
         return golden.main(args)
     if args.command in ("query", "inspect", "report"):
+        if (problem := not_utf8(args.dir, "the directory")) is not None:
+            _error(problem)
+            return 1
         return {"query": query.main, "inspect": inspect_tokens.main, "report": html_report.main}[args.command](args)
     return prepare(args)
 
@@ -61,6 +65,10 @@ def prepare(args: argparse.Namespace) -> int:
         return 2
     out = args.out or Path(cfg.dataset_prepared_path or Path("prepared") / args.config.stem)
     workers = args.workers or cfg.dataset_processes
+    problem = not_utf8(out, "--out (or dataset_prepared_path)") or not_utf8(args.config.resolve(), "the config path")
+    if problem is not None:
+        _error(problem)
+        return 1
     try:
         result = run_pipeline(cfg, args.config, out, workers=workers, force=args.force,
                               progress=Progress())
@@ -82,7 +90,17 @@ def prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _error(e: Exception) -> None:
+def not_utf8(path: Path, what: str) -> str | None:
+    """Why `path` cannot be used, if its name is not UTF-8: Arrow, Parquet and DuckDB take UTF-8 paths only."""
+    try:
+        str(path).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
+        return f"{what} '{shown}' is not a UTF-8 name, which Arrow, tokenizers and DuckDB cannot open; rename it"
+
+
+def _error(e: Exception | str) -> None:
     # Plain print: a terminal-width wrap would split file:line locations.
     red, reset = ("\033[31m", "\033[0m") if sys.stderr.isatty() else ("", "")
     print(f"{red}error:{reset} {e}", file=sys.stderr)

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from dataprep.query import QueryError, Vocab, read_manifest, tokenizer_file
+from dataprep.shards import ShardPathError, shard_path
 from schemas.shard import IGNORE_INDEX
 
 OPEN, CLOSE = "⟦", "⟧"  # trained text in plain mode
@@ -72,7 +73,11 @@ class PackedRow:
 def read_row(prepared: Path, shard: str, row: int) -> PackedRow:
     manifest = read_manifest(prepared)
     info = next(s for s in manifest["shards"] if s["file"] == shard)
-    table = ipc.open_file(pa.memory_map(str(prepared / shard))).read_all()
+    try:
+        path = shard_path(prepared, shard)
+    except ShardPathError as e:
+        raise InspectError(str(e)) from None
+    table = ipc.open_file(pa.memory_map(str(path))).read_all()
     if not 0 <= row < table.num_rows:
         raise InspectError(f"{shard} has rows 0-{table.num_rows - 1}; there is no row {row}")
 

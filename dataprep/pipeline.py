@@ -38,13 +38,13 @@ import pyarrow.parquet as pq
 import dataprep
 from dataprep.encode import TokenizerInfo, save_tokenizer
 from dataprep.hf_folders import resolve_sources, select_rows
-from dataprep.load import RawRow, file_format, read_batches
+from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, line_limit, read_batches
 from dataprep.pack import choose_validation, one_per_row, pack_best_fit
 from dataprep.probes import ProbeError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.shards import Placement, ShardInfo, TokenSpill, sha256_file, write_split
-from dataprep.transform import RowProcessor, RowResult, init_worker, process_in_worker, tokenizer_for
+from dataprep.transform import RowProcessor, RowResult, init_worker, process_in_worker, text_limit, tokenizer_for
 from schemas.config import Config
 from schemas.reasons import Reason, Status
 from schemas.shard import DUPLICATES_SCHEMA, FORMAT_VERSION, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
@@ -73,8 +73,8 @@ class Source:
     fmt: str
     rows: tuple[int, int] | None = None  # a split slice's [start, stop) rows of this file; None: every row
 
-    def batches(self, batch_size: int) -> Iterator[list[RawRow]]:
-        return select_rows(read_batches(self.path, self.fmt, batch_size), self.rows)
+    def batches(self, batch_size: int, max_line: int = LINE_LIMIT_FLOOR) -> Iterator[list[RawRow]]:
+        return select_rows(read_batches(self.path, self.fmt, batch_size, max_line), self.rows)
 
 
 @dataclass
@@ -287,9 +287,11 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
 
 
 def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list[RawRow], list[RowResult]]]:
+    max_line = line_limit(text_limit(st.tok, st.cfg.sequence_len))
+
     def jobs() -> Iterator[tuple[Source, list[RawRow]]]:
         for source in st.sources:
-            for batch in source.batches(BATCH_SIZE):
+            for batch in source.batches(BATCH_SIZE, max_line):
                 yield source, batch
                 bar.advance(len(batch))
 
@@ -437,9 +439,12 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
 
 
 def _display(path: Path) -> str:
+    shown = str(path.resolve())
     with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    return str(path.resolve())
+        shown = str(path.resolve().relative_to(Path.cwd().resolve()))
+    # A file name that is not UTF-8 (kept by Python as surrogates) is shown with \x escapes: Parquet, JSON and
+    # the terminal need text.
+    return os.fsencode(shown).decode("utf-8", errors="backslashreplace")
 
 
 def _remove_stale_temps(out: Path) -> None:

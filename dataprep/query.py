@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from dataprep.shards import ShardPathError, shard_path
 from schemas.shard import IGNORE_INDEX, SHARD_SCHEMA
 
 if TYPE_CHECKING:  # imported where used: `tessera prepare` imports this module and needs neither
@@ -240,7 +241,11 @@ def packed_table(prepared: Path, manifest: dict[str, Any]) -> pa.Table:
     row prepended."""
     tables = []
     for s in manifest["shards"]:
-        t = ipc.open_file(pa.memory_map(str(prepared / s["file"]))).read_all()
+        try:
+            path = shard_path(prepared, s["file"])
+        except ShardPathError as e:
+            raise QueryError(str(e)) from None
+        t = ipc.open_file(pa.memory_map(str(path))).read_all()
         n = t.num_rows
         extra = [pa.array([s["file"]] * n, pa.string()), pa.array([s["split"]] * n, pa.string()),
                  pa.array(np.arange(n, dtype=np.int32))]
