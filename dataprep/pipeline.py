@@ -133,7 +133,7 @@ def setup(cfg: Config, config_path: Path) -> Setup:
             template_name, template_text = resolve_template(cfg.chat_template, cfg.chat_template_jinja,
                                                             tok.chat_template, config_dir)
         except TemplateNotFound as e:
-            raise PrepareError(str(e)) from None
+            raise ConfigProblem(str(e)) from None
     probes = []
     for i, ds in enumerate(cfg.datasets):
         try:

@@ -76,7 +76,13 @@ def resolve_template(name: str, jinja_text: str | None, tokenizer_default: str |
         if path is not None:
             if not path.exists():
                 raise TemplateNotFound(f"chat_template_jinja: file {path} not found")
-            return f"jinja:{path.name}", path.read_text(encoding="utf-8")
+            try:
+                return f"jinja:{path.name}", path.read_text(encoding="utf-8")
+            except OSError as e:
+                raise TemplateNotFound(f"chat_template_jinja: cannot read {path} ({e.strerror or e})") from None
+            except UnicodeDecodeError as e:
+                raise TemplateNotFound(f"chat_template_jinja: {path} is not UTF-8 text (byte {e.start}); save it "
+                                       "as UTF-8") from None
         return "jinja", jinja_text
     if name == "tokenizer_default" or name.startswith("tokenizer_default_fallback_"):
         if tokenizer_default:

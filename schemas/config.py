@@ -252,6 +252,12 @@ class Config(_Model):
     fsdp_config: FsdpConfig | None = None
     wandb_project: str | None = None
 
+    @field_validator("chat_template_date", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: Any) -> Any:
+        # `chat_template_date: 2026-01-01` unquoted is a YAML date, and means the same as the quoted text.
+        return value.isoformat() if isinstance(value, datetime.date) else value
+
     @model_validator(mode="after")
     def _check(self) -> Config:
         problems = []

@@ -44,7 +44,7 @@ def _parse_value(item: str, text: str) -> Any:
         raise OverrideError(f"--set {item!r}: the value is not valid YAML ({' '.join(str(e).split())}); quote "
                             "it for the shell and YAML, e.g. --set 'key=\"a: b\"'") from None
     except YamlLimitError as e:
-        raise OverrideError(f"--set {item!r}: the value {e}") from None
+        raise OverrideError(f"--set {item!r}: this YAML {e}") from None
 
 
 def _child(node: Any, part: str, path: list[str], next_part: str) -> Any:

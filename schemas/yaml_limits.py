@@ -40,6 +40,9 @@ def load_yaml(text: str) -> tuple[object, yaml.Node | None]:
         return loader.construct_document(root), root
     except RecursionError:
         raise YamlLimitError("is nested too deeply for a config") from None
+    except (ValueError, OverflowError) as e:  # e.g. `2026-13-45` is read as a date, and has no month 13
+        raise YamlLimitError(f"has a value that YAML reads as a date or number but is not one ({e}); quote "
+                             "it if it is text") from None
     finally:
         loader.dispose()
 

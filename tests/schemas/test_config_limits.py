@@ -138,3 +138,14 @@ def test_bounds_accept_their_limits(tmp_path: Path) -> None:
     cfg.write_text(f"tokenizer_config: tok\nsequence_len: {MAX_SEQUENCE_LEN}\nseed: 4294967295\nval_set_size: 0\n")
     config = load_config(cfg)
     assert (config.sequence_len, config.seed) == (MAX_SEQUENCE_LEN, 2**32 - 1)
+
+
+def test_dates_in_yaml(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tokenizer_config: tok\nchat_template_date: 2025-06-30\n")  # unquoted: a YAML date
+    assert load_config(cfg).chat_template_date == "2025-06-30"
+    [p] = _problems(tmp_path, "tokenizer_config: tok\nchat_template_date: 2026-13-45\n")
+    assert "reads as a date or number but is not one (month must be in 1..12); quote it if it is text" in p
+    cfg.write_text("tokenizer_config: tok\n")
+    with pytest.raises(OverrideError, match=r"--set 'seed=2026-13-45': this YAML has a value"):
+        load_config(cfg, ["seed=2026-13-45"])
