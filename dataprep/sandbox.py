@@ -108,12 +108,15 @@ def _check_percent_format(fmt: str) -> None:
                 raise _too_large(f"a %-format field {n} characters wide")
 
 
-def _check_brace_format(fmt: str) -> None:
+def _fields(fmt: str) -> list[tuple[str, str | None, str | None, str | None]]:
     try:
-        fields = list(string.Formatter().parse(fmt))
+        return list(string.Formatter().parse(fmt))
     except ValueError:
-        return  # str.format raises the same error itself
-    for _, _, spec, _ in fields:
+        return []  # str.format raises the same error itself
+
+
+def _check_brace_format(fmt: str) -> None:
+    for _, _, spec, _ in _fields(fmt):
         for n in re.findall(r"\d+", spec or ""):
             if len(n) > 12 or int(n) > _state.max_chars:
                 raise _too_large(f"a format field {n} characters wide")
@@ -125,9 +128,12 @@ def _str_method_precheck(method: Any, args: tuple[Any, ...], kwargs: dict[str, A
     name = getattr(method, "__name__", "")
     if not isinstance(owner, str):
         return args
-    _check_ints(args, kwargs)
-    if name in ("format", "format_map"):
+    if name in ("center", "ljust", "rjust", "zfill", "expandtabs"):
+        _check_ints(args, kwargs)  # a width: the result is at least that long
+    elif name in ("format", "format_map"):
         _check_brace_format(owner)
+        if "{" in "".join(spec or "" for _, _, spec, _ in _fields(owner)):
+            _check_ints(args, kwargs)  # a nested width `{:>{w}}` comes from the arguments
     elif name == "join" and args:
         items = list(args[0])
         total = sum(len(x) for x in items if isinstance(x, str)) + len(owner) * len(items)
@@ -148,7 +154,8 @@ def _check_replace(s: str, old: str, new: str) -> None:
 
 
 # Filters whose result can be far larger than their input: their arguments are checked before they run.
-_AMPLIFIERS = frozenset({"center", "indent", "truncate", "wordwrap", "format", "join", "replace", "tojson"})
+_AMPLIFIERS = frozenset({"center", "indent", "format", "join", "replace", "tojson"})
+_WIDTH_FILTERS = frozenset({"center", "indent", "tojson"})  # an int argument is a width or an indent
 
 
 def _guard_filter(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
@@ -159,9 +166,12 @@ def _guard_filter(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
             return _check_size(f(*args, **kwargs))
         values = [a for a in args if not isinstance(a, (jinja2.runtime.Context, jinja2.nodes.EvalContext,
                                                         jinja2.Environment))]
-        _check_ints(tuple(values[1:]), kwargs)
+        if name in _WIDTH_FILTERS:
+            _check_ints(tuple(values[1:]), kwargs)
         if name == "format" and values and isinstance(values[0], str):
             _check_percent_format(values[0])
+            if "*" in values[0]:  # `%*s`: the width is an argument
+                _check_ints(tuple(values[1:]), kwargs)
         if name == "join" and values:
             items = list(values[0]) if not isinstance(values[0], str) else values[0]
             sep = values[1] if len(values) > 1 else kwargs.get("d", "")
@@ -219,7 +229,8 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
                 raise _too_large(f"a number of about {abs(left).bit_length() * right:,} bits ({left} ** {right})")
         elif operator == "%" and isinstance(left, str):
             _check_percent_format(left)
-            _check_ints(right if isinstance(right, tuple) else (right,), {})
+            if "*" in left:  # `%*s`: the width is an argument
+                _check_ints(right if isinstance(right, tuple) else (right,), {})
         return _check_size(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:

@@ -72,6 +72,7 @@ def test_endless_loops_time_out(quick_limit: float, source: str) -> None:
     "{{ '%10000000000s'|format('x') }}",
     "{{ '{:>10000000000}'.format('x') }}",
     "{{ '{:>{w}}'.format('x', w=10**10) }}",
+    "{{ '%*s' % (10**10, 'x') }}",
     "{{ 2 ** 10000000000 }}",  # jinja's ** is left-associative: 2 ** 10**10 would be (2**10)**10
     "{{ messages|tojson(indent=10**10) }}",
     "{{ lipsum(n=10**9) }}",
@@ -104,6 +105,9 @@ def test_huge_values_are_refused_before_they_are_built(source: str) -> None:
     "{% for k, v in {'a': 1}.items() %}{{ k }}={{ v }}{% else %}none{% endfor %}"
     "{% for x in [] %}{% else %}E{% endfor %}",
     "{% for x in messages recursive %}{{ x.role }}{% endfor %}{{ range(3)|list|length }}{{ 2 ** 10 }}",
+    # big numbers that are values, not sizes (a timestamp): no false alarm
+    "{{ '%d' % 1700000000 }} {{ '{}'.format(1700000000) }} {{ '%d'|format(1700000000) }} {{ 1700000000 * 2 }}",
+    "{{ 'abc'.find('b', 0, 10**12) }} {{ 'x'|truncate(10**9) }} {{ 'a b'|wordwrap(10**9) }}",
 ])
 def test_ordinary_constructs_still_work(source: str) -> None:
     plain = jinja_render(source)
