@@ -65,9 +65,24 @@ def library_templates() -> list[str]:
                   if p.name.endswith(".jinja"))
 
 
+MAX_TEMPLATE_CHARS = 1 << 20
+"""Real chat templates are 1-20 KB (Gemma 4's, the longest in the library, is 17 KB); compiling one takes time
+and memory in proportion to its size, before any limit of the sandbox applies."""
+
+
 def resolve_template(name: str, jinja_text: str | None, tokenizer_default: str | None,
                      config_dir: Path) -> tuple[str, str]:
     """(source name, template text) for the `chat_template` setting."""
+    source, text = _resolve_template(name, jinja_text, tokenizer_default, config_dir)
+    if len(text) > MAX_TEMPLATE_CHARS:
+        where = "the tokenizer's chat template" if source == "tokenizer_default" else f"chat template '{source}'"
+        raise TemplateNotFound(f"{where} is {len(text):,} characters long, more than the {MAX_TEMPLATE_CHARS:,} "
+                               "a chat template may have (real ones are 1-20 KB); is it the right file?")
+    return source, text
+
+
+def _resolve_template(name: str, jinja_text: str | None, tokenizer_default: str | None,
+                      config_dir: Path) -> tuple[str, str]:
     if name == "jinja":
         assert jinja_text is not None
         path = Path(jinja_text) if jinja_text.endswith(".jinja") else None

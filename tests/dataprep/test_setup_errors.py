@@ -60,3 +60,10 @@ def test_unknown_fixture(prepare: Prepare) -> None:
     with pytest.raises(TokenizerError, match=r"tokenizer_config 'fixture:qwen9': unknown fixture; use one of "
                                              r"fixture:qwen2.5, .*or a local tokenizer folder"):
         prepare({**CHAT, "tokenizer_config": "fixture:qwen9"})
+
+
+def test_template_file_too_large(tmp_path: Path, prepare: Prepare) -> None:
+    (tmp_path / "t.jinja").write_text("{{ messages }}" + " " * (1 << 20))
+    message = _problem(prepare, chat_template="jinja", chat_template_jinja="t.jinja")
+    assert message == ("chat template 'jinja:t.jinja' is 1,048,590 characters long, more than the 1,048,576 a chat "
+                       "template may have (real ones are 1-20 KB); is it the right file?")
