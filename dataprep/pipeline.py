@@ -34,13 +34,14 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from jinja2 import TemplateError, TemplateSyntaxError
 
 import dataprep
 from dataprep.encode import TokenizerInfo, save_tokenizer
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, line_limit, read_batches
 from dataprep.pack import choose_validation, one_per_row, pack_best_fit
-from dataprep.probes import ProbeError, probe_dataset
+from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.shards import Placement, ShardInfo, TokenSpill, sha256_file, write_split
@@ -63,6 +64,15 @@ _NOT_DATA = {"dataset_prepared_path", "dataset_processes", "base_model_config", 
 
 class PrepareError(Exception):
     """The run cannot produce trustworthy output (unreadable input, too much quarantined, ...)."""
+
+    exit_code = 1
+
+
+class ConfigProblem(PrepareError):
+    """A config that validates but cannot work, found during setup or split (e.g. a template that hits its
+    limits, a validation split that leaves nothing to train on): exit 2, like an invalid config."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -128,12 +138,20 @@ def setup(cfg: Config, config_path: Path) -> Setup:
             template_name, template_text = resolve_template(cfg.chat_template, cfg.chat_template_jinja,
                                                             tok.chat_template, config_dir)
         except TemplateNotFound as e:
-            raise PrepareError(str(e)) from None
+            raise ConfigProblem(str(e)) from None
     probes = []
     for i, ds in enumerate(cfg.datasets):
-        renderer = RowProcessor(cfg, i, tok, template_text).chat
+        try:
+            renderer = RowProcessor(cfg, i, tok, template_text).chat
+        except (TemplateError, RecursionError) as e:
+            detail = (f"template line {e.lineno}: {e.message}" if isinstance(e, TemplateSyntaxError)
+                      else f"{type(e).__name__}: {e}")
+            raise ConfigProblem(f"datasets[{i}] ({ds.path}): the chat template '{template_name}' is not valid Jinja "
+                                f"({detail}); fix it or choose another chat_template") from None
         try:
             probes.append(probe_dataset(cfg, ds, tok, renderer, template_name))
+        except TemplateLimitError as e:
+            raise ConfigProblem(str(e)) from None
         except ProbeError as e:
             raise PrepareError(str(e)) from None
     sources = []
@@ -185,7 +203,7 @@ def _code_hash() -> str:
 def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, force: bool = False,
                  progress: Progress | None = None) -> Result:
     progress = progress or Progress()
-    timer = StageTimer()
+    timer = StageTimer(progress.stage_done)
     with timer("setup"):
         st = setup(cfg, config_path)
     manifest_path = out / "manifest.json"
@@ -260,6 +278,10 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         sample_ids, offsets, ids, labels = spill.finish()
         lengths = np.diff(offsets)
         is_val = choose_validation(sample_ids, cfg.val_set_size, cfg.seed)
+        if len(sample_ids) and is_val.all():
+            raise ConfigProblem(f"val_set_size {cfg.val_set_size:g} puts all {len(sample_ids):,} kept samples in "
+                                "the validation split and none in train; lower val_set_size (a fraction < 1, or "
+                                f"a count below {len(sample_ids):,})")
         placement = Placement.empty(len(sample_ids))
         layouts = {}
         for split, mask in (("train", ~is_val), ("val", is_val)):

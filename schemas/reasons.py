@@ -30,6 +30,8 @@ class Reason(StrEnum):
     unknown_role = "unknown_role"  # a message role not in the dataset's `roles` mapping
     bad_training_detail = "bad_training_detail"  # message_field_training_detail offsets out of range
     template_error = "template_error"  # the chat template raised (e.g. roles must alternate)
+    template_timeout = "template_timeout"  # the chat template ran longer than its time limit on this row
+    template_too_large = "template_too_large"  # the chat template built text far larger than the row
     content_not_rendered = "content_not_rendered"  # the template dropped or rewrote trained content
     bad_token_ids = "bad_token_ids"  # pre-tokenized ids out of vocab or labels of another length
     no_trainable_tokens = "no_trainable_tokens"  # nothing left to train on after masking
