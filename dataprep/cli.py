@@ -1,24 +1,26 @@
 """`tessera` command line: `tessera prepare CONFIG [--out DIR] [--set key=value ...] [--workers N]`.
 
 Exit codes: 0 done (or reused from cache), 1 the run failed (unreadable input, too much quarantined, disk
-full), 2 the config is not valid, or --out is a folder prepare must not replace (not written by tessera, the
-current directory, ...).
+full), 2 the config is not valid (or cannot work: a chat template that hits its limits, an empty train split), or
+--out is a folder prepare must not replace (not written by tessera, the current directory, ...), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from dataprep import golden, html_report, inspect_tokens, query
 from dataprep.encode import TokenizerError
 from dataprep.load import InputError
 from dataprep.outdir import OutdirError
 from dataprep.pipeline import PrepareError, run_pipeline
-from dataprep.report import Progress, summary_lines, summary_table
+from dataprep.report import Progress, escape_controls, summary_lines, summary_table
 from schemas.config import ConfigError, load_config
 from schemas.overrides import OverrideError
 
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "golden":
         return golden.main(args)
     if args.command in ("query", "inspect", "report"):
+        if (problem := not_utf8(args.dir, "the directory")) is not None:
+            _error(problem)
+            return 1
         return {"query": query.main, "inspect": inspect_tokens.main, "report": html_report.main}[args.command](args)
     return prepare(args)
 
@@ -64,7 +69,19 @@ def prepare(args: argparse.Namespace) -> int:
         _error(e)
         return 2
     out = args.out or Path(cfg.dataset_prepared_path or Path("prepared") / args.config.stem)
-    workers = args.workers or cfg.dataset_processes
+    workers = args.workers if args.workers is not None else cfg.dataset_processes
+    if workers < 1:
+        _error(f"--workers {workers}: give 1 or more worker processes")
+        return 2
+    cores = available_cores()
+    if workers > cores:
+        # More processes than cores only adds memory (a tokenizer each) and switching; output is the same.
+        warnings.append(f"{workers} workers requested but this machine has {cores} core(s): using {cores}")
+        workers = cores
+    problem = not_utf8(out, "--out (or dataset_prepared_path)") or not_utf8(args.config.resolve(), "the config path")
+    if problem is not None:
+        _error(problem)
+        return 1
     try:
         result = run_pipeline(cfg, args.config, out, workers=workers, force=args.force,
                               progress=Progress(), verify=args.verify,
@@ -75,28 +92,55 @@ def prepare(args: argparse.Namespace) -> int:
         return e.exit_code
     except (PrepareError, InputError, TokenizerError) as e:
         _error(e)
-        return 1
+        return getattr(e, "exit_code", 1)
+    except KeyboardInterrupt:
+        _error(f"interrupted; {out} was left as it was (a partial run is never renamed into place)")
+        return 130
     # Not a terminal (CI, logs): a fixed width instead of rich's 80 columns, so names and numbers are not cut.
+    # Text from configs, paths and data goes through Text/escape, never through rich's markup parser: a
+    # Llama-2 prompt `[INST] … [/INST]` is data, not a style tag.
     out_console = Console(width=None if sys.stdout.isatty() else 140)
     for warning in warnings + result.manifest.get("warnings", []):
-        out_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        out_console.print(Text.assemble(("warning:", "yellow"), " ", escape_controls(warning)), highlight=False,
+                          soft_wrap=True)
     for note in result.notes:
-        print(f"note: {note}")
+        out_console.print(Text.assemble(("note:", "cyan"), " ", escape_controls(note)), highlight=False,
+                          soft_wrap=True)
     if result.cached:
-        out_console.print(f"[green]up to date:[/] {out} (fingerprint {result.manifest['fingerprint'][:12]} "
-                          "matches; nothing rebuilt, use --force to rebuild)", highlight=False)
+        out_console.print(Text.assemble(("up to date:", "green"), f" {escape_controls(str(out))} (fingerprint "
+                          f"{result.manifest['fingerprint'][:12]} matches; nothing rebuilt, use --force to rebuild)"),
+                          highlight=False)
     out_console.print(summary_table(result.manifest))
     for line in summary_lines(result.manifest):
-        out_console.print(line, highlight=False, soft_wrap=True)
+        out_console.print(Text(escape_controls(line)), highlight=False, soft_wrap=True)
     if not result.cached:
-        out_console.print(f"[green]wrote[/] {out}", highlight=False)
+        out_console.print(Text.assemble(("wrote", "green"), f" {escape_controls(str(out))}"), highlight=False)
     return 0
 
 
-def _error(e: Exception) -> None:
-    # Plain print: a terminal-width wrap would split file:line locations.
+def not_utf8(path: Path, what: str) -> str | None:
+    """Why `path` cannot be used, if its name is not UTF-8: Arrow, Parquet and DuckDB take UTF-8 paths only."""
+    try:
+        str(path).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
+        return f"{what} '{shown}' is not a UTF-8 name, which Arrow, tokenizers and DuckDB cannot open; rename it"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _error(e: Exception | str) -> None:
+    # Plain print: a terminal-width wrap would split file:line locations. Control characters from paths or
+    # data are shown escaped, so an error message cannot drive the terminal.
     red, reset = ("\033[31m", "\033[0m") if sys.stderr.isatty() else ("", "")
-    print(f"{red}error:{reset} {e}", file=sys.stderr)
+    print(f"{red}error:{reset} {escape_controls(str(e), keep_newlines=True)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

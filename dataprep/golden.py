@@ -26,12 +26,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from dataprep.encode import save_tokenizer
+from dataprep.encode import TokenizerError, save_tokenizer
 from dataprep.formats import Chat, Segments, parse, to_sample
-from dataprep.load import read_batches
+from dataprep.load import InputError
 from dataprep.pipeline import PrepareError, setup
 from dataprep.render import render_segments
+from dataprep.report import escape_controls
 from dataprep.transform import RowProcessor
 from schemas.config import ConfigError, load_config
 from schemas.overrides import OverrideError
@@ -60,8 +62,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         st = setup(cfg, args.config)
-    except (ConfigError, OverrideError, PrepareError) as e:
-        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+    except (ConfigError, OverrideError, PrepareError, InputError, TokenizerError) as e:
+        console.print(Text.assemble(("error:", "red"), " ", escape_controls(str(e), keep_newlines=True)),
+                      highlight=False, soft_wrap=True)
         return 2
     from transformers import AutoTokenizer
 
@@ -103,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
                     failures += _compare(where, "tokenizer(prompt)", ours, *_segments_reference(saved, sample))
                 n += 1
             compared += n
-            console.print(f"{ds.path}: compared {n} samples ({ds.format})", highlight=False)
+            console.print(Text(escape_controls(f"{ds.path}: compared {n} samples ({ds.format})")), highlight=False)
     if not failures:
         labels = _labels_compared[0]
         console.print(f"[green]golden: {compared} samples match the inference path (ids; labels of {labels} "
@@ -111,8 +114,8 @@ def main(args: argparse.Namespace) -> int:
                       f"[green]golden: {compared} samples match the inference path (ids and labels)[/]")
         return 0
     first = failures[0]
-    console.print(f"[red]golden: {len(failures)} mismatch(es); first at {first.where} against the "
-                  f"{first.reference}:[/]", highlight=False)
+    console.print(Text(escape_controls(f"golden: {len(failures)} mismatch(es); first at {first.where} against the "
+                                       f"{first.reference}:"), style="red"), highlight=False)
     console.print(_diff_table(first, saved))
     if first.reference.startswith("base") and not any(f.reference.startswith("saved") for f in failures):
         console.print("The configured chat_template renders differently from the base tokenizer's own template: a "
@@ -127,7 +130,7 @@ def _kept(st: Any, dataset_index: int, processor: RowProcessor, limit: int) -> I
     for source in st.sources:
         if source.dataset_index != dataset_index:
             continue
-        for batch in read_batches(source.path, source.fmt, 64):
+        for batch in source.batches(64):
             for raw, result in zip(batch, processor.process(batch), strict=True):
                 if result.status.value == "kept":
                     yield source.display, raw, result
@@ -202,7 +205,7 @@ def _diff_table(m: Mismatch, tok: Any) -> Table:
         cells = [str(i)]
         for side in (a, b):
             cells += ["-", "", ""] if side is None else [str(side[0]), repr(side[1]), _yes(side[2])]
-        table.add_row(*cells, style=style)
+        table.add_row(*(Text(escape_controls(c)) for c in cells), style=style)  # pieces like '[/INST]' are data
     return table
 
 

@@ -8,6 +8,9 @@
 
 Each packed sample gets a header line (sample id, source, its positions in the row), then two views:
 
+Control characters in the data (ESC, CSI, OSC, BEL, CR, C1, bidi controls) are shown as \\xNN / \\uNNNN in both
+views, colored or plain, so a sample cannot drive the terminal.
+
     text   the decoded text: trained tokens green (⟦in brackets⟧ with --plain), masked ones dim, special
            tokens bold; ↵ marks a newline
     pairs  every token as text(label, id), like Axolotl's `preprocess --debug`; label -100 = masked, and a
@@ -33,6 +36,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from dataprep.query import QueryError, Vocab, open_dir, read_manifest, tokenizer_file
+from dataprep.report import escape_controls
+from dataprep.shards import ShardPathError, shard_path
 from schemas.shard import IGNORE_INDEX
 
 OPEN, CLOSE = "⟦", "⟧"  # trained text in plain mode
@@ -72,7 +77,11 @@ class PackedRow:
 def read_row(prepared: Path, shard: str, row: int) -> PackedRow:
     manifest = read_manifest(prepared)
     info = next(s for s in manifest["shards"] if s["file"] == shard)
-    table = ipc.open_file(pa.memory_map(str(prepared / shard))).read_all()
+    try:
+        path = shard_path(prepared, shard)
+    except ShardPathError as e:
+        raise InspectError(str(e)) from None
+    table = ipc.open_file(pa.memory_map(str(path))).read_all()
     if not 0 <= row < table.num_rows:
         raise InspectError(f"{shard} has rows 0-{table.num_rows - 1}; there is no row {row}")
 
@@ -152,15 +161,7 @@ def find_source(prepared: Path, spec: str) -> int:
 
 def visible(text: str) -> str:
     """Whitespace and control characters made visible, for one token in the pairs view."""
-    out = []
-    for ch in text:
-        if ch in VISIBLE:
-            out.append(VISIBLE[ch])
-        elif ord(ch) < 32 or ord(ch) == 127:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return escape_controls("".join(VISIBLE.get(ch, ch) for ch in text))
 
 
 def token_text(vocab: Vocab, token_id: int) -> str:
@@ -188,7 +189,9 @@ def text_view(seg: Segment, vocab: Vocab, plain: bool) -> list[Piece]:
     for ids, trained, special in runs:
         # A character split between a masked and a trained run cannot be shown whole: its bytes are, as \xNN.
         text = b"".join(vocab.bytes(t) for t in ids).decode("utf-8", errors="backslashreplace")
-        text = text.replace("\n", "↵\n")
+        # Sample text is data: ESC, CSI, OSC, BEL, CR, C1 and bidi controls are shown escaped, never sent to the
+        # terminal (colored or --plain).
+        text = escape_controls(text, keep_newlines=True).replace("\n", "↵\n")
         if plain and trained != in_trained:
             pieces.append((OPEN if trained else CLOSE, None))
             in_trained = trained
@@ -218,7 +221,8 @@ def pairs_view(seg: Segment, vocab: Vocab) -> list[Piece]:
 
 def segment_header(seg: Segment, k: int, n: int) -> str:
     src = seg.source
-    where = f"{src.get('dataset')} · {src.get('source_file')}:{src.get('source_row')}" if src else "not in samples"
+    where = (escape_controls(f"{src.get('dataset')} · {src.get('source_file')}:{src.get('source_row')}") if src
+             else "not in samples")
     trained = int((seg.labels != IGNORE_INDEX).sum())
     return (f"── sample {seg.sample_id} ({k + 1} of {n}) · {where} · positions {seg.start}-{seg.stop - 1} "
             f"({seg.stop - seg.start} tokens, {trained} trained) ──")
@@ -230,7 +234,8 @@ def render(row: PackedRow, vocab: Vocab, plain: bool, only: int | None = None,
     capacity = f" of {sequence_len}" if sequence_len else ""
     share = row.num_trainable / row.num_tokens if row.num_tokens else 0.0
     lines: list[list[Piece]] = [
-        [(f"{row.shard} row {row.row} ({row.split}): {len(row.segments)} sample{'s' * (len(row.segments) != 1)}, "
+        [(f"{escape_controls(row.shard)} row {row.row} ({row.split}): "
+          f"{len(row.segments)} sample{'s' * (len(row.segments) != 1)}, "
           f"{row.num_tokens}{capacity} "
           f"tokens, {row.num_trainable} trained ({share:.1%})", "bold")],
         legend(plain),
@@ -298,7 +303,7 @@ def main(args: argparse.Namespace) -> int:
                       plain=not color)
     except (InspectError, QueryError) as e:
         red, reset = ("\033[31m", "\033[0m") if sys.stderr.isatty() else ("", "")
-        print(f"{red}error:{reset} {e}", file=sys.stderr)
+        print(f"{red}error:{reset} {escape_controls(str(e), keep_newlines=True)}", file=sys.stderr)
         return 1
     print_lines(lines, color)
     return 0

@@ -1,29 +1,45 @@
 """Ingest: find a dataset's files and read them in batches of raw rows, each with its source location.
 
 Rows stay raw here (JSONL lines as bytes, Parquet/Arrow/CSV rows as dicts) so that parsing errors become
-quarantine records in the stage that parses them, and so that parsing runs in the worker processes. Memory
-is bounded by the batch size, except for JSON-array files, which are one document and are read whole.
+quarantine records in the stage that parses them, and so that parsing runs in the worker processes. A row this
+stage cannot hand over (a string cell that is not UTF-8, a JSONL line over the read limit) becomes an
+`Unreadable` payload, which the parser turns into a quarantine record: one bad row never fails its file.
+
+Memory is bounded by the batch size and the read limit per line (`line_limit`), except for JSON-array files
+and single JSON documents, which are read whole. `.gz` and `.zst` files are decompressed as a stream.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
+import gzip
+import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from dataprep.paths import expand_glob, unique_files, walk_files
 from schemas.config import DatasetConfig
+from schemas.reasons import Reason
 
 EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow",
               ".ndjson": "jsonl", ".ipc": "arrow", ".feather": "arrow"}
+COMPRESSED = (".gz", ".zst")  # read as a stream; `data.jsonl.gz` is JSON Lines, a bare `data.zst` too
+STREAMABLE = ("json", "jsonl", "csv")  # formats that can be read from a decompressing stream
+CHUNK = 1 << 20  # bytes per read of a JSON Lines file
+BATCH_BYTES = 64 << 20  # a JSONL batch ends early at this many bytes: few huge rows must not make a huge batch
+LINE_LIMIT_FLOOR = 32 << 20  # no JSONL line under 32 MiB is refused, whatever sequence_len is
+ORIGINAL_PREFIX = 4096  # bytes of an unread (too long) line kept as its `original` in quarantine.parquet
 
 
 class InputError(Exception):
@@ -31,9 +47,25 @@ class InputError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A row the reader could not hand over as it is; the parser quarantines it with this reason."""
+
+    reason: Reason
+    message: str
+    field: str | None
+    original: str
+
+
+@dataclass(frozen=True, slots=True)
 class RawRow:
     source_row: int  # 0-based row index in its file; blank JSONL lines are not counted
-    payload: bytes | dict[str, Any]  # a JSONL line, or a row already decoded by Arrow
+    payload: bytes | dict[str, Any] | Unreadable  # a JSONL line, a row decoded by Arrow, or why neither
+
+
+def line_limit(text_limit: int) -> int:
+    """The longest JSONL line read: 8x the longest text that could still fit (escapes such as \\uXXXX and fields
+    the format does not use make a line longer than its text), and never under LINE_LIMIT_FLOOR."""
+    return max(8 * text_limit, LINE_LIMIT_FLOOR)
 
 
 def resolve_files(ds: DatasetConfig, config_dir: Path) -> list[Path]:
@@ -43,12 +75,12 @@ def resolve_files(ds: DatasetConfig, config_dir: Path) -> list[Path]:
         root = Path(ds.path) if Path(ds.path).is_absolute() else base / ds.path
         tried.append(str(root))
         if glob.has_magic(ds.path):
-            files = [Path(p) for p in sorted(glob.glob(str(root), recursive=True)) if Path(p).is_file()]
+            files = expand_glob(root)
         elif root.is_dir():
             if ds.data_files:
-                files = sorted({Path(p) for pat in ds.data_files for p in glob.glob(str(root / pat))})
+                files = unique_files(p for pat in ds.data_files for p in expand_glob(root / pat))
             else:
-                files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in EXTENSIONS)
+                files = [p for p in walk_files(root) if is_data_file(p)]
         elif root.is_file():
             files = [root]
         else:
@@ -60,20 +92,30 @@ def resolve_files(ds: DatasetConfig, config_dir: Path) -> list[Path]:
                      "fix `path` in the config (relative paths are resolved next to the config file)")
 
 
+def is_data_file(path: Path) -> bool:
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED:
+        return len(suffixes) == 1 or suffixes[-2] in EXTENSIONS
+    return bool(suffixes) and suffixes[-1] in EXTENSIONS
+
+
 def file_format(path: Path, ds: DatasetConfig) -> str:
-    if ds.ds_type:
-        return ds.ds_type
-    fmt = EXTENSIONS.get(path.suffix.lower())
+    compressed = path.suffix.lower() in COMPRESSED
+    inner = Path(path.stem).suffix.lower() if compressed else path.suffix.lower()
+    fmt = ds.ds_type or EXTENSIONS.get(inner) or ("jsonl" if compressed and not inner else None)
     if fmt is None:
         raise InputError(f"{path}: unknown file type '{path.suffix}'; set ds_type "
                          "(json, jsonl, parquet, csv or arrow) on the dataset")
+    if compressed and fmt not in STREAMABLE:
+        raise InputError(f"{path}: a compressed {fmt} file cannot be read as a stream; decompress it "
+                         f"({'gunzip' if path.suffix.lower() == '.gz' else 'zstd -d'} {path.name})")
     return fmt
 
 
-def read_batches(path: Path, fmt: str, batch_size: int) -> Iterator[list[RawRow]]:
+def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIMIT_FLOOR) -> Iterator[list[RawRow]]:
     try:
         if fmt in ("json", "jsonl"):
-            yield from _json_batches(path, batch_size)
+            yield from _json_batches(path, batch_size, max_line)
         elif fmt == "parquet":
             yield from _arrow_batches(pq.ParquetFile(path).iter_batches(batch_size=batch_size))
         elif fmt == "arrow":
@@ -82,48 +124,211 @@ def read_batches(path: Path, fmt: str, batch_size: int) -> Iterator[list[RawRow]
             yield from _arrow_batches(_csv_batches(path, batch_size))
         else:
             raise InputError(f"{path}: unsupported ds_type '{fmt}'")
-    except (OSError, pa.ArrowInvalid) as e:
+    except (OSError, EOFError, pa.ArrowInvalid) as e:
         raise InputError(f"{path}: cannot read as {fmt}: {e}") from None
+    except UnicodeEncodeError:  # Arrow takes UTF-8 paths only; Python keeps other bytes as surrogates
+        shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
+        raise InputError(f"{shown}: the file name is not UTF-8, which Arrow cannot open; rename the file") from None
+    except Exception as e:  # a decompressor's own error (zstandard.ZstdError): a corrupt file, not a crash
+        if type(e).__module__.split(".")[0] not in ("zstandard", "gzip", "zlib"):
+            raise
+        raise InputError(f"{path}: cannot decompress: {e}") from None
 
 
-def _json_batches(path: Path, batch_size: int) -> Iterator[list[RawRow]]:
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
+def open_stream(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed on the fly for .gz and .zst."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")
+    if suffix == ".zst":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    return open(path, "rb")
+
+
+def _json_batches(path: Path, batch_size: int, max_line: int) -> Iterator[list[RawRow]]:
+    with open_stream(path) as f:
+        head = f.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()
     if head.startswith(b"["):
-        # A JSON array is one document; rows are its items. Any syntax error makes the whole file unreadable.
-        try:
-            items = json.loads(path.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{path}: not a valid JSON array ({e}); if it is JSON Lines, set ds_type: jsonl") from None
-        for start in range(0, len(items), batch_size):
-            yield [RawRow(start + i, _as_payload(item)) for i, item in enumerate(items[start:start + batch_size])]
+        yield from _json_array(path, batch_size)
         return
+    if head.startswith(b"{"):
+        document = _single_document(path, max_line)
+        if document is not None:
+            yield [RawRow(0, document)]
+            return
     batch: list[RawRow] = []
-    row = 0
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            batch.append(RawRow(row, line.rstrip(b"\r\n")))
+    row = size = 0
+    with open_stream(path) as f:
+        for line in _lines(f, max_line):
+            if isinstance(line, bytes):
+                if not line.strip():
+                    continue
+                size += len(line)
+            batch.append(RawRow(row, line))
             row += 1
-            if len(batch) == batch_size:
+            if len(batch) == batch_size or size >= BATCH_BYTES:
                 yield batch
-                batch = []
+                batch, size = [], 0
     if batch:
         yield batch
 
 
-def _as_payload(item: Any) -> bytes | dict[str, Any]:
-    # Non-object items are re-encoded so the parser quarantines them like a bad JSONL line.
-    return item if isinstance(item, dict) else json.dumps(item, ensure_ascii=False).encode()
+def _lines(f: IO[bytes], max_line: int) -> Iterator[bytes | Unreadable]:
+    """The lines of a stream without their line ends, read in CHUNK-sized pieces. A line over `max_line`
+    bytes is never held whole: it is skipped up to its newline and comes out as an Unreadable."""
+    pending: list[bytes] = []  # pieces of the line being read
+    pending_len = 0
+    skipped = -1  # >= 0: bytes of an over-long line seen so far
+    prefix = b""
+    first = True
+    while chunk := f.read(CHUNK):
+        if first:
+            chunk, first = chunk.removeprefix(codecs.BOM_UTF8), False  # a UTF-8 BOM is not part of row 0
+        parts = chunk.split(b"\n")
+        for i, part in enumerate(parts):
+            if skipped >= 0:
+                skipped += len(part)
+            else:
+                pending.append(part)
+                pending_len += len(part)
+                if pending_len > max_line:
+                    prefix = b"".join(pending)[:ORIGINAL_PREFIX]
+                    skipped, pending, pending_len = pending_len, [], 0
+            if i == len(parts) - 1:
+                break  # no newline after this piece (yet)
+            if skipped >= 0:
+                yield _too_long(skipped, prefix, max_line)
+                skipped = -1
+            else:
+                yield (pending[0] if len(pending) == 1 else b"".join(pending)).removesuffix(b"\r")
+                pending, pending_len = [], 0
+    if skipped >= 0:
+        yield _too_long(skipped, prefix, max_line)
+    elif pending_len:
+        yield b"".join(pending).removesuffix(b"\r")
+
+
+def _too_long(size: int, prefix: bytes, max_line: int) -> Unreadable:
+    return Unreadable(Reason.line_too_long, f"the line has {size:,} bytes, over the read limit of {max_line:,} "
+                      "bytes (8 x sequence_len x the longest token, at least 32 MiB): it cannot fit and was not "
+                      "read; split or shorten the row", None,
+                      prefix.decode("utf-8", errors="replace") + f"… ({size:,} bytes)")
+
+
+def _single_document(path: Path, max_line: int) -> bytes | None:
+    """A file holding one (pretty-printed) JSON object is one row: its bytes, or None if it is JSON Lines."""
+    with open_stream(path) as f:
+        first = next((line for line in _lines(f, max_line) if not isinstance(line, bytes) or line.strip()), b"")
+        if not isinstance(first, bytes):
+            return None
+        try:
+            json.loads(first)
+            return None  # the first line is a whole value: JSON Lines
+        except (ValueError, RecursionError):
+            pass
+    with open_stream(path) as f:
+        data = f.read(max_line + 1)
+    if len(data) > max_line:
+        return None
+    try:
+        value = json.loads(data.removeprefix(codecs.BOM_UTF8))
+    except (ValueError, RecursionError):
+        return None  # not one document either: JSON Lines with a bad first line
+    return data.removeprefix(codecs.BOM_UTF8).strip() if isinstance(value, dict) else None
+
+
+def _json_array(path: Path, batch_size: int) -> Iterator[list[RawRow]]:
+    # A JSON array is one document; rows are its items. Any syntax error makes the whole file unreadable.
+    with open_stream(path) as f:
+        data = f.read().removeprefix(codecs.BOM_UTF8)
+    try:
+        items = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a valid JSON array ({e}); if it is JSON Lines, set ds_type: jsonl") from None
+    except (ValueError, RecursionError) as e:
+        what = "an item is nested too deep" if isinstance(e, RecursionError) else str(e).split(";")[0]
+        raise InputError(f"{path}: cannot read the JSON array: {what}; convert it to JSON Lines (one object per "
+                         "line) so that only that row is quarantined") from None
+    del data
+    for start in range(0, len(items), batch_size):
+        yield [RawRow(start + i, _as_payload(item)) for i, item in enumerate(items[start:start + batch_size])]
+
+
+def _as_payload(item: Any) -> bytes:
+    # Items go back to JSON text and through the same parser as a JSONL line: the same checks (surrogates,
+    # non-objects) and the same quarantine records. A lone surrogate cannot be UTF-8: it stays a \\u escape.
+    text = json.dumps(item, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(item, ensure_ascii=True).encode()
 
 
 def _arrow_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[list[RawRow]]:
     row = 0
-    for batch in batches:
-        records = batch.to_pylist()
+    for batch in _by_size(batches):
+        try:
+            records: list[dict[str, Any] | Unreadable] = batch.to_pylist()
+        except UnicodeDecodeError:  # a string cell that is not UTF-8: find it, row by row
+            records = [_arrow_row(batch, i) for i in range(batch.num_rows)]
         yield [RawRow(row + i, r) for i, r in enumerate(records)]
         row += len(records)
+
+
+def _by_size(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Batches cut to about BATCH_BYTES, so that rows with huge cells do not become huge batches of Python
+    objects (Arrow's batches are counted in rows)."""
+    for batch in batches:
+        if batch.nbytes <= BATCH_BYTES or batch.num_rows <= 1:
+            yield batch
+            continue
+        step = max(1, batch.num_rows * BATCH_BYTES // batch.nbytes)
+        for start in range(0, batch.num_rows, step):
+            yield batch.slice(start, step)
+
+
+def _arrow_row(batch: pa.RecordBatch, i: int) -> dict[str, Any] | Unreadable:
+    one = batch.slice(i, 1)
+    try:
+        return one.to_pylist()[0]
+    except UnicodeDecodeError as e:
+        bad = next(name for name, col in zip(one.schema.names, one.columns, strict=True) if not _decodes(col))
+        raw = {name: _as_bytes(col) for name, col in zip(one.schema.names, one.columns, strict=True)}
+        original = json.dumps(raw, ensure_ascii=False, default=lambda b: b.decode("utf-8", errors="replace"))
+        return Unreadable(Reason.invalid_utf8, f"column '{bad}' is not UTF-8 ({e.reason} at byte {e.start}); "
+                          "re-encode the file's text as UTF-8", bad, original)
+
+
+def _decodes(col: pa.Array) -> bool:
+    try:
+        col.to_pylist()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _as_bytes(col: pa.Array) -> Any:
+    try:
+        return col.cast(_binary_type(col.type)).to_pylist()[0]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _binary_type(t: pa.DataType) -> pa.DataType:
+    """The same type with every string replaced by binary, so that bad bytes can be shown."""
+    if pa.types.is_string(t):
+        return pa.binary()
+    if pa.types.is_large_string(t):
+        return pa.large_binary()
+    if pa.types.is_list(t):
+        return pa.list_(_binary_type(t.value_type))
+    if pa.types.is_large_list(t):
+        return pa.large_list(_binary_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _binary_type(f.type)) for f in t])
+    return t
 
 
 def _ipc_batches(path: Path) -> Iterator[pa.RecordBatch]:
@@ -138,13 +343,22 @@ def _ipc_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
 
 def _csv_batches(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
-    # Every column is read as text: a number in an `output` column is the text "42", not a type error.
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    # Every column is read as text: a number in an `output` column is the text "42", not a type error. Read as
+    # bytes and relabelled as strings without a check, so that a line that is not UTF-8 fails alone, in
+    # _arrow_batches, instead of the whole file in Arrow's converter.
+    with open_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
         header = next(csv.reader(f), [])
-    convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in header},
-                                   strings_can_be_null=False)
-    read = pacsv.ReadOptions(block_size=1 << 22)
-    reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+    convert = pacsv.ConvertOptions(column_types={name: pa.binary() for name in header}, strings_can_be_null=False)
+    read = pacsv.ReadOptions(block_size=1 << 24)
+    # Quoted values may hold newlines (multi-line answers are common); Arrow needs to be told.
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    try:
+        # A path, not a stream: Arrow reads it without the GIL and decompresses .gz/.zst itself.
+        reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as e:
+        raise InputError(f"{path}: cannot read as CSV: {e}") from None
     for batch in reader:
+        columns = [c.view(pa.string()) if c.type == pa.binary() else c for c in batch.columns]
+        batch = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
         for start in range(0, batch.num_rows, batch_size):
             yield batch.slice(start, batch_size)

@@ -151,16 +151,14 @@ def reusable(out: Path, fingerprint: str, verify: bool, notes: list[str]) -> dic
 
 
 def _missing(version: Path, manifest: dict[str, Any], verify: bool) -> str | None:
-    from dataprep.shards import sha256_file
+    from dataprep.shards import ShardPathError, sha256_file, shard_path
 
     for name in ("samples.parquet", "quarantine.parquet", "duplicates.parquet"):
         if not (version / name).is_file():
             return f"{name} is missing"
     try:
         for shard in manifest["shards"]:
-            path = version / shard["file"]
-            if not path.resolve().is_relative_to(version.resolve()):
-                return f"shard {shard['file']} points outside the directory"
+            path = shard_path(version, shard["file"])
             if not path.is_file():
                 return f"shard {shard['file']} is missing"
             if "bytes" in shard and path.stat().st_size != shard["bytes"]:
@@ -169,6 +167,8 @@ def _missing(version: Path, manifest: dict[str, Any], verify: bool) -> str | Non
                 return f"shard {shard['file']} does not match its sha256 in the manifest"
     except (KeyError, TypeError) as e:
         return f"the manifest's shard list is malformed ({e!r})"
+    except ShardPathError as e:
+        return str(e)
     return None
 
 

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import re
 import shutil
 from collections import Counter, deque
@@ -33,17 +34,19 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from jinja2 import TemplateError, TemplateSyntaxError
 
 import dataprep
 from dataprep import outdir
 from dataprep.encode import TokenizerInfo, save_tokenizer
-from dataprep.load import RawRow, file_format, read_batches, resolve_files
+from dataprep.hf_folders import resolve_sources, select_rows
+from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, line_limit, read_batches
 from dataprep.pack import choose_validation, one_per_row, pack_best_fit
-from dataprep.probes import ProbeError, probe_dataset
+from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.shards import Placement, ShardInfo, TokenSpill, sha256_file, write_split
-from dataprep.transform import RowProcessor, RowResult, init_worker, process_in_worker, tokenizer_for
+from dataprep.transform import RowProcessor, RowResult, init_worker, process_in_worker, text_limit, tokenizer_for
 from schemas.config import Config
 from schemas.reasons import Reason, Status
 from schemas.shard import DUPLICATES_SCHEMA, FORMAT_VERSION, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
@@ -63,6 +66,15 @@ _NOT_DATA = {"dataset_prepared_path", "dataset_processes", "base_model_config", 
 class PrepareError(Exception):
     """The run cannot produce trustworthy output (unreadable input, too much quarantined, ...)."""
 
+    exit_code = 1
+
+
+class ConfigProblem(PrepareError):
+    """A config that validates but cannot work, found during setup or split (e.g. a template that hits its
+    limits, a validation split that leaves nothing to train on): exit 2, like an invalid config."""
+
+    exit_code = 2
+
 
 @dataclass
 class Source:
@@ -70,6 +82,10 @@ class Source:
     path: Path
     display: str  # as written to samples.parquet
     fmt: str
+    rows: tuple[int, int] | None = None  # a split slice's [start, stop) rows of this file; None: every row
+
+    def batches(self, batch_size: int, max_line: int = LINE_LIMIT_FLOOR) -> Iterator[list[RawRow]]:
+        return select_rows(read_batches(self.path, self.fmt, batch_size, max_line), self.rows)
 
 
 @dataclass
@@ -124,25 +140,34 @@ def setup(cfg: Config, config_path: Path) -> Setup:
             template_name, template_text = resolve_template(cfg.chat_template, cfg.chat_template_jinja,
                                                             tok.chat_template, config_dir)
         except TemplateNotFound as e:
-            raise PrepareError(str(e)) from None
+            raise ConfigProblem(str(e)) from None
     probes = []
     for i, ds in enumerate(cfg.datasets):
-        renderer = RowProcessor(cfg, i, tok, template_text).chat
+        try:
+            renderer = RowProcessor(cfg, i, tok, template_text).chat
+        except (TemplateError, RecursionError) as e:
+            detail = (f"template line {e.lineno}: {e.message}" if isinstance(e, TemplateSyntaxError)
+                      else f"{type(e).__name__}: {e}")
+            raise ConfigProblem(f"datasets[{i}] ({ds.path}): the chat template '{template_name}' is not valid Jinja "
+                                f"({detail}); fix it or choose another chat_template") from None
         try:
             probes.append(probe_dataset(cfg, ds, tok, renderer, template_name))
+        except TemplateLimitError as e:
+            raise ConfigProblem(str(e)) from None
         except ProbeError as e:
             raise PrepareError(str(e)) from None
     sources = []
     for i, ds in enumerate(cfg.datasets):
-        for path in resolve_files(ds, config_dir):
-            sources.append(Source(i, path, _display(path), file_format(path, ds)))
+        for f in resolve_sources(ds, config_dir):
+            sources.append(Source(i, f.path, _display(f.path), file_format(f.path, ds), f.rows))
     return Setup(cfg, config_dir, tok, template_name, template_text, sources,
                  fingerprint(cfg, tok, template_text, sources), probes, _token_warnings(tok, template_text))
 
 
 def _token_warnings(tok: TokenizerInfo, template_text: str | None) -> list[str]:
-    """special_tokens overrides that change what a chat template writes, or that create untrained tokens."""
-    warnings = []
+    """special_tokens overrides that change what a chat template writes, or that create untrained tokens; a
+    vocabulary converted from tokenizer.model."""
+    warnings = list(tok.notes)
     for key, (was, now, added) in tok.overrides.items():
         token_id = tok.tokenizer.token_to_id(now)
         if template_text is not None and re.search(rf"\b{key}\b", template_text):
@@ -163,7 +188,8 @@ def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | None, sour
                          "config": data_cfg, "tokenizer": tok.files, "template": template_text},
                         sort_keys=True).encode())
     for s in sources:
-        h.update(f"\n{s.dataset_index}:{s.display}:{sha256_file(s.path)}".encode())
+        rows = "" if s.rows is None else f":{s.rows[0]}-{s.rows[1]}"
+        h.update(f"\n{s.dataset_index}:{s.display}{rows}:{sha256_file(s.path)}".encode())
     return h.hexdigest()
 
 
@@ -181,7 +207,7 @@ def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, fo
                  wait_log: Callable[[str], None] | None = None) -> Result:
     """Output handling (refusals, lock, cache, atomic swap) is outdir.py's: see its docstring."""
     progress = progress or Progress()
-    timer = StageTimer()
+    timer = StageTimer(progress.stage_done)
     with timer("setup"):
         st = setup(cfg, config_path)
     outdir.check_location(out, config_path, [s.path for s in st.sources])
@@ -252,6 +278,10 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         sample_ids, offsets, ids, labels = spill.finish()
         lengths = np.diff(offsets)
         is_val = choose_validation(sample_ids, cfg.val_set_size, cfg.seed)
+        if len(sample_ids) and is_val.all():
+            raise ConfigProblem(f"val_set_size {cfg.val_set_size:g} puts all {len(sample_ids):,} kept samples in "
+                                "the validation split and none in train; lower val_set_size (a fraction < 1, or "
+                                f"a count below {len(sample_ids):,})")
         placement = Placement.empty(len(sample_ids))
         layouts = {}
         for split, mask in (("train", ~is_val), ("val", is_val)):
@@ -279,9 +309,11 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
 
 
 def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list[RawRow], list[RowResult]]]:
+    max_line = line_limit(text_limit(st.tok, st.cfg.sequence_len))
+
     def jobs() -> Iterator[tuple[Source, list[RawRow]]]:
         for source in st.sources:
-            for batch in read_batches(source.path, source.fmt, BATCH_SIZE):
+            for batch in source.batches(BATCH_SIZE, max_line):
                 yield source, batch
                 bar.advance(len(batch))
 
@@ -403,7 +435,8 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
         "probes": st.probes,
         "warnings": st.warnings,
         "sources": [{"dataset": cfg.datasets[s.dataset_index].path, "file": s.display, "format": s.fmt,
-                     "sha256": sha256_file(s.path)} for s in st.sources],
+                     "sha256": sha256_file(s.path), **({"rows": list(s.rows)} if s.rows else {})}
+                    for s in st.sources],
         "shards": [asdict(s) for s in shards],
         "accounting": {"input_rows": counts.rows_in, "kept": counts.kept, "quarantined": counts.quarantined,
                        "duplicates": counts.duplicates, "dropped": counts.dropped,
@@ -428,6 +461,10 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
 
 
 def _display(path: Path) -> str:
+    shown = str(path.resolve())
     with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    return str(path.resolve())
+        shown = str(path.resolve().relative_to(Path.cwd().resolve()))
+    # A file name that is not UTF-8 (kept by Python as surrogates) is shown with \x escapes: Parquet, JSON and
+    # the terminal need text.
+    return os.fsencode(shown).decode("utf-8", errors="backslashreplace")
+

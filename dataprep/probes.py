@@ -21,6 +21,7 @@ from dataprep.encode import TokenizerInfo, encode
 from dataprep.formats import Chat, RowError, Segments, to_sample
 from dataprep.render import ChatRenderer, render_segments
 from schemas.config import Config, DatasetConfig
+from schemas.reasons import Reason
 from schemas.shard import IGNORE_INDEX
 
 PROBE_MESSAGES = [
@@ -36,6 +37,22 @@ PROBE_ROW = {"instruction": "Name a prime number.", "input": "", "output": "Seve
 
 class ProbeError(Exception):
     pass
+
+
+class TemplateLimitError(ProbeError):
+    """The template hits a time or size limit on a plain conversation: a config error (exit 2)."""
+
+
+_LIMITS = (Reason.template_timeout, Reason.template_too_large)
+
+
+def _limit_error(e: RowError, template_name: str | None, where: str) -> TemplateLimitError:
+    source = ("it comes from the tokenizer's tokenizer_config.json / chat_template.jinja"
+              if template_name == "tokenizer_default" else f"chat_template: {template_name}")
+    return TemplateLimitError(
+        f"{where}: the chat template '{template_name}' cannot render a 5-message probe conversation: {e.message} "
+        f"({source}). Fix the template's loops and repetitions, or set chat_template to a library template "
+        "(e.g. chatml) or your own (jinja + chat_template_jinja)")
 
 
 def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer | None,
@@ -62,15 +79,21 @@ def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: 
 def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, template_name: str | None,
                 where: str) -> dict[str, Any]:
     messages = PROBE_MESSAGES
+    if renderer.limit_error is not None:
+        raise _limit_error(renderer.limit_error, template_name, where)
     try:
         renderer.render_text(messages, False)
-    except RowError:  # some templates refuse system messages (Gemma 2): probe without one
+    except RowError as e:  # some templates refuse system messages (Gemma 2): probe without one
+        if e.reason in _LIMITS:
+            raise _limit_error(e, template_name, where) from None
         messages = PROBE_MESSAGES[1:]
     chat = Chat([dict(m) for m in messages], [m["role"] in ds.roles_to_train for m in messages],
                 [None] * len(messages))
     try:
         facts = renderer.probe(chat)
     except RowError as e:
+        if e.reason in _LIMITS:
+            raise _limit_error(e, template_name, where) from None
         raise ProbeError(f"{where}: the chat template '{template_name}' cannot render a plain conversation: "
                          f"{e.message}") from None
     [(ids, labels)] = encode(tok.tokenizer, [facts["rendered"]])

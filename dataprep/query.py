@@ -45,12 +45,15 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from dataprep.outdir import NotPrepared, open_prepared_dir
+from dataprep.shards import ShardPathError, shard_path
 from schemas.shard import IGNORE_INDEX, SHARD_SCHEMA
 
 if TYPE_CHECKING:  # imported where used: `tessera prepare` imports this module and needs neither
     import duckdb
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Installed from a wheel, the library ships as dataprep/sql (see pyproject.toml); in a checkout it is ../sql.
+_HERE = Path(__file__).resolve().parent
+SQL_DIR = _HERE / "sql" if (_HERE / "sql").is_dir() else _HERE.parent / "sql"
 
 VIEWS = {
     "packed": "one row per shard row (all splits): shard, split, row (index in the shard) + the shard columns",
@@ -250,7 +253,11 @@ def packed_table(prepared: Path, manifest: dict[str, Any]) -> pa.Table:
     row prepended."""
     tables = []
     for s in manifest["shards"]:
-        t = ipc.open_file(pa.memory_map(str(prepared / s["file"]))).read_all()
+        try:
+            path = shard_path(prepared, s["file"])
+        except ShardPathError as e:
+            raise QueryError(str(e)) from None
+        t = ipc.open_file(pa.memory_map(str(path))).read_all()
         n = t.num_rows
         extra = [pa.array([s["file"]] * n, pa.string()), pa.array([s["split"]] * n, pa.string()),
                  pa.array(np.arange(n, dtype=np.int32))]

@@ -40,9 +40,9 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from dataprep.formats import Chat, RowError, Segments
+from dataprep.sandbox import LimitedEnvironment, TemplateLimit, TemplateTimeout, render_limited
 from schemas.reasons import Reason
 
 # Content markers: OPEN i SEP before a message's content, CLOSE i SEP after it (private-use characters).
@@ -65,9 +65,24 @@ def library_templates() -> list[str]:
                   if p.name.endswith(".jinja"))
 
 
+MAX_TEMPLATE_CHARS = 1 << 20
+"""Real chat templates are 1-20 KB (Gemma 4's, the longest in the library, is 17 KB); compiling one takes time
+and memory in proportion to its size, before any limit of the sandbox applies."""
+
+
 def resolve_template(name: str, jinja_text: str | None, tokenizer_default: str | None,
                      config_dir: Path) -> tuple[str, str]:
     """(source name, template text) for the `chat_template` setting."""
+    source, text = _resolve_template(name, jinja_text, tokenizer_default, config_dir)
+    if len(text) > MAX_TEMPLATE_CHARS:
+        where = "the tokenizer's chat template" if source == "tokenizer_default" else f"chat template '{source}'"
+        raise TemplateNotFound(f"{where} is {len(text):,} characters long, more than the {MAX_TEMPLATE_CHARS:,} "
+                               "a chat template may have (real ones are 1-20 KB); is it the right file?")
+    return source, text
+
+
+def _resolve_template(name: str, jinja_text: str | None, tokenizer_default: str | None,
+                      config_dir: Path) -> tuple[str, str]:
     if name == "jinja":
         assert jinja_text is not None
         path = Path(jinja_text) if jinja_text.endswith(".jinja") else None
@@ -76,7 +91,13 @@ def resolve_template(name: str, jinja_text: str | None, tokenizer_default: str |
         if path is not None:
             if not path.exists():
                 raise TemplateNotFound(f"chat_template_jinja: file {path} not found")
-            return f"jinja:{path.name}", path.read_text(encoding="utf-8")
+            try:
+                return f"jinja:{path.name}", path.read_text(encoding="utf-8")
+            except OSError as e:
+                raise TemplateNotFound(f"chat_template_jinja: cannot read {path} ({e.strerror or e})") from None
+            except UnicodeDecodeError as e:
+                raise TemplateNotFound(f"chat_template_jinja: {path} is not UTF-8 text (byte {e.start}); save it "
+                                       "as UTF-8") from None
         return "jinja", jinja_text
     if name == "tokenizer_default" or name.startswith("tokenizer_default_fallback_"):
         if tokenizer_default:
@@ -116,9 +137,10 @@ def compile_template(text: str, date: datetime.date) -> jinja2.Template:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     pinned = datetime.datetime.combine(date, datetime.time())
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[_GenerationTag, jinja2.ext.loopcontrols])
-    env.filters["tojson"] = tojson
+    # Time and size limits on top of transformers' sandbox: dataprep/sandbox.py.
+    env = LimitedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                             extensions=[_GenerationTag, jinja2.ext.loopcontrols])
+    env.set_filter("tojson", tojson)
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: pinned.strftime(fmt)
     return env.from_string(text)
@@ -143,6 +165,7 @@ class ChatRenderer:
             if specials else None
         self.train_on_eos = train_on_eos
         self.train_on_inputs = train_on_inputs
+        self.limit_error: RowError | None = None  # the template hit a limit on the header probe
         self.headers = self._assistant_headers()
 
     def render(self, chat: Chat, add_generation_prompt: bool = False) -> Rendered:
@@ -211,12 +234,19 @@ class ChatRenderer:
 
     def render_text(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
         try:
-            return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                        **self.variables)
+            return self._render(messages, add_generation_prompt)
+        except TemplateLimit as e:
+            reason = Reason.template_timeout if isinstance(e, TemplateTimeout) else Reason.template_too_large
+            raise RowError(reason, str(e)) from None
         except jinja2.exceptions.TemplateError as e:
             raise RowError(Reason.template_error, f"the chat template raised: {e}") from None
         except Exception as e:  # a template is code: any error is this row's problem, not the run's
             raise RowError(Reason.template_error, f"the chat template failed: {type(e).__name__}: {e}") from None
+
+    def _render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        chars = sum(len(c) for m in messages for c in m.values() if isinstance(c, str))
+        return render_limited(self.template, chars, messages=messages, add_generation_prompt=add_generation_prompt,
+                              **self.variables)
 
     def _assistant_headers(self) -> list[str]:
         """What the template writes before an assistant turn, longest candidate first: the generation prompt,
@@ -224,9 +254,11 @@ class ChatRenderer:
         (Gemma 4's prompt adds an empty thought channel that past turns do not have)."""
         probe = [{"role": "user", "content": "Hi"}]
         try:
-            without = self.template.render(messages=probe, add_generation_prompt=False, **self.variables)
-            with_prompt = self.template.render(messages=probe, add_generation_prompt=True, **self.variables)
-        except Exception:
+            without = self.render_text(probe, False)
+            with_prompt = self.render_text(probe, True)
+        except RowError as e:
+            if e.reason in (Reason.template_timeout, Reason.template_too_large):
+                self.limit_error = e  # the probe reports it (once, not after every render times out)
             return []
         common = len(os.path.commonprefix([without, with_prompt]))  # noqa: RUF071  (characters are what we want)
         # Back off to a boundary: Phi-3.5 ends with '<|end|>\n' + eos vs '<|end|>\n<|assistant|>\n', whose

@@ -1,12 +1,16 @@
 """Feedback: a progress bar per stage on a terminal (one plain line per stage otherwise), stage timings, and
-the final summary table printed from the manifest."""
+the final summary table printed from the manifest.
+
+Text from configs, paths and data is printed as rich `Text`, never parsed as markup (`[INST]`, `[/INST]` are
+data), and `escape_controls` shows control characters as escapes so data cannot drive the terminal.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +18,29 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
+from rich.text import Text
+
+# Bidirectional overrides and isolates reorder what a terminal shows ("Trojan Source"); line and paragraph
+# separators break lines. Other format characters (ZWJ in emoji, soft hyphens) are shown as they are.
+_INVISIBLE = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
+
+
+def escape_controls(text: str, keep_newlines: bool = False) -> str:
+    """C0 and C1 control characters (ESC, CSI, OSC, BEL, CR, ...), DEL, bidi controls and lone surrogates as
+    \\xNN / \\uNNNN, so that printing data cannot move the cursor, recolor, retitle or hide text. Tabs stay;
+    newlines stay when `keep_newlines`."""
+    if text.isprintable() and not any(ch in _INVISIBLE for ch in text):
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if (ch == "\n" and keep_newlines) or ch == "\t":
+            out.append(ch)
+        elif code < 0x20 or 0x7F <= code <= 0x9F or ch in _INVISIBLE or 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 @dataclass
@@ -21,12 +48,13 @@ class _Stage:
     name: str
     start: float
     seconds: float = 0.0
-    rows: int = 0
+    rows: int | None = None
 
 
 class StageTimer:
-    def __init__(self) -> None:
+    def __init__(self, on_end: Callable[[_Stage], None] | None = None) -> None:
         self.stages: list[_Stage] = []
+        self.on_end = on_end
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[_Stage]:
@@ -36,6 +64,8 @@ class StageTimer:
             yield stage
         finally:
             stage.seconds = time.perf_counter() - stage.start
+        if self.on_end is not None:  # only for stages that finished: a failed one is reported by its error
+            self.on_end(stage)
 
     def seconds(self) -> dict[str, float]:
         return {s.name: round(s.seconds, 3) for s in self.stages}
@@ -51,7 +81,8 @@ class _Bar:
 
 
 class Progress:
-    """Rich progress bars when stderr is a terminal; silent otherwise (the summary says the rest)."""
+    """Rich progress bars when stderr is a terminal; otherwise (CI, log files) one plain line per stage as it
+    ends: `stage rows: 327 rows in 0.19s`."""
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -67,8 +98,14 @@ class Progress:
         with RichProgress(*columns, console=self.console, transient=False) as progress:
             yield _Bar(progress, progress.add_task(name, total=total))
 
+    def stage_done(self, stage: _Stage) -> None:
+        if self.enabled:
+            return  # the bar already showed it
+        rows = f"{stage.rows:,} rows in " if stage.rows is not None else ""
+        print(f"stage {stage.name}: {rows}{stage.seconds:.2f}s", file=sys.stderr, flush=True)
+
     def log(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(Text(escape_controls(message)), highlight=False)
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
@@ -79,7 +116,8 @@ def summary_table(manifest: dict[str, Any]) -> Table:
         table.add_column(col, justify="right")
     for name, d in stats["per_dataset"].items():
         tokens = d.get("tokens", 0)
-        table.add_row(name, f"{d.get('rows_in', 0):,}", f"{d.get('kept', 0):,}", f"{d.get('quarantined', 0):,}",
+        table.add_row(Text(escape_controls(name)), f"{d.get('rows_in', 0):,}", f"{d.get('kept', 0):,}",
+                      f"{d.get('quarantined', 0):,}",
                       f"{d.get('duplicate', 0):,}", f"{d.get('dropped', 0):,}", f"{tokens:,}",
                       f"{d.get('trainable', 0) / tokens:.1%}" if tokens else "-")
     table.add_row("[bold]total", f"{acc['input_rows']:,}", f"{acc['kept']:,}", f"{acc['quarantined']:,}",

@@ -22,6 +22,25 @@ SHARD_TOKENS = 1 << 23  # ~8M tokens: ~100 MB per shard file (ids, labels, posit
 BATCH_ROWS = 1024  # record batch size inside a shard
 
 
+class ShardPathError(ValueError):
+    """A shard name in a manifest that points outside its prepared directory."""
+
+
+def shard_path(prepared: Path, name: str) -> Path:
+    """`prepared / name` for a shard name read from a manifest. Readers join names through here: a manifest is
+    data (copied, downloaded, edited), and an absolute name, '..' or a symlink must not make `query`, `inspect`
+    or `report` open a file outside the directory they were given."""
+    relative = Path(name)
+    if not name or relative.is_absolute() or ".." in relative.parts:
+        raise ShardPathError(f"{prepared}/manifest.json: shard {name!r} is not a path inside the directory; "
+                             "the manifest was edited or is corrupt: prepare the directory again")
+    path = prepared / relative
+    if not path.resolve().is_relative_to(prepared.resolve()):
+        raise ShardPathError(f"{path}: the shard is a link to {path.resolve()}, outside {prepared}; "
+                             "prepare the directory again")
+    return path
+
+
 class TokenSpill:
     def __init__(self, folder: Path):
         self.ids_path, self.labels_path = folder / "ids.bin", folder / "labels.bin"

@@ -1,9 +1,19 @@
-"""Per-row work, in batches: parse -> format -> render -> tokenize -> length check.
+"""Per-row work, in batches: parse -> format -> length bound -> render -> tokenize -> length check.
 
 Runs in worker processes (`dataset_processes` / --workers); results come back in input order, so the
 output does not depend on the number of workers. Every row yields exactly one RowResult: kept (with ids and
 labels), quarantined (reason, field, message and the original row) or dropped (too long). Deduplication
 needs every earlier row, so it happens afterwards, in the main process.
+
+No row can stop the run: a failure the formats do not name (RowError) is caught per row and quarantined as
+`row_error` with the exception's type and message; if the batch's one tokenizer call fails, the batch is run
+again row by row so that only the failing row is quarantined.
+
+Memory per row is bounded before the expensive steps: a token covers at most `max_token_chars` characters
+(the longest piece in the vocabulary), so a row whose text has more than `text_limit` = sequence_len x that x
+TEXT_MARGIN characters cannot fit. With excess_length_strategy: drop it is dropped as too_long before it is
+rendered or tokenized (num_tokens null); with truncate its rendered text is cut to text_limit characters first,
+which still leaves more than sequence_len tokens. The margin covers normalizers that shorten text (NFC).
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import datetime
 import hashlib
 import json
 import unicodedata
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +31,14 @@ import numpy as np
 
 from dataprep.encode import TokenizerInfo, encode, load_tokenizer
 from dataprep.formats import Chat, RowError, Segments, Tokens, parse, to_sample
-from dataprep.load import RawRow
+from dataprep.load import RawRow, Unreadable
 from dataprep.render import ChatRenderer, Rendered, compile_template, render_segments
 from schemas.config import Config
 from schemas.reasons import Reason, Status
 from schemas.shard import IGNORE_INDEX
+
+TEXT_MARGIN = 4
+MESSAGE_CHARS = 2000  # a row_error message is cut here: exception texts may quote the whole row
 
 
 @dataclass(slots=True)
@@ -56,27 +70,32 @@ class RowProcessor:
             template = compile_template(template_text, datetime.date.fromisoformat(cfg.chat_template_date))
             self.chat = ChatRenderer(template, tok.variables, tok.specials, self.ds.train_on_eos,
                                      cfg.train_on_inputs)
+        self.text_limit = text_limit(tok, cfg.sequence_len)
 
     def process(self, batch: list[RawRow]) -> list[RowResult]:
+        """One RowResult per raw row, in order; never raises for a row's sake."""
+        try:
+            return self._process(batch)
+        except Exception:
+            return [self._process_one(raw) for raw in batch]
+
+    def _process_one(self, raw: RawRow) -> RowResult:
+        try:
+            return self._process([raw])[0]
+        except Exception as e:
+            return _row_error(raw, e)
+
+    def _process(self, batch: list[RawRow]) -> list[RowResult]:
         results: list[RowResult] = []
         pending: list[tuple[RowResult, Rendered]] = []
         for raw in batch:
             try:
-                sample = to_sample(parse(raw.payload), self.ds, self.cfg.train_on_inputs, self.tok.eos_text)
-                result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
-                if isinstance(sample, Tokens):
-                    self._pretokenized(result, sample)
-                elif isinstance(sample, Chat) and self.mistral is not None:
-                    result.input_ids, result.labels = self.mistral.encode(sample, self.ds.train_on_eos,
-                                                                          self.cfg.train_on_inputs)
-                elif isinstance(sample, Chat):
-                    assert self.chat is not None
-                    pending.append((result, self.chat.render(sample)))
-                else:
-                    pending.append((result, render_segments(sample)))
+                result = self._prepare(raw, pending)
             except RowError as e:
-                result = RowResult(raw.source_row, Status.quarantined, e.reason, e.field, e.message,
+                result = RowResult(raw.source_row, Status.quarantined, e.reason, e.field, _clean(e.message),
                                    original=_original(raw.payload))
+            except Exception as e:  # any other failure is this row's, not the run's
+                result = _row_error(raw, e)
             results.append(result)
         if pending:
             # Templates write BOS themselves; other formats get it from the tokenizer, as `tokenizer(prompt)` does.
@@ -88,6 +107,34 @@ class RowProcessor:
             if result.status is Status.kept:
                 self._check_length(result, raw)
         return results
+
+    def _prepare(self, raw: RawRow, pending: list[tuple[RowResult, Rendered]]) -> RowResult:
+        """parse -> format -> length bound -> render (queued in `pending` for the batch's tokenizer call)."""
+        sample = to_sample(parse(raw.payload), self.ds, self.cfg.train_on_inputs, self.tok.eos_text)
+        chars = _text_chars(sample)
+        drop = self.cfg.excess_length_strategy == "drop"
+        if chars > self.text_limit and drop:
+            per_token = self.text_limit // (self.cfg.sequence_len * TEXT_MARGIN)
+            return RowResult(raw.source_row, Status.dropped, Reason.too_long, message=(
+                f"{chars:,} characters of text cannot fit in sequence_len {self.cfg.sequence_len} (a token is at "
+                f"most {per_token} characters; limit {self.text_limit:,} with a x{TEXT_MARGIN} margin): dropped "
+                "before tokenizing"))
+        result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
+        if isinstance(sample, Tokens):
+            self._pretokenized(result, sample)
+        elif isinstance(sample, Chat) and self.mistral is not None:
+            result.input_ids, result.labels = self.mistral.encode(sample, self.ds.train_on_eos,
+                                                                  self.cfg.train_on_inputs)
+        else:
+            if isinstance(sample, Chat):
+                assert self.chat is not None
+                rendered = self.chat.render(sample)
+            else:
+                rendered = render_segments(sample)
+            # With drop, the text is within text_limit (plus template text) already; with truncate, only the
+            # first sequence_len tokens are kept, and they lie well within the first text_limit characters.
+            pending.append((result, rendered if drop else _cut(rendered, self.text_limit)))
+        return result
 
     def _pretokenized(self, result: RowResult, sample: Tokens) -> None:
         vocab = self.tok.vocab_size
@@ -127,16 +174,76 @@ class RowProcessor:
             result.num_tokens, result.num_trainable = len(result.input_ids), trainable
 
 
+def text_limit(tok: TokenizerInfo, sequence_len: int) -> int:
+    """Characters of text beyond which a sample cannot fit in sequence_len tokens (see the module docstring)."""
+    return sequence_len * max_token_chars(tok) * TEXT_MARGIN
+
+
+_MAX_TOKEN_CHARS: dict[int, int] = {}  # id(TokenizerInfo) -> chars; the entry goes when the tokenizer does
+
+
+def max_token_chars(tok: TokenizerInfo) -> int:
+    """The most characters of text one token can stand for: the longest vocabulary piece in characters (a
+    byte-level piece has one character per byte, a SentencePiece piece one per character; a byte-fallback
+    piece like <0x41> is longer than the byte it stands for). Computed once per tokenizer (~0.1 s)."""
+    cached = _MAX_TOKEN_CHARS.get(id(tok))
+    if cached is None:
+        vocab = tok.tokenizer.get_vocab(with_added_tokens=True)
+        cached = _MAX_TOKEN_CHARS[id(tok)] = max((len(piece) for piece in vocab), default=1)
+        weakref.finalize(tok, _MAX_TOKEN_CHARS.pop, id(tok), None)
+    return cached
+
+
+def _text_chars(sample: Chat | Segments | Tokens) -> int:
+    if isinstance(sample, Chat):
+        return sum(len(m["content"]) for m in sample.messages)
+    if isinstance(sample, Segments):
+        return sum(len(text) for text, _ in sample.parts)
+    return 0  # already tokens: the length check counts them
+
+
+def _cut(rendered: Rendered, limit: int) -> Rendered:
+    """The first `limit` characters (excess_length_strategy: truncate keeps only the first sequence_len tokens,
+    which lie well within them), so that tokenizing costs memory for `limit` characters at most."""
+    if len(rendered.text) <= limit:
+        return rendered
+    spans = [(a, min(b, limit)) for a, b in rendered.spans if a < limit]
+    return Rendered(rendered.text[:limit], spans)
+
+
+def _row_error(raw: RawRow, e: BaseException) -> RowResult:
+    message = _clean(f"{type(e).__name__}: {e}")
+    if len(message) > MESSAGE_CHARS:
+        message = message[:MESSAGE_CHARS] + "…"
+    return RowResult(raw.source_row, Status.quarantined, Reason.row_error, None,
+                     f"{message} (an unexpected failure on this row; please report it)",
+                     original=_original(raw.payload))
+
+
+def _clean(text: str) -> str:
+    """Text that Parquet can store: a lone surrogate becomes its escape (\\ud83d) instead of failing the write."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
 def _quarantine(result: RowResult, raw: RawRow, reason: Reason, message: str) -> None:
     result.status, result.reason, result.message = Status.quarantined, reason, message
     result.original = _original(raw.payload)
     result.input_ids = result.labels = None
 
 
-def _original(payload: bytes | dict[str, Any]) -> str:
+def _original(payload: bytes | dict[str, Any] | Unreadable) -> str:
+    if isinstance(payload, Unreadable):
+        return payload.original
     if isinstance(payload, bytes):
         return payload.decode("utf-8", errors="replace")
-    return json.dumps(payload, ensure_ascii=False, default=str)
+    try:
+        return _clean(json.dumps(payload, ensure_ascii=False, default=str))
+    except (ValueError, RecursionError) as e:  # a record json cannot write back: say so rather than fail
+        return f"(the record cannot be shown as JSON: {type(e).__name__})"
 
 
 def _norm(text: str) -> str:

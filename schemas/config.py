@@ -18,13 +18,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.overrides import apply_overrides
+from schemas.splits import parse_split
+from schemas.yaml_limits import MAX_CONFIG_BYTES, YamlLimitError, load_yaml
 
 TrainOnEos = Literal["turn", "last", "all", "none"]
 FORMAT_TYPES = ("alpaca", "chat_template", "input_output", "completion")
+MAX_SEQUENCE_LEN = 2**24
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+    # allow_inf_nan=False: `.inf` / `.nan` are valid YAML floats but no setting means them.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True,
+                              allow_inf_nan=False)
 
 
 class CustomInstructType(_Model):
@@ -72,7 +77,11 @@ class DatasetConfig(_Model):
     data_files: list[str] | None = None
     """Files (or globs) under `path` to read, instead of every data file in it."""
     split: str = "train"
-    """Local files have a single split, `train`; Tessera makes the validation split itself (val_set_size)."""
+    """Which split of a dataset folder to read, as `datasets` names it: `train`, `test`, … and slices in its syntax
+    (`train[:20%]`, `train[100:200]`, `train[10%:20%]`, parts joined with `+`). A single file or glob is all
+    `train`. Tessera makes the validation split itself (val_set_size)."""
+    name: str | None = None
+    """The config of a Hub dataset folder (README.md `configs:` config_name); default: its default config."""
 
     # chat_template
     field_messages: str | None = None
@@ -111,11 +120,7 @@ class DatasetConfig(_Model):
 
     @model_validator(mode="after")
     def _check_fields(self) -> DatasetConfig:
-        if self.split != "train":
-            raise ValueError(
-                f"split '{self.split}': local files have a single split 'train'; "
-                "use val_set_size for a validation split"
-            )
+        parse_split(self.split)  # a ValueError names the bad part and the syntax
         chat_keys = ("field_messages", "message_field_role", "message_field_content", "roles",
                      "message_field_training", "message_field_training_detail")
         if self.type != "chat_template":
@@ -189,12 +194,16 @@ class Config(_Model):
 
     # ---- data
     datasets: list[DatasetConfig] = Field(default_factory=list)
-    sequence_len: int = Field(2048, gt=0)
+    sequence_len: int = Field(2048, gt=0, le=MAX_SEQUENCE_LEN)
+    """Tokens per row (packed or not), at most 16,777,216 (2^24): shard offsets, lengths and positions are
+    int32 columns, and a reader holds a whole row (ids, labels, positions: 12 bytes a token, 200 MB at the
+    bound) in memory; that is longer than any released model's context."""
     sample_packing: bool = False
     train_on_inputs: bool = False
     """Train on prompts too (everything except padding)."""
-    val_set_size: float = Field(0.0, ge=0)
-    """Validation split: a fraction of the kept samples if < 1, else a count."""
+    val_set_size: float = Field(0.0, ge=0, le=2**53)
+    """Validation split: a fraction of the kept samples if < 1, else a count (a finite number, a whole one
+    at most 2^53 so that a float holds it exactly). It must leave at least one sample for training."""
     dataset_prepared_path: str | None = None
     """Where `tessera prepare` writes its output (default prepared/<config file stem>)."""
     dataset_exact_deduplication: bool = True
@@ -207,7 +216,9 @@ class Config(_Model):
     quarantine_max_fraction: float = Field(0.25, ge=0, le=1)
     """Tessera: fail the run when more than this share of input rows is quarantined (usually a wrong field
     mapping rather than dirty data)."""
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    """Seed of the validation split and the trainer: 0 to 2^32-1, the range numpy's and torch's seeding
+    accept on every platform."""
 
     # ---- trainer (read by `tessera train`; preparing ignores them)
     output_dir: str = "./outputs"
@@ -241,6 +252,12 @@ class Config(_Model):
     fsdp: list[str] | None = None
     fsdp_config: FsdpConfig | None = None
     wandb_project: str | None = None
+
+    @field_validator("chat_template_date", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: Any) -> Any:
+        # `chat_template_date: 2026-01-01` unquoted is a YAML date, and means the same as the quoted text.
+        return value.isoformat() if isinstance(value, datetime.date) else value
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -288,15 +305,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None, warnings: 
     """Validate a YAML config. Problems raise ConfigError (all of them); YAML traps that are legal but almost
     certainly unintended are appended to `warnings`."""
     path = Path(path)
+    text = _read_config(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read config ({e.strerror})"]) from None
-    try:
-        raw = yaml.safe_load(text) or {}
-        root = yaml.compose(text)
+        raw, root = load_yaml(text)
     except yaml.YAMLError as e:
-        raise ConfigError([f"{path}: not valid YAML: {e}"]) from None
+        raise ConfigError([f"{path}: not valid YAML: {' '.join(str(e).split())}"]) from None
+    except YamlLimitError as e:
+        raise ConfigError([f"{path}: the YAML {e}"]) from None
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}"])
     if warnings is not None:
@@ -308,16 +324,36 @@ def load_config(path: str | Path, overrides: list[str] | None = None, warnings: 
         raise ConfigError(_describe_all(e.errors(), path, root, overridden)) from None
 
 
-def _yaml_traps(node: yaml.Node | None, text: str, path: Path, key: str = "") -> list[str]:
+def _read_config(path: Path) -> str:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: {path.stat().st_size:,} bytes; a config is a few KB (at most "
+                               f"{MAX_CONFIG_BYTES // 1024} KiB): is this the right file?"])
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read config ({e.strerror or e})"]) from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: the config is not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
+                           "save it as UTF-8"]) from None
+
+
+def _yaml_traps(node: yaml.Node | None, text: str, path: Path, key: str = "",
+                seen: set[int] | None = None) -> list[str]:
     """Plain (unquoted) scalars cannot end in whitespace: YAML silently drops the spaces typed after
-    `format: ### Response: `. Find such values in whitespace-sensitive keys and say how to keep them."""
+    `format: ### Response: `. Find such values in whitespace-sensitive keys and say how to keep them.
+    Each node is visited once: an alias repeats a node, not its text."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:
+        return []
+    seen.add(id(node))
     found = []
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            found += _yaml_traps(v, text, path, str(k.value))
+            found += _yaml_traps(v, text, path, str(k.value), seen)
     elif isinstance(node, yaml.SequenceNode):
         for v in node.value:
-            found += _yaml_traps(v, text, path, key)
+            found += _yaml_traps(v, text, path, key, seen)
     elif isinstance(node, yaml.ScalarNode) and key in _WHITESPACE_KEYS and node.style is None:
         rest = text[node.end_mark.index:].split("\n", 1)[0]
         if rest and not rest.strip():

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from schemas.yaml_limits import YamlLimitError, load_yaml
+
 
 class OverrideError(ValueError):
     pass
@@ -24,13 +26,25 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> set[str]:
         if not sep or not key.strip():
             raise OverrideError(f"--set {item!r}: expected key=value, e.g. --set sequence_len=4096")
         parts = key.strip().split(".")
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = _parse_value(item, text)
         node: Any = raw
         for i, part in enumerate(parts[:-1]):
             node = _child(node, part, parts[: i + 1], parts[i + 1])
         _assign(node, parts[-1], value, parts)
         done.add(key.strip())
     return done
+
+
+def _parse_value(item: str, text: str) -> Any:
+    if not text.strip():
+        return ""
+    try:
+        return load_yaml(text)[0]
+    except yaml.YAMLError as e:
+        raise OverrideError(f"--set {item!r}: the value is not valid YAML ({' '.join(str(e).split())}); quote "
+                            "it for the shell and YAML, e.g. --set 'key=\"a: b\"'") from None
+    except YamlLimitError as e:
+        raise OverrideError(f"--set {item!r}: this YAML {e}") from None
 
 
 def _child(node: Any, part: str, path: list[str], next_part: str) -> Any:

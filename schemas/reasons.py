@@ -18,7 +18,11 @@ class Status(StrEnum):
 class Reason(StrEnum):
     # Quarantine: the row could not be turned into a training sample.
     malformed_json = "malformed_json"  # the line/record is not valid JSON
-    invalid_utf8 = "invalid_utf8"  # the bytes are not UTF-8
+    invalid_utf8 = "invalid_utf8"  # the bytes are not UTF-8 (a JSONL line, a Parquet/Arrow/CSV string cell)
+    invalid_unicode = "invalid_unicode"  # a string holds a lone UTF-16 surrogate (e.g. JSON "\\ud83d" alone)
+    too_deep = "too_deep"  # JSON nested deeper than load.MAX_DEPTH levels (in any field, used or not)
+    number_too_large = "number_too_large"  # an integer with more digits than Python reads (4,300)
+    line_too_long = "line_too_long"  # a JSONL line over the read limit (see load.line_limit); never read whole
     not_an_object = "not_an_object"  # a JSON value that is not an object ({...})
     missing_field = "missing_field"  # a configured field is absent
     wrong_type = "wrong_type"  # a field has the wrong type (e.g. content is a number)
@@ -26,10 +30,14 @@ class Reason(StrEnum):
     unknown_role = "unknown_role"  # a message role not in the dataset's `roles` mapping
     bad_training_detail = "bad_training_detail"  # message_field_training_detail offsets out of range
     template_error = "template_error"  # the chat template raised (e.g. roles must alternate)
+    template_timeout = "template_timeout"  # the chat template ran longer than its time limit on this row
+    template_too_large = "template_too_large"  # the chat template built text far larger than the row
     content_not_rendered = "content_not_rendered"  # the template dropped or rewrote trained content
     bad_token_ids = "bad_token_ids"  # pre-tokenized ids out of vocab or labels of another length
     no_trainable_tokens = "no_trainable_tokens"  # nothing left to train on after masking
-    # Dropped: valid, but longer than sequence_len (excess_length_strategy: drop).
+    row_error = "row_error"  # last resort: any other failure on this row; the message has the exception type
+    # Dropped: valid, but longer than sequence_len (excess_length_strategy: drop). Rows whose text alone is
+    # too long to fit are dropped before rendering and tokenizing (num_tokens is then null; see transform.py).
     too_long = "too_long"
     # Duplicate: same normalised content as an earlier kept row.
     duplicate = "duplicate"

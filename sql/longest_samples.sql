@@ -1,4 +1,5 @@
--- Longest samples: the 20 samples with the most tokens, kept or not (rows dropped as too_long show here).
+-- Longest samples: the 20 samples with the most tokens, kept or not (rows dropped as too_long show here, except
+-- those too long to be worth tokenizing, whose num_tokens is null: see the reason codes in README.md).
 -- One row per sample, longest first (ties by sample_id). shard, shard_row and row_offset say where a kept
 -- sample sits; `tessera inspect DIR --sample ID` shows its tokens.
 --   tessera query prepared/demo sql/longest_samples.sql

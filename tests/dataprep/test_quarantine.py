@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dataprep import sandbox
 from dataprep.pipeline import PrepareError
 from schemas.reasons import QUARANTINE_REASONS, Reason
 from tests.conftest import Prepare, write_jsonl
@@ -23,6 +24,9 @@ STRICT_TEMPLATE = (
     "{{ raise_exception('Conversation roles must alternate') }}{% endif %}"
     "<|im_start|>{{ m['role'] }}\n{% if m['content'] != 'hidden' %}{{ m['content'] | trim }}{% endif %}"
     "<|im_end|>\n{% endfor %}"
+    # and a template that hangs or explodes on some rows (dataprep/sandbox.py limits)
+    "{% if messages[-1]['content'] == 'LOOP' %}{% for a in range(100000) %}{% for b in range(100000) %}"
+    "{% endfor %}{% endfor %}{% endif %}{% if messages[-1]['content'] == 'HUGE' %}{{ 'x' * 10**10 }}{% endif %}"
 )
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
 
@@ -42,6 +46,10 @@ CHAT_ROWS: list[tuple[str | dict, str | None]] = [  # (row, expected reason) in 
      Reason.bad_training_detail),
     ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
                    {"role": "assistant", "content": "c"}]}, Reason.template_error),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "LOOP"}]},
+     Reason.template_timeout),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "HUGE"}]},
+     Reason.template_too_large),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "hidden"}]},
      Reason.content_not_rendered),
     ({"messages": [{"role": "user", "content": "Only a question?"}]}, Reason.no_trainable_tokens),
@@ -49,11 +57,17 @@ CHAT_ROWS: list[tuple[str | dict, str | None]] = [  # (row, expected reason) in 
      Reason.too_long),
     ({"messages": [{"role": "user", "content": " Hi"}, {"role": "assistant", "content": "Hello!"}]},
      Reason.duplicate),  # same content as GOOD once whitespace is normalised
+    ('{"messages": [{"role": "user", "content": "\\ud83d"}]}', Reason.invalid_unicode),
+    ('{"messages": [], "meta": ' + "[" * 5000 + "]" * 5000 + "}", Reason.too_deep),
+    ('{"messages": [], "id": ' + "9" * 5000 + "}", Reason.number_too_large),
 ]
+# Covered in test_robust_rows.py: a line over the read limit (32 MiB at least) and the last-resort row_error.
+ELSEWHERE = {str(Reason.line_too_long), str(Reason.row_error)}
 
 
 @pytest.fixture
-def result(tmp_path: Path, prepare: Prepare):
+def result(tmp_path: Path, prepare: Prepare, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(sandbox, "RENDER_SECONDS", 0.5)  # the LOOP row times out faster than the default 5 s
     lines = [row if isinstance(row, str) else json.dumps(row) for row, _ in CHAT_ROWS]
     lines.insert(3, "")  # blank lines are not rows: source_row does not count them
     data = "\n".join(lines).replace("INVALID_UTF8", '{"messages": "caf\udcff"}')
@@ -75,7 +89,7 @@ def test_every_reason_is_recorded_with_its_source_row(result) -> None:
     tok = samples.filter(pl.col("dataset") == "tok.jsonl").sort("source_row")
     assert tok["reason"].to_list() == [None, "bad_token_ids"]
     covered = set(chat["reason"].drop_nulls()) | set(tok["reason"].drop_nulls())
-    assert covered >= {str(r) for r in QUARANTINE_REASONS} | {"too_long", "duplicate"}
+    assert covered >= {str(r) for r in QUARANTINE_REASONS} - ELSEWHERE | {"too_long", "duplicate"}
 
 
 def test_quarantine_table_keeps_location_message_and_original(result) -> None:

@@ -74,7 +74,7 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
     ({"datasets": [{"path": "a", "type": "alpaca", "field_messages": "m"}]}, "only apply to type: chat_template"),
     ({"datasets": [{"path": "a", "type": "chat_template", "roles": {"user": ["u"]}}]},
      "roles_to_train names ['assistant']"),
-    ({"datasets": [{"path": "a", "type": "alpaca", "split": "test"}]}, "single split 'train'"),
+    ({"datasets": [{"path": "a", "type": "alpaca", "split": "train[:5%%]"}]}, "is not a split or slice"),
     ({"datasets": [{"path": "a", "type": {"format": "no placeholder"}}]}, "must contain {instruction}"),
 ])
 def test_impossible_combinations_are_errors(raw: dict, message: str) -> None:
