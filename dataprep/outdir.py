@@ -265,6 +265,8 @@ def claim(out: Path, notes: list[str], wait: bool = True,
         state.mkdir(parents=True, exist_ok=True)
         fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
+        if e.errno in _DISK_FULL:
+            raise  # run_pipeline's disk-full message
         raise OutdirError(f"output directory {out}: cannot create {state} ({e.strerror}); choose a writable "
                           "--out") from None
     try:
