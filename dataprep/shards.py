@@ -55,6 +55,7 @@ class ShardInfo:
     tokens: int
     trainable: int
     sha256: str
+    bytes: int  # file size: lets a reader (train/data.py) refuse a replaced or truncated shard without hashing
 
 
 @dataclass
@@ -93,7 +94,7 @@ def write_split(out_dir: Path, split: str, rows: list[list[int]], sample_ids: np
                 writer.write_batch(batch)
                 trainable += int(pa.compute.sum(batch.column("num_trainable")).as_py())
         shards.append(ShardInfo(f"shards/{name}", split, end - start, tokens, trainable,
-                                sha256_file(out_dir / name)))
+                                sha256_file(out_dir / name), (out_dir / name).stat().st_size))
         start = end
     return shards
 
