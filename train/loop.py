@@ -158,7 +158,7 @@ def _forward(model: torch.nn.Module, batch: Batch, cfg: Config, acc: Accelerator
 
 def _add_by_dataset(acc_: torch.Tensor, data: PreparedData, losses: torch.Tensor, sample_ids: torch.Tensor) -> None:
     """Row 0: summed loss per dataset, row 1: trained tokens per dataset (sample_id -> dataset via samples)."""
-    ds = torch.from_numpy(data.dataset_of[sample_ids.cpu().numpy()]).long()
+    ds = data.token_datasets(sample_ids.cpu())
     acc_[0].index_add_(0, ds, losses.cpu().double())
     acc_[1].index_add_(0, ds, torch.ones_like(ds, dtype=torch.float64))
 

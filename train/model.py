@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from schemas.config import Config
 from schemas.shard import IGNORE_INDEX
@@ -40,6 +41,7 @@ class LoadedModel:
 def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtype = torch.float32,
                is_main: bool = True) -> LoadedModel:
     """The base model (loaded, or built from base_model_init with `seed`), gradient checkpointing, LoRA."""
+    hf_logging.disable_progress_bar()  # "Loading weights" bars; the run prints its own progress
     attention = cfg.attention
     if cfg.base_model_init is not None:
         base_dir = output_dir / "base_model"

@@ -49,7 +49,7 @@ def demo_prepared(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path) -> P
 
 
 def shard_rows(prepared: Path, split: str = "train") -> list[dict[str, np.ndarray]]:
-    """Every row of a split's first shard as numpy arrays, sample_ids per token (fine for tests; the loader is zero-copy)."""
+    """Every row of a split's first shard as numpy arrays, sample_ids per token (the loader is zero-copy)."""
     with pa.memory_map(str(prepared / "shards" / f"{split}-00000.arrow")) as f:
         table = pa.ipc.open_file(f).read_all()
     cols = ("input_ids", "labels", "position_ids", "cu_seqlens", "sample_ids")
