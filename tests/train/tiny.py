@@ -33,6 +33,7 @@ def write_config(tmp: Path, qwen_dir: Path, **keys: Any) -> Path:
     cfg = {**data, "tokenizer_config": str(qwen_dir), "sequence_len": 256, "val_set_size": 0.1,
            "dataset_prepared_path": str(tmp / "prepared"), "output_dir": str(tmp / "out"),
            "base_model_init": TINY, "learning_rate": 1e-3, "max_steps": 3, "logging_steps": 1, **keys}
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "train.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
