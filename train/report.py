@@ -102,9 +102,12 @@ def _chart_section(sid: str, title: str, chart: str | None, note: str = "") -> s
     return f'<section id="{sid}"><h2>{_esc(title)}</h2>{body}{note}</section>'
 
 
-def _lines(series: list[tuple[str, tuple[list[float], list[float]], str]], y_title: str) -> str | None:
+def _lines(series: list[tuple[str, tuple[list[float], list[float]], str]], y_title: str,
+           wide: bool = False) -> str | None:
+    """A half-width chart, or a full-width one (drawn wider, not scaled up, so its text keeps its size)."""
     kept = [(name, xs, ys, color) for name, (xs, ys), color in series if xs]
-    return line_chart(kept, "step", y_title) if kept else None
+    size = {"width": 1100, "height": 260} if wide else {}
+    return line_chart(kept, "step", y_title, **size) if kept else None
 
 
 def _link(target: Path, page: Path, text: str) -> str:
@@ -221,7 +224,7 @@ def _charts(m: Metrics) -> str:
     return "\n".join([
         _chart_section("loss", "Loss (mean cross-entropy per trained token)",
                        _lines([("train loss", _series(m.train, "loss"), ALL),
-                               ("eval loss", _series(m.evals, "eval_loss"), EVAL)], "loss")),
+                               ("eval loss", _series(m.evals, "eval_loss"), EVAL)], "loss", wide=True)),
         '<div class="grid">',
         _chart_section("loss-by-dataset", "Train loss per dataset",
                        _lines([(n, train_ds[n], color[n]) for n in names if n in train_ds], "loss")),
@@ -234,7 +237,7 @@ def _charts(m: Metrics) -> str:
         _chart_section("throughput", "Throughput",
                        _lines([("tokens/s", _series(m.train, "tokens_per_s"), ALL),
                                ("trained tokens/s", _series(m.train, "trained_tokens_per_s"), TRAINED)],
-                              "tokens / s")),
+                              "tokens / s", wide=True)),
     ])
 
 
