@@ -52,6 +52,8 @@ PAD_TOKEN_ID = 0  # any id the model can embed works: padding is never attended 
 VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "tekken.json", "vocab.json", "merges.txt", "vocab.txt",
                "spiece.model", "sentencepiece.bpe.model")
 PREPARE_FIX = "run `tessera prepare CONFIG --force` to rebuild it"
+_RAMP = np.arange(1 << 16, dtype=np.int64)  # padding positions 0, 1, 2, ... (sliced, not rebuilt per row)
+_PADDING_RUN = np.array([-1], np.int64)
 
 
 class DataError(Exception):
@@ -90,18 +92,15 @@ class _Chunk:
     ids: np.ndarray  # int32 values of input_ids, all rows back to back
     labels: np.ndarray
     positions: np.ndarray
-    cu: np.ndarray  # int32 values of cu_seqlens
     sids: np.ndarray  # int64 values of sample_ids
 
 
 @dataclass
 class _Split:
     chunks: list[_Chunk]
-    # Per row (not per token): its chunk and where its tokens, cu_seqlens and sample ids start and end there.
-    chunk: np.ndarray
-    tok: np.ndarray  # [N, 2]
-    cu: np.ndarray  # [N, 2]
-    sid: np.ndarray  # [N, 2]
+    # Per row (not per token), int32 [N, 5]: its chunk, where its tokens start and end in that chunk's values,
+    # where its sample ids start and end. One array so a micro-batch fetches its rows' places in one call.
+    where: np.ndarray
     lengths: np.ndarray  # [N]
     trainable: np.ndarray  # [N]
 
@@ -222,20 +221,18 @@ def _offsets(batch: pa.RecordBatch, name: str) -> np.ndarray:
 
 def _chunk(b: pa.RecordBatch) -> _Chunk:
     return _Chunk(_values(b, "input_ids"), _values(b, "labels"), _values(b, "position_ids"),
-                  _values(b, "cu_seqlens"), _values(b, "sample_ids"))
+                  _values(b, "sample_ids"))
 
 
 def _index(chunks: list[tuple[_Chunk, pa.RecordBatch]]) -> _Split:
-    def spans(name: str) -> np.ndarray:
-        offs = [_offsets(b, name) for _, b in chunks]
-        return np.concatenate([np.stack([o[:-1], o[1:]], axis=1) for o in offs]) if offs else np.zeros((0, 2))
-
-    counts = [b.num_rows for _, b in chunks]
-    tok = spans("input_ids")
+    parts = []
+    for i, (_, b) in enumerate(chunks):
+        tok, sid = _offsets(b, "input_ids"), _offsets(b, "sample_ids")
+        parts.append(np.stack([np.full(b.num_rows, i, np.int32), tok[:-1], tok[1:], sid[:-1], sid[1:]], axis=1))
+    where = np.concatenate(parts).astype(np.int32) if parts else np.zeros((0, 5), np.int32)
     trainable = [b.column("num_trainable").to_numpy() for _, b in chunks]
-    return _Split([c for c, _ in chunks], np.repeat(np.arange(len(chunks)), counts), tok, spans("cu_seqlens"),
-                  spans("sample_ids"), (tok[:, 1] - tok[:, 0]).astype(np.int64),
-                  np.concatenate(trainable).astype(np.int64) if trainable else np.zeros(0, np.int64))
+    trainable_rows = np.concatenate(trainable).astype(np.int64) if trainable else np.zeros(0, np.int64)
+    return _Split([c for c, _ in chunks], where, (where[:, 2] - where[:, 1]).astype(np.int64), trainable_rows)
 
 
 def _dataset_of(root: Path) -> np.ndarray:
@@ -333,25 +330,30 @@ def _make_batch(split: _Split, rows: np.ndarray) -> Batch:
     ids = np.full((b, t), PAD_TOKEN_ID, np.int64)
     labels = np.full((b, t), IGNORE_INDEX, np.int64)
     positions = np.empty((b, t), np.int64)
-    sample_ids = np.full((b, t), -1, np.int64)
-    ramp = np.arange(t, dtype=np.int64)
-    cu_parts = [np.zeros(1, np.int64)]
-    for i, r in enumerate(rows.tolist()):
-        c = split.chunks[split.chunk[r]]
-        (s, e), (cs, ce), (ss, se) = split.tok[r], split.cu[r], split.sid[r]
+    runs = []  # the id of every run of positions 0, 1, ...: each row's samples, then -1 for its padding
+    # Per row only slices (a few numpy calls); everything per token is one vectorised call per batch.
+    for i, (chunk, s, e, ss, se) in enumerate(split.where[rows].tolist()):
+        c = split.chunks[chunk]
         n = e - s
         ids[i, :n] = c.ids[s:e]
         labels[i, :n] = c.labels[s:e]
         positions[i, :n] = c.positions[s:e]
-        cu = c.cu[cs:ce]
-        sample_ids[i, :n] = np.repeat(c.sids[ss:se], np.diff(cu))
-        cu_parts.append(cu[1:] + i * t)
+        runs.append(c.sids[ss:se])
         if n < t:
-            positions[i, n:] = ramp[:t - n]
-            cu_parts.append(np.array([(i + 1) * t]))
-    cu_seqlens = np.concatenate(cu_parts).astype(np.int32)
+            positions[i, n:] = _RAMP[:t - n] if t - n <= len(_RAMP) else np.arange(t - n)
+            runs.append(_PADDING_RUN)
+    # Sequences start exactly where position_ids are 0 (the shard invariant, schemas/shard.py), so cu_seqlens
+    # is derived from them: flash-attn's boundaries and the position-based masks of sdpa/eager cannot disagree.
+    flat = positions.reshape(-1)
+    cu = np.append(np.flatnonzero(flat == 0), flat.size)
+    run_lengths = cu[1:] - cu[:-1]
+    run_ids = np.concatenate(runs)
+    if len(run_ids) != len(run_lengths):
+        raise DataError("shard rows whose sample_ids do not match their position_ids (one sample per run of "
+                        f"positions from 0): {PREPARE_FIX}")
+    sample_ids = np.repeat(run_ids, run_lengths).reshape(b, t)
     return Batch(torch.from_numpy(ids), torch.from_numpy(labels), torch.from_numpy(positions),
-                 torch.from_numpy(sample_ids), torch.from_numpy(cu_seqlens), int(np.diff(cu_seqlens).max()),
+                 torch.from_numpy(sample_ids), torch.from_numpy(cu.astype(np.int32)), int(run_lengths.max()),
                  int(lengths.sum()), int(split.trainable[rows].sum()))
 
 
