@@ -123,8 +123,7 @@ class PreparedData:
         self.dataset_of = dataset_of
         self._splits = splits
         self._max_token_id: int | None = None
-        # sample id -> dataset index, with a trailing -1 that padding (sample id -1) is pointed at.
-        self._lookup = torch.from_numpy(np.append(dataset_of, np.int32(-1)).astype(np.int64))
+        self._lookup: torch.Tensor | None = None  # built on first use by token_datasets
 
     def num_rows(self, split: str) -> int:
         return self._splits[split].rows if split in self._splits else 0
@@ -135,6 +134,8 @@ class PreparedData:
     def token_datasets(self, sample_ids: torch.Tensor) -> torch.Tensor:
         """Index into dataset_names of every token of Batch.sample_ids (int64, -1 on padding): what loss per
         dataset groups by."""
+        if self._lookup is None:  # sample id -> dataset index, plus a trailing -1 that padding is pointed at
+            self._lookup = torch.from_numpy(np.append(self.dataset_of, np.int32(-1)).astype(np.int64))
         return self._lookup[torch.where(sample_ids < 0, len(self.dataset_of), sample_ids)]
 
     def max_token_id(self) -> int:
