@@ -17,7 +17,9 @@ What it does, in order:
               iterate_batches (shuffled: the training path, random row order over the files) is timed, from
               open_prepared to the last Batch.
     warm      the same epoch again, pages cached: best of --repeat.
-    step      the demo model's CPU step time, if train.model / train.loop exist on this branch (else: skipped).
+    step      the demo model's CPU step time (issue 8's demo: Qwen2, hidden 64, 2 layers, 4 heads, 2 KV heads,
+              the Qwen2.5 vocabulary) through train.loop.train on the demo shards, --steps steps at
+              micro_batch_size 1: median step_time_s from its metrics.jsonl, step 1 excluded.
 
 tokens/s counts non-padding tokens of the Batches yielded (Batch.num_tokens) over wall time; building each
 Batch (int64 tensors, padding, cu_seqlens, sample ids) is included. Target on the 2-core machine: >= 50M tokens/s
@@ -157,13 +159,43 @@ def row(r: dict[str, float]) -> str:
             f"{r['tokens_per_cpu_s'] / 1e6:,.1f}M | {r['other_load']:.0%}")
 
 
-def step_time() -> str:
-    """The demo model's CPU step time, from the trainer's own code when this branch has it."""
+DEMO_MODEL = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024}
+
+
+def step_time(out: Path, steps: int) -> str:
+    """The demo model (issue 8: Qwen2, hidden 64, 2 layers, 4 heads, 2 KV heads, the real tokenizer's
+    vocabulary) trained by the trainer's own loop (train.loop.train) on the demo data for `steps` steps,
+    micro_batch_size 1, sequence_len 1024; the median step_time_s of metrics.jsonl without step 1 (warm-up)."""
     try:
-        import train.loop  # noqa: F401
+        from train.loop import train
     except ImportError:
-        return "skipped: train/loop.py is not on this branch yet (the trainer branch adds it)"
-    return "skipped: run `make train` and read step_time_s in outputs/demo/metrics.jsonl (see RESULTS.md)"
+        return "skipped: train/loop.py is not on this branch (the trainer branch adds it)"
+    import statistics
+
+    import yaml
+
+    from schemas.config import load_config
+
+    demo = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
+    for ds in demo["datasets"]:
+        ds["path"] = str(ROOT / "examples" / ds["path"])
+    run = out / "step"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    cfg = {**demo, "dataset_prepared_path": str(out / "demo"), "output_dir": str(run / "out"),
+           "base_model_init": DEMO_MODEL, "learning_rate": 5e-3, "micro_batch_size": 1, "max_steps": steps,
+           "logging_steps": 1, "warmup_steps": 2}
+    path = run / "step.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    config = load_config(path)
+    train(config, out / "demo", path)
+    lines = [json.loads(x) for x in (run / "out/metrics.jsonl").read_text().splitlines()]
+    times = [x["step_time_s"] for x in lines if "step_time_s" in x][1:]
+    tokens = [x["tokens"] for x in lines if "tokens" in x][1:]
+    loss = [x["loss"] for x in lines if "loss" in x]
+    return (f"{len(times)} steps (after step 1): median {statistics.median(times):.2f} s/step, "
+            f"{statistics.median(tokens):,.0f} tokens/step, loss {loss[0]:.2f} -> {loss[-1]:.2f}")
 
 
 def machine() -> dict[str, str]:
@@ -181,6 +213,7 @@ def main() -> int:
     p.add_argument("--mbs", default="1,8", help="micro-batch sizes, comma-separated")
     p.add_argument("--repeat", type=int, default=3, help="warm epochs per micro-batch size (best counts)")
     p.add_argument("--drop-caches", action="store_true", help="cold = drop the whole page cache (root)")
+    p.add_argument("--steps", type=int, default=10, help="demo-model training steps for the step time (0: skip)")
     args = p.parse_args()
 
     print("machine:", ", ".join(f"{k} {v}" for k, v in machine().items()))
@@ -200,7 +233,7 @@ def main() -> int:
         warm = max((epoch(prepared, mbs, seed=1 + r) for r in range(args.repeat)), key=lambda r: r["tokens_per_s"])
         met = "met" if warm["tokens_per_s"] >= TARGET else "not met"
         print(f"| {mbs} | warm (best of {args.repeat}) | {row(warm)} | {met} (≥ 50M tokens/s) |")
-    print("step:", step_time())
+    print("step:", step_time(args.out, args.steps) if args.steps else "skipped (--steps 0)")
     with contextlib.suppress(Exception):
         print("gpu: none lent to this run" if not __import__("torch").cuda.is_available() else "gpu: present")
     return 0

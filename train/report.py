@@ -173,8 +173,11 @@ def build(run_dir: Path, out: Path | None = None) -> str:
 
 def _header(run_dir: Path, run: dict[str, Any]) -> str:
     model = run.get("model") or {}
-    source = model.get("base_model") or (f"built from config {model['built_from_config']}"
-                                         if model.get("built_from_config") else "?")
+    built = model.get("built_from_config")
+    if isinstance(built, dict):  # the base_model_init keys: model_type first, then the sizes
+        built = ", ".join([str(built.get("model_type", "?")),
+                           *(f"{k} {v}" for k, v in built.items() if k != "model_type")])
+    source = model.get("base_model") or (f"built from config ({built}), random weights" if built else "?")
     adapter = model.get("adapter") or "full fine-tune"
     params = model.get("parameters")
     trainable = model.get("trainable_parameters")
