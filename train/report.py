@@ -86,6 +86,32 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[flo
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+def short_names(names: list[str]) -> dict[str, str]:
+    """Each dataset path by its shortest unique tail (file name, then parent/file, ...), for legends."""
+    out = {}
+    for name in names:
+        parts = Path(name).parts
+        for k in range(1, len(parts) + 1):
+            tail = "/".join(parts[-k:])
+            if sum(1 for n in names if "/".join(Path(n).parts[-k:]) == tail) == 1:
+                break
+        out[name] = tail if parts else name
+    return out
+
+
+def total(rows: list[dict[str, Any]], key: str) -> tuple[int, bool]:
+    """(sum over all steps of a per-step count, exact): with logging_steps > 1 only every k-th step is logged,
+    and each logged value stands for the steps since the previous logged one (estimate)."""
+    value, last, exact = 0.0, 0, True
+    for r in rows:
+        if isinstance(r.get(key), int | float):
+            gap = r["step"] - last
+            exact &= gap == 1
+            value += r[key] * gap
+        last = r["step"]
+    return round(value), exact
+
+
 def _by_dataset(rows: list[dict[str, Any]], key: str) -> dict[str, tuple[list[float], list[float]]]:
     out: dict[str, tuple[list[float], list[float]]] = {}
     for r in rows:
@@ -102,9 +128,12 @@ def _chart_section(sid: str, title: str, chart: str | None, note: str = "") -> s
     return f'<section id="{sid}"><h2>{_esc(title)}</h2>{body}{note}</section>'
 
 
-def _lines(series: list[tuple[str, tuple[list[float], list[float]], str]], y_title: str) -> str | None:
+def _lines(series: list[tuple[str, tuple[list[float], list[float]], str]], y_title: str,
+           wide: bool = False) -> str | None:
+    """A half-width chart, or a full-width one (drawn wider, not scaled up, so its text keeps its size)."""
     kept = [(name, xs, ys, color) for name, (xs, ys), color in series if xs]
-    return line_chart(kept, "step", y_title) if kept else None
+    size = {"width": 1100, "height": 260} if wide else {}
+    return line_chart(kept, "step", y_title, **size) if kept else None
 
 
 def _link(target: Path, page: Path, text: str) -> str:
@@ -144,8 +173,11 @@ def build(run_dir: Path, out: Path | None = None) -> str:
 
 def _header(run_dir: Path, run: dict[str, Any]) -> str:
     model = run.get("model") or {}
-    source = model.get("base_model") or (f"built from config {model['built_from_config']}"
-                                         if model.get("built_from_config") else "?")
+    built = model.get("built_from_config")
+    if isinstance(built, dict):  # the base_model_init keys: model_type first, then the sizes
+        built = ", ".join([str(built.get("model_type", "?")),
+                           *(f"{k} {v}" for k, v in built.items() if k != "model_type")])
+    source = model.get("base_model") or (f"built from config ({built}), random weights" if built else "?")
     adapter = model.get("adapter") or "full fine-tune"
     params = model.get("parameters")
     trainable = model.get("trainable_parameters")
@@ -164,6 +196,8 @@ def _summary(run_dir: Path, run: dict[str, Any], m: Metrics, out: Path) -> str:
     best = min(m.evals, key=lambda e: e["eval_loss"]) if m.evals else None
     speeds = [r["tokens_per_s"] for r in m.train if isinstance(r.get("tokens_per_s"), int | float)]
     peak = max((r["peak_mem_gib"] for r in m.train if isinstance(r.get("peak_mem_gib"), int | float)), default=None)
+    seen, seen_exact = total(m.train, "tokens")  # per step in metrics.jsonl
+    trained, trained_exact = total(m.train, "trained_tokens")
     finished = (run_dir / "final").is_dir()
     checkpoints = sorted((p.name for p in run_dir.glob("checkpoint-*") if p.is_dir()),
                          key=lambda s: int(s.rsplit("-", 1)[-1]) if s.rsplit("-", 1)[-1].isdigit() else -1)
@@ -176,8 +210,8 @@ def _summary(run_dir: Path, run: dict[str, Any], m: Metrics, out: Path) -> str:
               "train loss, first → last"),
         _card(f"{best['eval_loss']:.3f}" if best else "–", f"best eval loss (step {best['step']:,})" if best
               else "no evaluation yet"),
-        _card(f"{last.get('tokens', 0):,}", "tokens seen"),
-        _card(f"{last.get('trained_tokens', 0):,}", "trained tokens"),
+        _card(f"{seen:,}", "tokens seen" if seen_exact else "tokens seen (estimated from logged steps)"),
+        _card(f"{trained:,}", "trained tokens" if trained_exact else "trained tokens (estimated)"),
         _card(f"{statistics.median(speeds):,.0f}" if speeds else "–", "tokens/s (median)"),
         _card(f"{peak:.2f} GiB" if peak is not None else "–", "peak memory"),
     ])
@@ -218,15 +252,16 @@ def _charts(m: Metrics) -> str:
     eval_ds = _by_dataset(m.evals, "eval_loss_by_dataset")
     names = list(dict.fromkeys([*train_ds, *eval_ds]))
     color = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+    short = short_names(names)
     return "\n".join([
         _chart_section("loss", "Loss (mean cross-entropy per trained token)",
                        _lines([("train loss", _series(m.train, "loss"), ALL),
-                               ("eval loss", _series(m.evals, "eval_loss"), EVAL)], "loss")),
+                               ("eval loss", _series(m.evals, "eval_loss"), EVAL)], "loss", wide=True)),
         '<div class="grid">',
         _chart_section("loss-by-dataset", "Train loss per dataset",
-                       _lines([(n, train_ds[n], color[n]) for n in names if n in train_ds], "loss")),
+                       _lines([(short[n], train_ds[n], color[n]) for n in names if n in train_ds], "loss")),
         _chart_section("eval-by-dataset", "Eval loss per dataset",
-                       _lines([(n, eval_ds[n], color[n]) for n in names if n in eval_ds], "eval loss")),
+                       _lines([(short[n], eval_ds[n], color[n]) for n in names if n in eval_ds], "eval loss")),
         _chart_section("lr", "Learning rate", _lines([("lr", _series(m.train, "lr"), ALL)], "lr")),
         _chart_section("grad-norm", "Gradient norm (before clipping)",
                        _lines([("grad norm", _series(m.train, "grad_norm"), ALL)], "grad norm")),
@@ -234,7 +269,7 @@ def _charts(m: Metrics) -> str:
         _chart_section("throughput", "Throughput",
                        _lines([("tokens/s", _series(m.train, "tokens_per_s"), ALL),
                                ("trained tokens/s", _series(m.train, "trained_tokens_per_s"), TRAINED)],
-                              "tokens / s")),
+                              "tokens / s", wide=True)),
     ])
 
 
@@ -242,8 +277,9 @@ def _evals(m: Metrics) -> str:
     names = list(dict.fromkeys(n for e in m.evals for n in (e.get("eval_loss_by_dataset") or {})))
     rows = [{"step": e["step"], "eval_loss": _round(e.get("eval_loss")), "eval_tokens": e.get("eval_tokens"),
              **{n: _round((e.get("eval_loss_by_dataset") or {}).get(n)) for n in names}} for e in m.evals]
+    short = short_names(names)
     columns = [("step", "step"), ("eval_loss", "eval loss"), ("eval_tokens", "eval tokens"),
-               *((n, n) for n in names)]
+               *((n, short[n]) for n in names)]
     return f'<section id="evals"><h2>Evaluations</h2>{table(rows, columns)}</section>'
 
 

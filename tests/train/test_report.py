@@ -3,8 +3,10 @@ the page is self-contained (no scripts, nothing loaded; only relative links to t
 report), its numbers come from metrics.jsonl (merged and separate eval objects, re-logged steps after a resume,
 a half-written last line), it draws the charts, and the CLI dispatches on what the folder is.
 
-The run files here are written by the test in the format train/loop.py writes (see train/report.py's
-docstring), next to a real prepared directory (tests/sql/fixture.py).
+Most run files here are written by the test in the format train/loop.py writes (see train/report.py's
+docstring), next to a real prepared directory (tests/sql/fixture.py), so that every case (resume, partial line,
+every k-th step) is covered; test_report_of_a_real_run reports on a real 3-step run of train.loop.train (tiny
+random-weight Qwen2 on the bundled example).
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest tests/train/test_report.py -q
 """
@@ -23,7 +25,7 @@ import pytest
 from dataprep.cli import main
 from dataprep.html_report import default_out, line_chart
 from tests.dataprep.test_html_report import Tags
-from train.report import build, read_metrics
+from train.report import build, read_metrics, short_names, total
 
 DATASETS = ["data/alpaca.jsonl", "data/chat.jsonl"]
 
@@ -31,7 +33,7 @@ DATASETS = ["data/alpaca.jsonl", "data/chat.jsonl"]
 def _step(step: int) -> dict[str, Any]:
     loss = 3.0 + 8.0 * math.exp(-step / 12)
     return {"step": step, "epoch": round(step / 11, 4), "loss": round(loss, 4), "lr": 5e-3 * min(1, step / 5),
-            "grad_norm": round(4.0 / step + 0.5, 4), "tokens": 4096 * step, "trained_tokens": 1300 * step,
+            "grad_norm": round(4.0 / step + 0.5, 4), "tokens": 4000 + step, "trained_tokens": 1300,
             "tokens_per_s": 2000.0 + step, "trained_tokens_per_s": 640.0 + step, "step_time_s": 2.0,
             "peak_mem_gib": 0.9 + step / 1000,
             "loss_by_dataset": {DATASETS[0]: round(loss + 0.2, 4), DATASETS[1]: round(loss - 0.3, 4)}}
@@ -119,7 +121,8 @@ def test_page_self_contained_with_charts_and_numbers(run_dir: Path, prepared: Pa
     first, last = _step(1), _step(50)
     assert cards["train loss, first → last"] == f"{first['loss']:.3f} → {last['loss']:.3f}"
     assert cards["best eval loss (step 50)"] == f"{_eval(50)['eval_loss']:.3f}"
-    assert cards["tokens seen"] == f"{last['tokens']:,}"
+    assert cards["tokens seen"] == f"{sum(_step(i)['tokens'] for i in range(1, 51)):,}"  # per step in the file
+    assert cards["trained tokens"] == f"{50 * 1300:,}"
     assert cards["final/ written"] == "finished"
     assert "checkpoints: checkpoint-20, checkpoint-40" in page
     assert "learning_rate: 0.005" in page  # the config as YAML
@@ -154,6 +157,52 @@ def test_cli_dispatches_on_the_folder(run_dir: Path, prepared: Path, tmp_path: P
     assert main(["report", str(run_dir)]) == 1
     err = capsys.readouterr().err
     assert "run.json is not valid JSON" in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path) -> Path:
+    from dataprep.pipeline import run_pipeline
+    from dataprep.report import Progress
+    from schemas.config import load_config
+    from tests.train.tiny import write_config
+    from train.loop import train
+
+    tmp = tmp_path_factory.mktemp("real_run")
+    path = write_config(tmp, qwen_dir, max_steps=3, eval_steps=2, save_steps=2, logging_steps=1,
+                        micro_batch_size=1, learning_rate=5e-3)
+    cfg = load_config(path)
+    run_pipeline(cfg, path, tmp / "prepared", progress=Progress(enabled=False))
+    train(cfg, tmp / "prepared", path)
+    return Path(cfg.output_dir)
+
+
+def test_report_of_a_real_run(real_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = [json.loads(x) for x in (real_run / "metrics.jsonl").read_text().splitlines()]
+    m = read_metrics(real_run / "metrics.jsonl")
+    assert [r["step"] for r in m.train] == [1, 2, 3] and [e["step"] for e in m.evals] == [2, 3]
+    assert main(["report", str(real_run)]) == 0
+    page = default_out(real_run).read_text()
+    cards = dict((label, value) for value, label in
+                 re.findall(r'<div class="card"><b[^>]*>([^<]*)</b><span>([^<]*)</span></div>', page))
+    train_lines = [x for x in lines if "loss" in x]
+    assert cards["train loss, first → last"] == f"{train_lines[0]['loss']:.3f} → {train_lines[-1]['loss']:.3f}"
+    assert cards["tokens seen"] == f"{sum(x['tokens'] for x in train_lines):,}"
+    assert cards["final/ written"] == "finished"
+    best = min(m.evals, key=lambda e: e["eval_loss"])
+    assert cards[f"best eval loss (step {best['step']})"] == f"{best['eval_loss']:.3f}"
+    assert "unchanged since the run started" in page and "checkpoint-2" in page
+    # Per-dataset lines under the datasets' file names, from the run's own loss_by_dataset keys.
+    names = {Path(n).name for x in train_lines for n in x["loss_by_dataset"]}
+    assert names and all(f">{n}</text>" in page for n in names)
+    assert page.count("<svg ") == 6
+
+
+def test_totals_from_every_k_th_step_and_short_names() -> None:
+    rows = [{"step": s, "tokens": 100} for s in (5, 10, 15)]
+    assert total(rows, "tokens") == (1500, False)
+    assert total([{"step": 1, "tokens": 7}, {"step": 2, "tokens": 9}], "tokens") == (16, True)
+    assert short_names(["/a/x/data.jsonl", "/a/y/data.jsonl", "/a/chat.jsonl"]) == {
+        "/a/x/data.jsonl": "x/data.jsonl", "/a/y/data.jsonl": "y/data.jsonl", "/a/chat.jsonl": "chat.jsonl"}
 
 
 def test_line_chart_scales_points_into_the_plot() -> None:
