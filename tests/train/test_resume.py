@@ -75,9 +75,11 @@ def test_sigkill_then_auto_resume_reproduces_the_loss_curve(tmp_path: Path, qwen
     assert (out / "final" / "adapter_model.safetensors").is_file()
 
 
-def test_train_refuses_a_bad_checkpoint_path_in_one_line(tmp_path: Path, qwen_dir: Path, demo_prepared: Path) -> None:
+def test_tessera_train_refuses_a_bad_checkpoint_path_in_one_line(tmp_path: Path, qwen_dir: Path,
+                                                                 demo_prepared: Path) -> None:
     cfg = write_config(tmp_path, qwen_dir, dataset_prepared_path=str(demo_prepared), max_steps=1,
                        resume_from_checkpoint=str(tmp_path / "nowhere"))
-    run = subprocess.run(_cmd(cfg), capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)
+    run = subprocess.run([sys.executable, "-m", "dataprep", "train", str(cfg)], capture_output=True, text=True,
+                         cwd=ROOT, env=_env(), timeout=600)
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [f"error: resume_from_checkpoint {tmp_path / 'nowhere'}: no such folder"]
