@@ -95,7 +95,8 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
         by_dataset = torch.zeros(2, len(data.dataset_names), dtype=torch.float64)
         for batch, _ in micro:
             losses, sample_ids = _forward(model, batch, cfg, acc)
-            acc.backward(losses.sum() / max(trained, 1))
+            # DDP/FSDP average gradients over ranks; times num_processes makes that a sum over all ranks' tokens.
+            acc.backward(losses.sum() * acc.num_processes / max(trained, 1))
             _add_by_dataset(by_dataset, data, losses.detach(), sample_ids)
         by_dataset = _all_sum(acc, by_dataset)
         loss = float(by_dataset[0].sum()) / max(trained, 1)
