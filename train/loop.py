@@ -58,6 +58,7 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
     acc = _accelerator(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    resume = _resume_path(cfg, out)  # a wrong path fails before the model is loaded
     data = open_prepared(prepared_dir)
     vocab_size = int(data.manifest["tokenizer"]["vocab_size"])
     loaded = load_model(cfg, vocab_size, out, is_main=acc.is_main_process)
@@ -67,7 +68,7 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
     model, optimizer = acc.prepare(model, optimizer)
     plan = _plan(cfg, data, acc.num_processes)
     schedule = make_schedule(cfg, plan.total)
-    step, loader, trained_total = _resume(cfg, out, acc.unwrap_model(model), optimizer)
+    step, loader, trained_total = _resume(resume, cfg, acc.unwrap_model(model), optimizer)
     _write_run_json(out, cfg, config_file, data, loaded.info, acc, resumed_at=step)
     log = RunLog(out, plan.total, step, acc.is_main_process, cfg.wandb_project, cfg.model_dump(mode="json"))
     print0(f"training {loaded.info['architecture']} ({loaded.info['trainable_parameters']:,} of "
@@ -158,7 +159,7 @@ def _forward(model: torch.nn.Module, batch: Batch, cfg: Config, acc: Accelerator
 
 def _add_by_dataset(acc_: torch.Tensor, data: PreparedData, losses: torch.Tensor, sample_ids: torch.Tensor) -> None:
     """Row 0: summed loss per dataset, row 1: trained tokens per dataset (sample_id -> dataset via samples)."""
-    ds = torch.from_numpy(data.dataset_of[sample_ids.cpu().numpy()]).long()
+    ds = data.token_datasets(sample_ids.cpu())
     acc_[0].index_add_(0, ds, losses.cpu().double())
     acc_[1].index_add_(0, ds, torch.ones_like(ds, dtype=torch.float64))
 
@@ -212,16 +213,20 @@ def _plan(cfg: Config, data: PreparedData, world_size: int) -> Plan:
     return Plan(per_epoch, total, eval_every, every(cfg.save_steps, cfg.saves_per_epoch, 1))
 
 
-def _resume(cfg: Config, out: Path, model: torch.nn.Module,
+def _resume_path(cfg: Config, out: Path) -> Path | None:
+    if cfg.resume_from_checkpoint:
+        path = Path(cfg.resume_from_checkpoint)
+        if not path.is_dir():
+            raise CheckpointError(f"resume_from_checkpoint {path}: no such folder")
+        return path
+    found = list_checkpoints(out) if cfg.auto_resume_from_checkpoints else []
+    return found[-1] if found else None
+
+
+def _resume(path: Path | None, cfg: Config, model: torch.nn.Module,
             optimizer: torch.optim.Optimizer) -> tuple[int, LoaderState, int]:
-    path = Path(cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
-    if path is None and cfg.auto_resume_from_checkpoints:
-        found = list_checkpoints(out)
-        path = found[-1] if found else None
     if path is None:
         return 0, LoaderState(), 0
-    if not path.is_dir():
-        raise CheckpointError(f"resume_from_checkpoint {path}: no such folder")
     state = load_checkpoint(path, model, optimizer, adapter=cfg.adapter is not None)
     print0(f"resumed from {path} (step {state['step']}, data at epoch {state['loader']['epoch']} batch "
            f"{state['loader']['index']})")

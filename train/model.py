@@ -13,6 +13,8 @@ cross-entropy run only there (~3x cheaper on the demo, identical loss; tests/tra
 
 from __future__ import annotations
 
+import difflib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from schemas.config import Config
 from schemas.shard import IGNORE_INDEX
@@ -40,22 +43,24 @@ class LoadedModel:
 def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtype = torch.float32,
                is_main: bool = True) -> LoadedModel:
     """The base model (loaded, or built from base_model_init with `seed`), gradient checkpointing, LoRA."""
+    hf_logging.disable_progress_bar()  # "Loading weights" bars; the run prints its own progress
     attention = cfg.attention
     if cfg.base_model_init is not None:
         base_dir = output_dir / "base_model"
-        if not (base_dir / "config.json").is_file():
-            # Saved once and reloaded on resume, so a restarted run trains the same initial weights.
-            fields = {"vocab_size": vocab_size, **cfg.base_model_init}
-            try:
-                config = AutoConfig.for_model(**fields)
-            except (ValueError, TypeError) as e:
-                raise ModelError(f"base_model_init: {e}") from None
+        fields = {"vocab_size": vocab_size, **cfg.base_model_init}
+        recipe = json.dumps({"config": fields, "seed": cfg.seed}, sort_keys=True)
+        # Saved once and reloaded on resume, so a restarted run trains the same initial weights; rebuilt when
+        # output_dir holds another init (a changed base_model_init or seed).
+        if not (base_dir / "tessera_init.json").is_file() or (base_dir / "tessera_init.json").read_text() != recipe:
+            config = _config_from(fields)
             torch.manual_seed(cfg.seed)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             if is_main:
                 tmp = output_dir / ".base_model.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
                 model.save_pretrained(tmp)
+                (tmp / "tessera_init.json").write_text(recipe)
+                shutil.rmtree(base_dir, ignore_errors=True)
                 tmp.rename(base_dir)
         source: dict[str, Any] = {"built_from_config": cfg.base_model_init, "saved_to": str(base_dir)}
     elif cfg.base_model:
@@ -88,6 +93,25 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
             "architecture": type(model.get_base_model() if cfg.adapter else model).__name__,
             "attn_implementation": attention}
     return LoadedModel(model, info, base_dir)
+
+
+def _config_from(fields: dict[str, Any]) -> Any:
+    """A transformers config from base_model_init; unknown fields are errors (transformers would keep a typo
+    like hidden_sise silently as an extra attribute)."""
+    fields = dict(fields)
+    model_type = fields.pop("model_type")
+    try:
+        config = AutoConfig.for_model(model_type)
+    except ValueError:
+        raise ModelError(f"base_model_init.model_type '{model_type}' is not a transformers model type "
+                         "(e.g. qwen2, llama, mistral)") from None
+    known = set(config.to_dict())
+    for key in fields:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ModelError(f"base_model_init.{key}: not a field of {type(config).__name__}{hint}")
+    return AutoConfig.for_model(model_type, **fields)
 
 
 def _add_lora(model: PreTrainedModel, cfg: Config) -> torch.nn.Module:

@@ -14,6 +14,7 @@ On real packed rows of the bundled example (Qwen2.5 tokenizer) and a tiny random
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 
-from train.model import token_losses
 from tests.train.tiny import demo_prepared, samples_of, shard_rows, tiny_model, to_batch
+from train.model import token_losses
 
 __all__ = ["demo_prepared"]  # a fixture, imported so pytest finds it
 
@@ -105,7 +106,7 @@ def test_no_cross_document_targets(demo_prepared: Path) -> None:
             assert (labels[cu[:-1]] == -100).all()
             trained = np.nonzero(labels[1:] != -100)[0] + 1
             assert (sids[trained] == sids[trained - 1]).all()
-            for start, end in zip(cu[:-1], cu[1:], strict=True):
+            for start, end in itertools.pairwise(cu):
                 assert (row["position_ids"][start:end] == np.arange(end - start)).all()
             checked += len(cu) - 1
     assert checked > 300

@@ -33,6 +33,7 @@ def write_config(tmp: Path, qwen_dir: Path, **keys: Any) -> Path:
     cfg = {**data, "tokenizer_config": str(qwen_dir), "sequence_len": 256, "val_set_size": 0.1,
            "dataset_prepared_path": str(tmp / "prepared"), "output_dir": str(tmp / "out"),
            "base_model_init": TINY, "learning_rate": 1e-3, "max_steps": 3, "logging_steps": 1, **keys}
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "train.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -49,7 +50,7 @@ def demo_prepared(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path) -> P
 
 
 def shard_rows(prepared: Path, split: str = "train") -> list[dict[str, np.ndarray]]:
-    """Every row of a split's first shard as numpy arrays, sample_ids per token (fine for tests; the loader is zero-copy)."""
+    """Every row of a split's first shard as numpy arrays, sample_ids per token (the loader is zero-copy)."""
     with pa.memory_map(str(prepared / "shards" / f"{split}-00000.arrow")) as f:
         table = pa.ipc.open_file(f).read_all()
     cols = ("input_ids", "labels", "position_ids", "cu_seqlens", "sample_ids")
