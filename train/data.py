@@ -30,7 +30,6 @@ Worked example, micro_batch_size 2, rows [a a a b b] (samples 7, 8) and [c c c] 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -54,6 +53,7 @@ VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "tekken.json", "vocab.json",
                "spiece.model", "sentencepiece.bpe.model")
 PREPARE_FIX = "run `tessera prepare CONFIG --force` to rebuild it"
 _RAMP = np.arange(1 << 16, dtype=np.int64)  # padding positions 0, 1, 2, ... (sliced, not rebuilt per row)
+_PADDING_ID = np.array([-1], np.int64)  # the sample id of a padding run
 
 
 class DataError(Exception):
@@ -329,38 +329,57 @@ def _make_batch(split: _Split, rows: np.ndarray) -> Batch:
     if not len(rows):
         return _padding_batch()
     meta = split.where[rows].tolist()
+    if len(meta) == 1:
+        return _one_row(split, meta[0])
     b, t = len(meta), max(m[2] - m[1] for m in meta)
-    # Not np.full: only padding tails are filled, so each token is written once (this is memory-bound).
+    # Not np.full: only padding tails are filled, so each token is written once.
     ids, labels, positions = np.empty((b, t), np.int64), np.empty((b, t), np.int64), np.empty((b, t), np.int64)
-    # Per token: three slice copies per row (int32 -> int64). Per sample: Python lists of cu_seqlens and of
-    # the runs (each sample, then the padding) with their ids; then one np.repeat gives sample_ids per token.
-    # Few numpy calls per micro-batch is what makes this fast: a call costs about as much as copying 1,000
-    # tokens.
-    cu, run_ids, run_lengths = [0], [], []
+    # Per row: three slice copies (int32 -> int64, the per-token work) and views of its cu_seqlens and sample
+    # ids, collected in lists; everything else is a handful of numpy calls per micro-batch, because a numpy
+    # call costs about as much as copying 1,000 tokens. A padded row adds a run of its own: boundary t, id -1.
+    cu_parts, cu_counts, id_parts = [], [], []
     for i, (chunk, s, e, ss, se, cs, ce, _) in enumerate(meta):
         c = split.chunks[chunk]
-        n, base = e - s, i * t
+        n = e - s
         ids[i, :n] = c.ids[s:e]
         labels[i, :n] = c.labels[s:e]
         positions[i, :n] = c.positions[s:e]
-        row_cu = c.cu[cs:ce].tolist()
-        cu.extend(base + x for x in row_cu[1:])
-        run_lengths.extend(y - x for x, y in itertools.pairwise(row_cu))
-        run_ids.extend(c.sids[ss:se].tolist())
+        cu_parts.append(c.cu[cs + 1:ce])  # boundaries after the row's start, relative to it
+        id_parts.append(c.sids[ss:se])
         if n < t:
             ids[i, n:] = PAD_TOKEN_ID
             labels[i, n:] = IGNORE_INDEX
             positions[i, n:] = _RAMP[:t - n] if t - n <= len(_RAMP) else np.arange(t - n)
-            cu.append(base + t)
-            run_lengths.append(t - n)
-            run_ids.append(-1)
+            cu_parts.append(_RAMP[t:t + 1] if t < len(_RAMP) else np.array([t]))
+            id_parts.append(_PADDING_ID)
+        cu_counts.append(ce - cs - 1 + (n < t))
+    cu = np.empty(sum(cu_counts) + 1, np.int64)
+    cu[0] = 0
+    np.add(np.concatenate(cu_parts), np.repeat(np.arange(0, b * t, t), cu_counts), out=cu[1:])
+    run_lengths = cu[1:] - cu[:-1]
+    run_ids = np.concatenate(id_parts)
     if len(run_ids) != len(run_lengths):
         files = sorted({str(split.chunks[m[0]].path) for m in meta})
         raise DataError(f"{', '.join(files)}: rows whose sample_ids and cu_seqlens disagree; {PREPARE_FIX}")
-    sample_ids = np.repeat(np.array(run_ids, np.int64), run_lengths).reshape(b, t)
+    sample_ids = np.repeat(run_ids, run_lengths).reshape(b, t)
     return Batch(torch.from_numpy(ids), torch.from_numpy(labels), torch.from_numpy(positions),
-                 torch.from_numpy(sample_ids), torch.from_numpy(np.array(cu, np.int32)), max(run_lengths),
+                 torch.from_numpy(sample_ids), torch.from_numpy(cu.astype(np.int32)), int(run_lengths.max()),
                  sum(m[2] - m[1] for m in meta), sum(m[7] for m in meta))
+
+
+def _one_row(split: _Split, where: list[int]) -> Batch:
+    """micro_batch_size 1 (the usual choice with packing): no padding, the shard's own cu_seqlens."""
+    chunk, s, e, ss, se, cs, ce, trained = where
+    c = split.chunks[chunk]
+    cu = c.cu[cs:ce].copy()  # a copy: torch.from_numpy would share the read-only memory map
+    run_lengths = cu[1:] - cu[:-1]
+    sample_ids = np.repeat(c.sids[ss:se], run_lengths)
+    if len(sample_ids) != e - s:
+        raise DataError(f"{c.path}: rows whose sample_ids and cu_seqlens disagree; {PREPARE_FIX}")
+    return Batch(torch.from_numpy(c.ids[s:e].astype(np.int64)[None]),
+                 torch.from_numpy(c.labels[s:e].astype(np.int64)[None]),
+                 torch.from_numpy(c.positions[s:e].astype(np.int64)[None]), torch.from_numpy(sample_ids[None]),
+                 torch.from_numpy(cu), int(run_lengths.max()), e - s, trained)
 
 
 def _padding_batch() -> Batch:
