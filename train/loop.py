@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
 
@@ -78,6 +80,7 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
                               world_size=acc.num_processes, start=loader)
     per_epoch = batches_per_epoch(data, "train", cfg.micro_batch_size, acc.num_processes)
     params = [p for p in model.parameters() if p.requires_grad]
+    groups = LossGroups(data)
     model.train()
     last_eval = -1
     while step < plan.total:
@@ -92,14 +95,14 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
         counts = _all_sum(acc, torch.tensor([sum(b.num_trainable for b, _ in micro),
                                              sum(b.num_tokens for b, _ in micro)], dtype=torch.float64))
         trained, tokens = int(counts[0]), int(counts[1])
-        by_dataset = torch.zeros(2, len(data.dataset_names), dtype=torch.float64)
+        by_group = groups.zeros()
         for batch, _ in micro:
             losses, sample_ids = _forward(model, batch, cfg, acc)
             # DDP/FSDP average gradients over ranks; times num_processes makes that a sum over all ranks' tokens.
             acc.backward(losses.sum() * acc.num_processes / max(trained, 1))
-            _add_by_dataset(by_dataset, data, losses.detach(), sample_ids)
-        by_dataset = _all_sum(acc, by_dataset)
-        loss = float(by_dataset[0].sum()) / max(trained, 1)
+            groups.add(by_group, losses.detach(), sample_ids)
+        by_group = _all_sum(acc, by_group)
+        loss = groups.total(by_group)[0] / max(trained, 1)
         grad_norm = float(acc.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             raise TrainingError(f"step {step + 1}: loss {loss} / grad norm {grad_norm} is not finite; stopped "
@@ -114,7 +117,7 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
                    "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "trained_tokens": trained,
                    "tokens_per_s": tokens / dt, "trained_tokens_per_s": trained / dt, "step_time_s": dt,
                    "peak_mem_gib": peak_memory_gib(acc.device), "mfu": _mfu(loaded.info, tokens, dt, acc.device),
-                   "loss_by_dataset": _losses(data, by_dataset)}
+                   **groups.losses(by_group)}
         log.step(metrics, logged=step % cfg.logging_steps == 0 or step == plan.total)
         if plan.eval_every and (step % plan.eval_every == 0 or step == plan.total):
             log.eval({"step": step, **evaluate(model, data, cfg, acc)})
@@ -138,17 +141,17 @@ def evaluate(model: torch.nn.Module, data: PreparedData, cfg: Config, acc: Accel
     """Mean cross-entropy per trained token of the val split (every row once over all ranks), overall and per
     dataset: the same definition as the training loss, with the same packed attention."""
     model.eval()
-    by_dataset = torch.zeros(2, len(data.dataset_names), dtype=torch.float64)
+    groups = LossGroups(data)
+    by_group = groups.zeros()
     with torch.no_grad():
         for batch, _ in iterate_batches(data, "val", cfg.micro_batch_size, seed=cfg.seed, rank=acc.process_index,
                                         world_size=acc.num_processes, shuffle=False, epochs=1):
             losses, sample_ids = _forward(model, batch, cfg, acc)
-            _add_by_dataset(by_dataset, data, losses, sample_ids)
+            groups.add(by_group, losses, sample_ids)
     model.train()
-    by_dataset = _all_sum(acc, by_dataset)
-    n = int(by_dataset[1].sum())
-    return {"eval_loss": float(by_dataset[0].sum()) / max(n, 1), "eval_tokens": n,
-            "eval_loss_by_dataset": _losses(data, by_dataset)}
+    by_group = _all_sum(acc, by_group)
+    loss_sum, n = groups.total(by_group)
+    return {"eval_loss": loss_sum / max(n, 1), "eval_tokens": int(n), **groups.losses(by_group, "eval_")}
 
 
 def _forward(model: torch.nn.Module, batch: Batch, cfg: Config, acc: Accelerator) -> tuple[torch.Tensor, ...]:
@@ -158,16 +161,53 @@ def _forward(model: torch.nn.Module, batch: Batch, cfg: Config, acc: Accelerator
                             batch.sample_ids.to(dev), cfg.attention, batch.cu_seqlens, batch.max_seqlen)
 
 
-def _add_by_dataset(acc_: torch.Tensor, data: PreparedData, losses: torch.Tensor, sample_ids: torch.Tensor) -> None:
-    """Row 0: summed loss per dataset, row 1: trained tokens per dataset (sample_id -> dataset via samples)."""
-    ds = data.token_datasets(sample_ids.cpu())
-    acc_[0].index_add_(0, ds, losses.cpu().double())
-    acc_[1].index_add_(0, ds, torch.ones_like(ds, dtype=torch.float64))
+class LossGroups:
+    """Where each trained token's loss is summed: its dataset (loss_by_dataset) and, when some dataset reads
+    several files and there are at most MAX_SOURCES files in all, its source file (loss_by_source). A sample's
+    group comes from its sample_id (samples.parquet), so this works with packing."""
 
+    MAX_SOURCES = 16
 
-def _losses(data: PreparedData, by_dataset: torch.Tensor) -> dict[str, float]:
-    return {name: float(by_dataset[0, i] / by_dataset[1, i])
-            for i, name in enumerate(data.dataset_names) if by_dataset[1, i] > 0}
+    def __init__(self, data: PreparedData):
+        self.data = data
+        self.names = list(data.dataset_names)
+        self.n_datasets = len(self.names)
+        self.source_of: torch.Tensor | None = None
+        table = pq.read_table(data.dir / "samples.parquet", columns=["sample_id", "source_file"])
+        files = sorted(set(table["source_file"].to_pylist()))
+        if self.n_datasets < len(files) <= self.MAX_SOURCES:
+            index = {f: self.n_datasets + i for i, f in enumerate(files)}
+            ids = table["sample_id"].to_numpy()
+            source_of = np.full(int(ids.max()) + 1, -1, np.int64)
+            source_of[ids] = [index[f] for f in table["source_file"].to_pylist()]
+            self.source_of = torch.from_numpy(source_of)
+            self.names += files
+
+    def zeros(self) -> torch.Tensor:
+        """Row 0: summed loss per group, row 1: trained tokens per group."""
+        return torch.zeros(2, len(self.names), dtype=torch.float64)
+
+    def add(self, sums: torch.Tensor, losses: torch.Tensor, sample_ids: torch.Tensor) -> None:
+        sample_ids, losses = sample_ids.cpu(), losses.detach().cpu().double()
+        index = [self.data.token_datasets(sample_ids)]
+        if self.source_of is not None:
+            index.append(self.source_of[sample_ids])
+        for idx in index:
+            sums[0].index_add_(0, idx, losses)
+            sums[1].index_add_(0, idx, torch.ones_like(losses))
+
+    def total(self, sums: torch.Tensor) -> tuple[float, float]:
+        """(loss sum, trained tokens) over all datasets (each token counted once)."""
+        return float(sums[0, :self.n_datasets].sum()), float(sums[1, :self.n_datasets].sum())
+
+    def losses(self, sums: torch.Tensor, prefix: str = "") -> dict[str, dict[str, float]]:
+        def means(lo: int, hi: int) -> dict[str, float]:
+            return {self.names[i]: float(sums[0, i] / sums[1, i]) for i in range(lo, hi) if sums[1, i] > 0}
+
+        out = {f"{prefix}loss_by_dataset": means(0, self.n_datasets)}
+        if self.source_of is not None:
+            out[f"{prefix}loss_by_source"] = means(self.n_datasets, len(self.names))
+        return out
 
 
 def _all_sum(acc: Accelerator, t: torch.Tensor) -> torch.Tensor:

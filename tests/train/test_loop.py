@@ -5,7 +5,8 @@ trained on the bundled example prepared with the real Qwen2.5 tokenizer.
 - eval_loss equals the mean cross-entropy of the val samples run one by one with the final weights;
 - 1 micro-batch of 4 rows and 4 accumulated micro-batches of 1 row take the same step;
 - resume_from_checkpoint continues a full fine-tune exactly (dropout on); a non-finite loss stops the run;
-- final/ loads with AutoModelForCausalLM / AutoPeftModelForCausalLM and AutoTokenizer.
+- final/ loads with AutoModelForCausalLM / AutoPeftModelForCausalLM and AutoTokenizer;
+- a dataset that reads a folder of several files gets its loss per source file too.
 (The SIGKILL resume is in test_resume.py.)
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest tests/train/test_loop.py -v
@@ -135,3 +136,30 @@ def test_lora_final_adapter_loads_with_auto_peft(tmp_path: Path, qwen_dir: Path,
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained, not the zero init
     AutoTokenizer.from_pretrained(out / "final" / "tokenizer")
+
+
+def test_loss_by_source_file_when_a_dataset_reads_several(tmp_path: Path, qwen_dir: Path) -> None:
+    from dataprep.pipeline import run_pipeline
+    from dataprep.report import Progress
+    from tests.train.tiny import ROOT
+
+    alpaca = (ROOT / "examples" / "data" / "alpaca.jsonl").read_text().splitlines()
+    folder = tmp_path / "alpaca"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("\n".join(alpaca[:90]) + "\n")
+    (folder / "b.jsonl").write_text("\n".join(alpaca[90:]) + "\n")
+    chat = {"path": str(ROOT / "examples" / "data" / "chat.jsonl"), "type": "chat_template"}
+    cfg_path = write_config(tmp_path, qwen_dir, max_steps=2, eval_steps=2,
+                            datasets=[{"path": str(folder), "type": "alpaca"}, chat])
+    cfg = load_config(cfg_path)
+    run_pipeline(cfg, cfg_path, tmp_path / "prepared", progress=Progress(enabled=False))
+    train(cfg, tmp_path / "prepared", cfg_path)
+    steps, evals = _metrics(tmp_path / "out")
+    for m, prefix in ((evals[-1], "eval_"), *((s, "") for s in steps)):
+        # source files are named as samples.parquet names them (relative to where prepare ran)
+        by_source = {Path(k).name: v for k, v in m[f"{prefix}loss_by_source"].items()}
+        by_dataset = {Path(k).name: v for k, v in m[f"{prefix}loss_by_dataset"].items()}
+        assert set(by_source) <= {"a.jsonl", "b.jsonl", "chat.jsonl"} and set(by_dataset) <= {"alpaca", "chat.jsonl"}
+        if "chat.jsonl" in by_dataset:  # one file: the same tokens, the same loss
+            assert by_source["chat.jsonl"] == pytest.approx(by_dataset["chat.jsonl"], rel=1e-12)
+    assert {Path(k).name for k in evals[-1]["eval_loss_by_source"]} == {"a.jsonl", "b.jsonl", "chat.jsonl"}
