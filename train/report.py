@@ -7,7 +7,7 @@ It reads what the trainer writes into output_dir (never writing there):
     run.json        at start: tessera_version, started, config (resolved), config_file, prepared_dir,
                     prepared_fingerprint, model {base_model | built_from_config, parameters,
                     trainable_parameters, adapter}, world_size, device
-    metrics.jsonl   one object per logged step: step, epoch, loss, lr, grad_norm, tokens, trained_tokens,
+    metrics.jsonl   one object per logged step: step, epoch, loss, lr, grad_norm, tokens, trained_tokens (that step),
                     tokens_per_s, trained_tokens_per_s, step_time_s, peak_mem_gib, loss_by_dataset; evaluation
                     steps add eval_loss, eval_tokens, eval_loss_by_dataset, merged into the step's object or
                     as a separate object with the same step (both are read)
