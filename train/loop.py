@@ -70,10 +70,10 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
     schedule = make_schedule(cfg, plan.total)
     step, loader, trained_total = _resume(resume, cfg, acc.unwrap_model(model), optimizer)
     _write_run_json(out, cfg, config_file, data, loaded.info, acc, resumed_at=step)
-    log = RunLog(out, plan.total, step, acc.is_main_process, cfg.wandb_project, cfg.model_dump(mode="json"))
     print0(f"training {loaded.info['architecture']} ({loaded.info['trainable_parameters']:,} of "
            f"{loaded.info['parameters']:,} parameters trained) on {data.dir}: {plan.total} steps, "
            f"{plan.steps_per_epoch} per epoch, {acc.num_processes} process(es) on {acc.device}", acc.is_main_process)
+    log = RunLog(out, plan.total, step, acc.is_main_process, cfg.wandb_project, cfg.model_dump(mode="json"))
     batches = iterate_batches(data, "train", cfg.micro_batch_size, seed=cfg.seed, rank=acc.process_index,
                               world_size=acc.num_processes, start=loader)
     per_epoch = batches_per_epoch(data, "train", cfg.micro_batch_size, acc.num_processes)
@@ -95,7 +95,8 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
         by_dataset = torch.zeros(2, len(data.dataset_names), dtype=torch.float64)
         for batch, _ in micro:
             losses, sample_ids = _forward(model, batch, cfg, acc)
-            acc.backward(losses.sum() / max(trained, 1))
+            # DDP/FSDP average gradients over ranks; times num_processes makes that a sum over all ranks' tokens.
+            acc.backward(losses.sum() * acc.num_processes / max(trained, 1))
             _add_by_dataset(by_dataset, data, losses.detach(), sample_ids)
         by_dataset = _all_sum(acc, by_dataset)
         loss = float(by_dataset[0].sum()) / max(trained, 1)

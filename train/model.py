@@ -81,8 +81,13 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
         raise ModelError(f"the model has {model.get_input_embeddings().num_embeddings} token embeddings but the "
                          f"prepared data uses ids up to {vocab_size - 1}: use the model's own tokenizer")
     if cfg.gradient_checkpointing:
-        # Non-reentrant: works with frozen embeddings (LoRA) without enable_input_require_grads.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Non-reentrant: works with frozen embeddings (LoRA) without enable_input_require_grads. transformers 5
+        # renamed the method (the old name warns); 4.x only has the old one.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if cfg.adapter == "lora":
         model = _add_lora(model, cfg)
     elif cfg.adapter is not None:

@@ -62,7 +62,7 @@ def test_packed_loss_and_gradients_equal_samples_one_by_one(demo_prepared: Path,
     attention = "eager" if variant == "eager" else "sdpa"
     model = tiny_model(attention)
     if variant == "gradient_checkpointing":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if variant == "lora":
         model = _lora(model)
     rows = shard_rows(demo_prepared)[-2:]  # the two shortest rows: padding in the batch too

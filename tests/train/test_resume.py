@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from schemas.config import load_config
 from tests.train.tiny import ROOT, TINY, demo_prepared, write_config
+from train.loop import train
 
 __all__ = ["demo_prepared"]  # a fixture, imported so pytest finds it
 
@@ -43,9 +45,7 @@ def test_sigkill_then_auto_resume_reproduces_the_loss_curve(tmp_path: Path, qwen
     prepared = {"dataset_prepared_path": str(demo_prepared)}
     whole_cfg = write_config(tmp_path / "whole", qwen_dir, output_dir=str(tmp_path / "whole" / "out"),
                              **prepared, **KEYS)
-    run = subprocess.run(_cmd(whole_cfg), capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)
-    assert run.returncode == 0, run.stderr
-    assert "up to date" in run.stdout  # same data config: prepare's cache is reused, nothing rebuilt
+    train(load_config(whole_cfg), demo_prepared, whole_cfg)  # in-process: the same code, one start-up less
     whole = _losses(tmp_path / "whole" / "out")
     assert sorted(whole) == list(range(1, 13))
     kept = sorted(p.name for p in (tmp_path / "whole" / "out").glob("checkpoint-*"))
@@ -70,14 +70,17 @@ def test_sigkill_then_auto_resume_reproduces_the_loss_curve(tmp_path: Path, qwen
     rerun = subprocess.run(_cmd(cfg, "--set", "auto_resume_from_checkpoints=true"), capture_output=True, text=True,
                            cwd=ROOT, env=_env(), timeout=600)
     assert rerun.returncode == 0, rerun.stderr
+    assert "up to date" in rerun.stdout  # same data config: prepare's cache is reused, nothing rebuilt
     assert "resumed from" in rerun.stdout and "checkpoint-" in rerun.stdout
     assert _losses(out) == whole  # every step, bit for bit, including those before the kill
     assert (out / "final" / "adapter_model.safetensors").is_file()
 
 
-def test_train_refuses_a_bad_checkpoint_path_in_one_line(tmp_path: Path, qwen_dir: Path, demo_prepared: Path) -> None:
+def test_tessera_train_refuses_a_bad_checkpoint_path_in_one_line(tmp_path: Path, qwen_dir: Path,
+                                                                 demo_prepared: Path) -> None:
     cfg = write_config(tmp_path, qwen_dir, dataset_prepared_path=str(demo_prepared), max_steps=1,
                        resume_from_checkpoint=str(tmp_path / "nowhere"))
-    run = subprocess.run(_cmd(cfg), capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)
+    run = subprocess.run([sys.executable, "-m", "dataprep", "train", str(cfg)], capture_output=True, text=True,
+                         cwd=ROOT, env=_env(), timeout=600)
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [f"error: resume_from_checkpoint {tmp_path / 'nowhere'}: no such folder"]

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from schemas.config import config_from_dict
+from schemas.config import Config, config_from_dict
 from tests.train.tiny import TINY, VOCAB
 from train.model import ModelError, load_model
 from train.optim import Schedule, build_optimizer, lr_at, make_schedule
 
 
-def _cfg(**keys: object):  # noqa: ANN202
+def _cfg(**keys: object) -> Config:
     return config_from_dict({"tokenizer_config": "t", "datasets": [{"path": "a", "type": "alpaca"}], **keys})
 
 
@@ -36,8 +36,8 @@ def test_lr_schedule() -> None:
 
 
 def test_base_model_init_typos_fail_before_anything_is_built(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="base_model_init.hidden_sise: not a field of Qwen2Config; did you mean "
-                                         "'hidden_size'"):
+    with pytest.raises(ModelError, match=r"base_model_init\.hidden_sise: not a field of Qwen2Config; "
+                                         r"did you mean 'hidden_size'"):
         load_model(_cfg(base_model_init={**TINY, "hidden_sise": 8}), VOCAB, tmp_path)
     assert not (tmp_path / "base_model").exists()
     with pytest.raises(ModelError, match="no model: set base_model"):
