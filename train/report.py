@@ -7,7 +7,7 @@ It reads what the trainer writes into output_dir (never writing there):
     run.json        at start: tessera_version, started, config (resolved), config_file, prepared_dir,
                     prepared_fingerprint, model {base_model | built_from_config, parameters,
                     trainable_parameters, adapter}, world_size, device
-    metrics.jsonl   one object per logged step: step, epoch, loss, lr, grad_norm, tokens, trained_tokens,
+    metrics.jsonl   one object per logged step: step, epoch, loss, lr, grad_norm, tokens, trained_tokens (that step),
                     tokens_per_s, trained_tokens_per_s, step_time_s, peak_mem_gib, loss_by_dataset; evaluation
                     steps add eval_loss, eval_tokens, eval_loss_by_dataset, merged into the step's object or
                     as a separate object with the same step (both are read)
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -81,8 +82,13 @@ def read_metrics(path: Path) -> Metrics:
     return m
 
 
+def _finite(v: Any) -> bool:
+    # A run stopped on a non-finite loss may have logged one; charts skip such points (the cards show them).
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    pairs = [(r["step"], float(r[key])) for r in rows if isinstance(r.get(key), int | float)]
+    pairs = [(r["step"], float(r[key])) for r in rows if _finite(r.get(key))]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -116,7 +122,7 @@ def _by_dataset(rows: list[dict[str, Any]], key: str) -> dict[str, tuple[list[fl
     out: dict[str, tuple[list[float], list[float]]] = {}
     for r in rows:
         for name, loss in (r.get(key) or {}).items():
-            if isinstance(loss, int | float):
+            if _finite(loss):
                 xs, ys = out.setdefault(name, ([], []))
                 xs.append(r["step"])
                 ys.append(float(loss))
@@ -193,7 +199,8 @@ def _header(run_dir: Path, run: dict[str, Any]) -> str:
 def _summary(run_dir: Path, run: dict[str, Any], m: Metrics, out: Path) -> str:
     last = m.train[-1] if m.train else {}
     first_loss = m.train[0].get("loss") if m.train else None
-    best = min(m.evals, key=lambda e: e["eval_loss"]) if m.evals else None
+    scored = [e for e in m.evals if _finite(e.get("eval_loss"))]
+    best = min(scored, key=lambda e: e["eval_loss"]) if scored else None
     speeds = [r["tokens_per_s"] for r in m.train if isinstance(r.get("tokens_per_s"), int | float)]
     peak = max((r["peak_mem_gib"] for r in m.train if isinstance(r.get("peak_mem_gib"), int | float)), default=None)
     seen, seen_exact = total(m.train, "tokens")  # per step in metrics.jsonl

@@ -213,3 +213,14 @@ def test_line_chart_scales_points_into_the_plot() -> None:
     assert xs == sorted(xs) and ys == sorted(ys, reverse=True)  # rising line: y decreases on screen
     assert 56 <= xs[0] < xs[-1] <= 290 and 24 <= ys[-1] < ys[0] <= 200 - 36
     assert ">0.004<" in svg and ">0.002<" in svg  # small ticks are not rounded to 0.00
+
+
+def test_non_finite_values_and_a_metrics_only_folder(tmp_path: Path) -> None:
+    run_dir = tmp_path / "stopped"
+    run_dir.mkdir()
+    lines = [{"step": 1, "loss": 9.0, "tokens": 10}, {"step": 2, "loss": float("nan"), "tokens": 10},
+             {"step": 2, "eval_loss": None}, {"step": 3, "eval_loss": float("inf")}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))  # NaN/Infinity as JSON
+    page = build(run_dir)  # no run.json: the page says what it cannot know instead of failing
+    assert "no evaluation yet" in page and "not finished" in page and "run.json has no config" in page
+    assert page.count("<svg ") == 1 and page.count("nothing logged") == 5  # only the loss has a finite point
