@@ -62,13 +62,13 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
     out.mkdir(parents=True, exist_ok=True)
     resume = _resume_path(cfg, out)  # a wrong path fails before the model is loaded
     data = open_prepared(prepared_dir)
+    plan = _plan(cfg, data, acc.num_processes)  # too little data fails before the model is loaded, too
     vocab_size = int(data.manifest["tokenizer"]["vocab_size"])
     loaded = load_model(cfg, vocab_size, out, is_main=acc.is_main_process)
     check_tokenizer(data, loaded.model.get_input_embeddings().num_embeddings, _model_tokenizer(cfg))
     model = loaded.model.to(acc.device)
     optimizer = build_optimizer(model, cfg)
     model, optimizer = acc.prepare(model, optimizer)
-    plan = _plan(cfg, data, acc.num_processes)
     schedule = make_schedule(cfg, plan.total)
     step, loader, trained_total = _resume(resume, cfg, acc.unwrap_model(model), optimizer)
     _write_run_json(out, cfg, config_file, data, loaded.info, acc, resumed_at=step)
