@@ -1,6 +1,7 @@
 # Tessera. Every target installs what it needs first (idempotent), so on a fresh machine
 #   make prepare     prepares the bundled example (examples/demo.yaml) into prepared/demo/
 #   make test        runs the test suite
+#   make train       trains a tiny model on the prepared example (preparing it first if needed) -> outputs/demo/
 # just work. CONFIG=... and ARGS=... pass your own config and flags: make prepare CONFIG=my.yaml ARGS="--set sequence_len=4096"
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ SQL    ?= sql/summary.sql
 ARGS   ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: install fixtures prepare golden query test quality style bench clean
+.PHONY: install fixtures prepare train golden query test quality style bench clean
 
 install: $(STAMP)
 
@@ -33,6 +34,12 @@ fixtures: install
 prepare: install
 	$(PY) -m dataprep.fetch_tokenizers
 	$(VENV)/bin/tessera prepare $(CONFIG) $(ARGS)
+
+# The same config trains: prepares first when prepared/demo is missing or stale, then writes outputs/demo/
+# (run.json, metrics.jsonl, checkpoint-<step>/, final/). make train ARGS="--set max_steps=10"
+train: install
+	$(PY) -m dataprep.fetch_tokenizers
+	$(VENV)/bin/tessera train $(CONFIG) $(ARGS)
 
 # Training ids and labels vs the inference path, on samples of CONFIG's data (exit 1 on any mismatch).
 golden: install
@@ -55,4 +62,4 @@ bench: install fixtures
 	$(PY) bench/prepare.py $(ARGS)
 
 clean:
-	rm -rf prepared .pytest_cache
+	rm -rf prepared outputs .pytest_cache

@@ -23,6 +23,7 @@ from dataprep.pipeline import PrepareError, run_pipeline
 from dataprep.report import Progress, escape_controls, summary_lines, summary_table
 from schemas.config import ConfigError, load_config
 from schemas.overrides import OverrideError
+from train import __main__ as train_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     inspect_tokens.add_arguments(sub.add_parser("inspect", help="the tokens of a packed row or sample, as the "
                                                 "model sees them: trained vs masked, (label, id) pairs"))
     html_report.add_arguments(sub.add_parser("report", help="a self-contained HTML report of a prepared directory"))
+    train_cli.add_arguments(sub.add_parser("train", help="train on CONFIG's data (prepared first when missing or "
+                                           "stale): full fine-tune or LoRA, checkpoints, eval, final/"))
     args = parser.parse_args(argv)
     if args.command == "fetch-tokenizers":
         from dataprep.fetch_tokenizers import main as fetch_main
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return fetch_main(args.rest)
     if args.command == "golden":
         return golden.main(args)
+    if args.command == "train":
+        return train_cli.main(args)
     if args.command in ("query", "inspect", "report"):
         if (problem := not_utf8(args.dir, "the directory")) is not None:
             _error(problem)

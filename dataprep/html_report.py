@@ -113,6 +113,51 @@ def bar_chart(labels: list[str], series: list[tuple[str, list[float], str]], x_t
     return "".join(out)
 
 
+def _tick(v: float) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:.3g}"
+
+
+def line_chart(series: list[tuple[str, list[float], list[float], str]], x_title: str, y_title: str,
+               width: int = 540, height: int = 230) -> str:
+    """Lines over a shared x axis from 0, one per (name, xs, ys, colour); points are marked when few."""
+    left, right, top, bottom = 56, 10, 24, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    x_ticks = _nice_ticks(max((x for _, xs, _, _ in series for x in xs), default=0))
+    y_ticks = _nice_ticks(max((y for _, _, ys, _ in series for y in ys), default=0))
+    x_max, y_max = x_ticks[-1], y_ticks[-1]
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return left + plot_w * x / x_max, top + plot_h - plot_h * y / y_max
+
+    out = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{html.escape(y_title)}">']
+    for t in y_ticks:
+        y = top + plot_h - plot_h * t / y_max
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e9ecef"/>'
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_tick(t)}</text>')
+    for t in x_ticks:
+        out.append(f'<text x="{left + plot_w * t / x_max:.1f}" y="{top + plot_h + 14}" '
+                   f'text-anchor="middle">{_tick(t)}</text>')
+    for name, xs, ys, color in series:
+        points = " ".join(f"{px:.1f},{py:.1f}" for px, py in (at(x, y) for x, y in zip(xs, ys, strict=True)))
+        out.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.8">'
+                   f"<title>{html.escape(name)}</title></polyline>")
+        if len(xs) <= 40:  # sparse series (evaluations) get visible points with their values
+            out.extend(f'<circle cx="{at(x, y)[0]:.1f}" cy="{at(x, y)[1]:.1f}" r="2.6" fill="{color}">'
+                       f"<title>{html.escape(name)} at {_tick(x)}: {y:.4g}</title></circle>"
+                       for x, y in zip(xs, ys, strict=True))
+    out.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#adb5bd"/>'
+               f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">{html.escape(x_title)}'
+               f'</text><text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" '
+               f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">{html.escape(y_title)}</text>')
+    x = left
+    for name, _, _, color in series:
+        out.append(f'<rect x="{x}" y="6" width="10" height="10" fill="{color}"/>'
+                   f'<text x="{x + 14}" y="15">{html.escape(name)}</text>')
+        x += 24 + 7 * len(name)
+    out.append("</svg>")
+    return "".join(out)
+
+
 def share_bars(rows: list[tuple[str, float, str]], width: int = 540) -> str:
     """Horizontal bars for shares in [0, 1]: (label, share, note shown after the bar)."""
     label_w, row_h, top = 170, 26, 6
@@ -331,17 +376,32 @@ def default_out(prepared: Path) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", type=Path, help="a prepared directory (tessera prepare's output)")
+    p.add_argument("dir", type=Path, help="a prepared directory (tessera prepare's output) or a training run's "
+                   "output_dir (run.json, metrics.jsonl)")
     p.add_argument("--out", type=Path, help="the HTML file to write (default: DIR.report.html, next to DIR)")
 
 
 def main(args: argparse.Namespace) -> int:
     out: Path = args.out or default_out(args.dir)
+    is_run = (args.dir / "run.json").is_file() or (args.dir / "metrics.jsonl").is_file()
     try:
         if out.resolve().is_relative_to(args.dir.resolve()):
-            raise QueryError(f"--out {out}: inside the prepared directory, which tessera never writes into after "
-                             "prepare; write it elsewhere")
-        page = build(args.dir)
+            what = "the training run" if is_run else "the prepared directory"
+            raise QueryError(f"--out {out}: inside {what}, which tessera report reads but never writes into; "
+                             "write it elsewhere")
+        if is_run:
+            from train.report import RunReportError
+            from train.report import build as build_run  # a training run's output_dir
+
+            try:
+                page = build_run(args.dir, out)
+            except RunReportError as e:
+                raise QueryError(str(e)) from None
+        elif (args.dir / "manifest.json").is_file() or not args.dir.is_dir():
+            page = build(args.dir)
+        else:
+            raise QueryError(f"{args.dir}: neither a prepared directory (manifest.json) nor a training run "
+                             "(run.json, metrics.jsonl); pass the folder tessera prepare or tessera train wrote")
     except QueryError as e:
         red, reset = ("\033[31m", "\033[0m") if sys.stderr.isatty() else ("", "")
         print(f"{red}error:{reset} {e}", file=sys.stderr)

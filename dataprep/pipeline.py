@@ -47,20 +47,16 @@ from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.shards import Placement, ShardInfo, TokenSpill, sha256_file, write_split
 from dataprep.transform import RowProcessor, RowResult, init_worker, process_in_worker, text_limit, tokenizer_for
-from schemas.config import Config
+from schemas.config import TRAINER_KEYS, Config
 from schemas.reasons import Reason, Status
 from schemas.shard import DUPLICATES_SCHEMA, FORMAT_VERSION, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
 from schemas.shard import __file__ as SAMPLES_SCHEMA_FILE
 
 BATCH_SIZE = 512
-# Config keys that do not change the prepared bytes: left out of the fingerprint.
+# Config keys that do not change the prepared bytes: left out of the fingerprint. Trainer keys are listed next to
+# their fields in schemas/config.py; the tokenizer's files are hashed themselves, so its folder name is not data.
 _NOT_DATA = {"dataset_prepared_path", "dataset_processes", "base_model_config", "model_type", "tokenizer_type",
-             "trust_remote_code", "output_dir", "adapter", "lora_r", "lora_alpha", "lora_dropout",
-             "lora_target_modules", "lora_target_linear", "load_in_4bit", "load_in_8bit", "micro_batch_size",
-             "gradient_accumulation_steps", "num_epochs", "max_steps", "learning_rate", "lr_scheduler",
-             "warmup_steps", "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "bf16", "fp16", "tf32",
-             "flash_attention", "gradient_checkpointing", "logging_steps", "save_steps", "eval_steps", "fsdp",
-             "fsdp_config", "wandb_project", "base_model", "tokenizer_config"}
+             "trust_remote_code", "base_model", "tokenizer_config"} | TRAINER_KEYS
 
 
 class PrepareError(Exception):

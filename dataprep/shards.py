@@ -74,7 +74,7 @@ class ShardInfo:
     tokens: int
     trainable: int
     sha256: str
-    bytes: int  # checked on every cache hit (sha256 only with --verify)
+    bytes: int  # file size: checked on every cache hit and by train/data.py (sha256 only with --verify)
 
 
 @dataclass

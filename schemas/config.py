@@ -220,38 +220,81 @@ class Config(_Model):
     """Seed of the validation split and the trainer: 0 to 2^32-1, the range numpy's and torch's seeding
     accept on every platform."""
 
-    # ---- trainer (read by `tessera train`; preparing ignores them)
+    # ---- trainer (read by `tessera train`; preparing ignores them: every key from here to the end of the
+    # class must be in TRAINER_KEYS, which keeps them out of the prepare fingerprint; a test checks it)
     output_dir: str = "./outputs"
+    """Trainer: where run.json, metrics.jsonl, checkpoint-<step>/ and final/ go."""
+    base_model_init: dict[str, Any] | None = None
+    """Tessera: build the model from a transformers config with random weights instead of loading base_model,
+    e.g. {model_type: qwen2, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4,
+    num_key_value_heads: 2, intermediate_size: 128}. `model_type` is required; vocab_size defaults to the
+    prepared tokenizer's size. The initial weights (from `seed`) are saved to output_dir/base_model/ so that
+    an adapter's base_model_name_or_path resolves. For the demo and tests."""
     adapter: Literal["lora", "qlora"] | None = None
-    lora_r: int = 8
+    """Trainer: lora, or empty for a full fine-tune (qlora: the GPU issue)."""
+    lora_r: int = Field(8, ge=1)
     lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] | None = None
+    """Module names (or suffixes) that get LoRA, e.g. [q_proj, v_proj]."""
     lora_target_linear: bool = False
+    """LoRA on every linear layer except the output layer (added to lora_target_modules)."""
+    lora_modules_to_save: list[str] | None = None
+    """Modules trained in full next to the adapter and saved with it, e.g. [embed_tokens, lm_head] when tokens
+    were added."""
     load_in_4bit: bool = False
     load_in_8bit: bool = False
     micro_batch_size: int = Field(1, ge=1)
+    """Packed rows per forward pass (per process)."""
     gradient_accumulation_steps: int = Field(1, ge=1)
+    """Micro-batches per optimizer step; the loss is normalised by the trained tokens of the whole step."""
     num_epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = None
-    learning_rate: float = 2e-5
+    max_steps: int | None = Field(None, ge=1)
+    """Optimizer steps; overrides num_epochs when set."""
+    learning_rate: float = Field(2e-5, gt=0)
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: int | None = None
-    warmup_ratio: float | None = None
-    optimizer: str = "adamw_torch"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    """After warmup: cosine decay to cosine_min_lr_ratio * learning_rate, linear decay to 0, or constant."""
+    cosine_min_lr_ratio: float | None = Field(None, ge=0, le=1)
+    """lr_scheduler: cosine ends at this fraction of learning_rate (default 0)."""
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    """Warmup as a fraction of the total optimizer steps."""
+    optimizer: Literal["adamw_torch", "adamw_torch_fused"] = "adamw_torch"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Clip the gradient norm to this; 0 turns clipping off (the norm is still logged)."""
     bf16: bool | Literal["auto"] = "auto"
+    """auto: bf16 when the GPU supports it, else fp32 (always fp32 on CPU)."""
     fp16: bool = False
     tf32: bool = False
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
+    """transformers' attention kernel; default sdpa (flash_attention_2 when flash_attention: true)."""
     flash_attention: bool = False
+    """Same as attn_implementation: flash_attention_2 (needs a GPU and flash-attn)."""
+    sdp_attention: bool = False
+    """Same as attn_implementation: sdpa."""
     gradient_checkpointing: bool = False
-    logging_steps: int = 1
-    save_steps: int | None = None
-    eval_steps: int | None = None
+    logging_steps: int = Field(1, ge=1)
+    eval_steps: int | float | None = Field(None, gt=0)
+    """Evaluate on the val split every N optimizer steps (a float < 1: that fraction of the total steps), and
+    always at the end. Default: once per epoch (evals_per_epoch: 1) when there is a val split."""
+    evals_per_epoch: int | None = Field(None, ge=1)
+    """Evaluations per epoch, instead of eval_steps."""
+    save_steps: int | float | None = Field(None, gt=0)
+    """Checkpoint every N optimizer steps (a float < 1: that fraction of the total steps). Default: once per
+    epoch when neither save_steps nor saves_per_epoch is set."""
+    saves_per_epoch: int | None = Field(None, ge=1)
+    """Checkpoints per epoch, instead of save_steps."""
+    save_total_limit: int | None = Field(None, ge=1)
+    """Keep only the newest N checkpoints."""
+    resume_from_checkpoint: str | None = None
+    """A checkpoint-<step> folder to continue from (weights, optimizer, RNG and data position)."""
+    auto_resume_from_checkpoints: bool = False
+    """Continue from the newest complete checkpoint in output_dir, if there is one."""
     fsdp: list[str] | None = None
     fsdp_config: FsdpConfig | None = None
     wandb_project: str | None = None
+    """Log to Weights & Biases when wandb is installed and this is set."""
 
     @field_validator("chat_template_date", mode="before")
     @classmethod
@@ -279,6 +322,7 @@ class Config(_Model):
             problems.append("load_in_4bit and load_in_8bit are exclusive")
         if self.bf16 is True and self.fp16:
             problems.append("bf16 and fp16 are exclusive")
+        problems += self._trainer_problems()
         try:
             datetime.date.fromisoformat(self.chat_template_date)
         except ValueError:
@@ -286,6 +330,61 @@ class Config(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _trainer_problems(self) -> list[str]:
+        """Trainer combinations that cannot work: caught here, before any data is read or a model loaded."""
+        problems = []
+        if self.base_model_init is not None:
+            if self.base_model:
+                problems.append("base_model_init builds a model with random weights and base_model loads one: "
+                                "set only one (the tokenizer then comes from tokenizer_config)")
+            if not isinstance(self.base_model_init.get("model_type"), str):
+                problems.append("base_model_init needs model_type (e.g. qwen2, llama)")
+        if self.eval_steps is not None and self.evals_per_epoch is not None:
+            problems.append("set eval_steps or evals_per_epoch, not both")
+        if self.save_steps is not None and self.saves_per_epoch is not None:
+            problems.append("set save_steps or saves_per_epoch, not both")
+        for key in ("eval_steps", "save_steps"):
+            value = getattr(self, key)
+            if isinstance(value, float) and value >= 1 and value != int(value):
+                problems.append(f"{key} {value}: a fraction of the total steps must be < 1, a count a whole number")
+        if (self.eval_steps is not None or self.evals_per_epoch is not None) and self.val_set_size == 0:
+            problems.append("eval_steps/evals_per_epoch need a validation split: set val_set_size")
+        if self.cosine_min_lr_ratio is not None and self.lr_scheduler != "cosine":
+            problems.append(f"cosine_min_lr_ratio only applies to lr_scheduler: cosine (it is {self.lr_scheduler})")
+        attn = {"flash_attention": "flash_attention_2", "sdp_attention": "sdpa"}
+        chosen = {v for k, v in attn.items() if getattr(self, k)}
+        if self.attn_implementation:
+            chosen.add(self.attn_implementation)
+        if len(chosen) > 1:
+            problems.append(f"attention kernels conflict ({', '.join(sorted(chosen))}): set one of "
+                            "attn_implementation, flash_attention, sdp_attention")
+        if self.adapter is not None and not self.lora_target_modules and not self.lora_target_linear:
+            problems.append(f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or "
+                            "lora_target_linear: true")
+        return problems
+
+    @property
+    def attention(self) -> str:
+        """The transformers attn_implementation the trainer uses."""
+        if self.flash_attention:
+            return "flash_attention_2"
+        return self.attn_implementation or "sdpa"
+
+
+# Keys only the trainer reads (Config's trainer section, output_dir to the end; tests/schemas/test_config.py
+# checks that the two agree). They never change the prepared bytes, so the prepare fingerprint leaves them out:
+# a trainer key missing here would make every `tessera train --set learning_rate=...` re-prepare the data, and
+# a data key put here would let stale shards be reused.
+TRAINER_KEYS = frozenset({
+    "output_dir", "base_model_init", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+    "lora_target_linear", "lora_modules_to_save", "load_in_4bit", "load_in_8bit", "micro_batch_size",
+    "gradient_accumulation_steps", "num_epochs", "max_steps", "learning_rate", "lr_scheduler", "cosine_min_lr_ratio",
+    "warmup_steps", "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "bf16", "fp16", "tf32",
+    "attn_implementation", "flash_attention", "sdp_attention", "gradient_checkpointing", "logging_steps",
+    "eval_steps", "evals_per_epoch", "save_steps", "saves_per_epoch", "save_total_limit", "resume_from_checkpoint",
+    "auto_resume_from_checkpoints", "fsdp", "fsdp_config", "wandb_project",
+})
 
 
 class ConfigError(Exception):

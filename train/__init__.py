@@ -1,3 +1,4 @@
-"""Tessera's trainer: streams prepared Arrow shards (see schemas/shard.py) onto GPUs with accelerate/FSDP for
-full, LoRA and QLoRA fine-tuning. Its config keys already live in schemas/config.py; the loop is not written yet.
+"""Tessera's trainer: streams prepared Arrow shards (train/data.py) into a transformers model, full fine-tune or
+peft LoRA, with accelerate for devices and processes. `tessera train CONFIG` / `python -m train CONFIG`; the loop
+is train/loop.py::train, its keys live in schemas/config.py's trainer section.
 """

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.config import Config, ConfigError, config_from_dict, load_config
+from dataprep.pipeline import _NOT_DATA
+from schemas.config import TRAINER_KEYS, Config, ConfigError, config_from_dict, load_config
 from schemas.overrides import OverrideError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,10 @@ FROZEN_TOP_LEVEL_KEYS = {
     "num_epochs", "max_steps", "learning_rate", "lr_scheduler", "warmup_steps", "warmup_ratio", "optimizer",
     "weight_decay", "max_grad_norm", "bf16", "fp16", "tf32", "flash_attention", "gradient_checkpointing",
     "logging_steps", "save_steps", "eval_steps", "fsdp", "fsdp_config", "wandb_project",
+    # trainer (issue 8)
+    "base_model_init", "lora_modules_to_save", "cosine_min_lr_ratio", "attn_implementation", "sdp_attention",
+    "evals_per_epoch", "saves_per_epoch", "save_total_limit", "resume_from_checkpoint",
+    "auto_resume_from_checkpoints",
 }
 
 
@@ -41,6 +46,20 @@ def test_example_configs_validate(path: Path) -> None:
 
 def test_key_set_is_frozen() -> None:
     assert set(Config.model_fields) == FROZEN_TOP_LEVEL_KEYS
+
+
+def test_trainer_keys_are_the_trainer_section_and_stay_out_of_the_fingerprint() -> None:
+    fields = list(Config.model_fields)
+    assert set(fields[fields.index("output_dir"):]) == TRAINER_KEYS, (
+        "keys after output_dir are trainer keys: add a new one to TRAINER_KEYS, or move a data key above output_dir")
+    base = {"tokenizer_config": "t", "datasets": [{"path": "a", "type": "alpaca"}]}
+    changed = {"output_dir": "o", "learning_rate": 1.0, "max_steps": 3, "adapter": "lora", "lora_target_linear": True,
+               "base_model_init": {"model_type": "qwen2"}, "save_total_limit": 2, "evals_per_epoch": 2,
+               "val_set_size": 0.1}
+    data_a = {k: v for k, v in config_from_dict({**base, "val_set_size": 0.1}).model_dump().items()
+              if k not in _NOT_DATA}
+    data_b = {k: v for k, v in config_from_dict({**base, **changed}).model_dump().items() if k not in _NOT_DATA}
+    assert data_a == data_b
 
 
 def test_unknown_key_names_file_line_and_closest_key(tmp_path: Path) -> None:
@@ -76,6 +95,17 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
      "roles_to_train names ['assistant']"),
     ({"datasets": [{"path": "a", "type": "alpaca", "split": "train[:5%%]"}]}, "is not a split or slice"),
     ({"datasets": [{"path": "a", "type": {"format": "no placeholder"}}]}, "must contain {instruction}"),
+    # trainer
+    ({"base_model": "m", "base_model_init": {"model_type": "qwen2"}}, "set only one"),
+    ({"base_model_init": {"hidden_size": 8}}, "base_model_init needs model_type"),
+    ({"eval_steps": 10, "evals_per_epoch": 2, "val_set_size": 0.1}, "set eval_steps or evals_per_epoch, not both"),
+    ({"save_steps": 10, "saves_per_epoch": 2}, "set save_steps or saves_per_epoch, not both"),
+    ({"save_steps": 2.5}, "a fraction of the total steps must be < 1"),
+    ({"eval_steps": 5}, "need a validation split: set val_set_size"),
+    ({"lr_scheduler": "linear", "cosine_min_lr_ratio": 0.1}, "only applies to lr_scheduler: cosine"),
+    ({"flash_attention": True, "attn_implementation": "sdpa"}, "attention kernels conflict"),
+    ({"adapter": "lora"}, "needs lora_target_modules"),
+    ({"optimizer": "sgd"}, "adamw_torch"),
 ])
 def test_impossible_combinations_are_errors(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError) as e:

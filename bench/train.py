@@ -1,0 +1,239 @@
+"""Benchmark of the training side: the streaming loader alone (cold and warm page cache), and the CPU step time
+of the demo model when the trainer provides one.
+
+    python bench/train.py                              # ~100M tokens of shards under bench/out/loader
+    python bench/train.py --tokens 300e6 --mbs 1,8,32  # more data, more micro-batch sizes
+    python bench/train.py --drop-caches                # cold = echo 1 > /proc/sys/vm/drop_caches (root; the
+                                                       # whole machine's page cache) instead of fadvise
+
+What it does, in order:
+
+    data      `tessera prepare examples/demo.yaml` (cached), then a prepared directory under --out whose train
+              split is the demo's train rows repeated until --tokens (real packed rows: ~940 tokens of 1024,
+              several samples each), written as Arrow IPC shards of at most 8M tokens like prepare writes them,
+              with a manifest (sizes, sha256) that open_prepared accepts. Reused when it exists.
+    cold      every shard is evicted from the page cache (posix_fadvise DONTNEED on each file: only these files,
+              no privileges needed; `fincore` confirms 0 resident pages when installed), then one epoch of
+              iterate_batches (shuffled: the training path, random row order over the files) is timed, from
+              open_prepared to the last Batch.
+    warm      the same epoch again, pages cached: best of --repeat.
+    step      the demo model's CPU step time: examples/demo.yaml's model and trainer keys (Qwen2, hidden 64,
+              2 layers, the Qwen2.5 vocabulary, micro_batch_size 1) through train.loop.train on the demo
+              shards for --steps steps, no eval or checkpoints: median step_time_s, step 1 excluded.
+
+tokens/s counts non-padding tokens of the Batches yielded (Batch.num_tokens) over wall time; building each
+Batch (int64 tensors, padding, cu_seqlens, sample ids) is included. Target on the 2-core machine: >= 50M tokens/s
+warm. Results go in bench/RESULTS.md (by hand), with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dataprep.cli import main as tessera  # noqa: E402
+from dataprep.shards import SHARD_TOKENS, sha256_file  # noqa: E402
+from schemas.shard import SHARD_SCHEMA  # noqa: E402
+from train.data import batches_per_epoch, iterate_batches, open_prepared  # noqa: E402
+
+TARGET = 50e6
+
+
+def build_data(out: Path, tokens: float) -> Path:
+    demo = out / "demo"
+    if tessera(["prepare", str(ROOT / "examples/demo.yaml"), "--out", str(demo)]) != 0:
+        sys.exit("tessera prepare examples/demo.yaml failed")
+    big = out / f"loader-{tokens / 1e6:.0f}M"
+    if (big / "manifest.json").is_file():
+        return big
+    manifest = json.loads((demo / "manifest.json").read_text())
+    train = pa.concat_tables(ipc.open_file(demo / s["file"]).read_all()
+                             for s in manifest["shards"] if s["split"] == "train")
+    per_copy = sum(train.column("num_tokens").to_pylist())
+    copies = max(1, round(tokens / per_copy))
+    tmp = out / f".{big.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "shards").mkdir(parents=True)
+    rows_per_shard = max(1, SHARD_TOKENS // (per_copy // train.num_rows + 1))
+    shards: list[dict[str, Any]] = []
+    written = 0
+    total_rows = copies * train.num_rows
+    while written < total_rows:
+        n = min(rows_per_shard, total_rows - written)
+        # One chunk, then record batches of 1,024 rows, as prepare writes them (not 23-row pieces).
+        table = pa.concat_tables([train] * (n // train.num_rows + 2)).slice(written % train.num_rows, n)
+        table = table.combine_chunks()
+        name = f"shards/train-{len(shards):05d}.arrow"
+        with ipc.new_file(tmp / name, SHARD_SCHEMA) as w:
+            w.write_table(table, max_chunksize=1024)
+        shards.append({"file": name, "split": "train", "rows": n,
+                       "tokens": sum(table.column("num_tokens").to_pylist()),
+                       "trainable": sum(table.column("num_trainable").to_pylist()),
+                       "sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size})
+        written += n
+    for s in manifest["shards"]:
+        if s["split"] == "val":
+            shutil.copyfile(demo / s["file"], tmp / s["file"])
+            shards.append({**s, "bytes": (tmp / s["file"]).stat().st_size})
+    for f in ("samples.parquet", "quarantine.parquet", "duplicates.parquet"):
+        shutil.copyfile(demo / f, tmp / f)
+    shutil.copytree(demo / "tokenizer", tmp / "tokenizer")
+    manifest["shards"] = shards
+    manifest["fingerprint"] = f"bench-{manifest['fingerprint']}-x{copies}"
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.rename(big)
+    return big
+
+
+def evict(prepared: Path, drop_caches: bool) -> str:
+    files = sorted((prepared / "shards").glob("*.arrow"))
+    if drop_caches:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        how = "drop_caches"
+    else:
+        for f in files:
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # dirty (just written) pages cannot be evicted
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        how = "posix_fadvise(DONTNEED)"
+    return f"{how}; resident after: {resident(files)}"
+
+
+def resident(files: list[Path]) -> str:
+    if not shutil.which("fincore"):
+        return "unknown (no fincore)"
+    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", *map(str, files)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return "unknown"
+    res = sum(int(x) for x in done.stdout.split())
+    total = sum(f.stat().st_size for f in files)
+    return f"{res / 2**20:,.0f} MiB of {total / 2**20:,.0f} MiB"
+
+
+def epoch(prepared: Path, mbs: int, seed: int) -> dict[str, float]:
+    cpu0 = psutil.cpu_times()
+    own0 = time.process_time()
+    start = time.perf_counter()
+    data = open_prepared(prepared)
+    opened = time.perf_counter() - start
+    tokens = batches = 0
+    for batch, _ in iterate_batches(data, "train", mbs, seed=seed, epochs=1):
+        tokens += batch.num_tokens
+        batches += 1
+    seconds = time.perf_counter() - start
+    own = time.process_time() - own0
+    cpu1 = psutil.cpu_times()
+    busy = sum(getattr(cpu1, k) - getattr(cpu0, k) for k in ("user", "system", "nice"))
+    assert batches == batches_per_epoch(data, "train", mbs)
+    # Other processes' share of the machine while this ran: on a shared box, tokens per CPU-second of this
+    # process is the number that does not depend on how much of a core the scheduler gave it.
+    other = max(0.0, busy - own) / seconds / (psutil.cpu_count() or 1)
+    return {"tokens": tokens, "batches": batches, "open_s": opened, "seconds": seconds, "cpu_s": own,
+            "tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / own, "other_load": other}
+
+
+def row(r: dict[str, float]) -> str:
+    return (f"{r['open_s']:.2f} | {r['seconds']:.2f} | {r['cpu_s']:.2f} | {r['tokens_per_s'] / 1e6:,.1f}M | "
+            f"{r['tokens_per_cpu_s'] / 1e6:,.1f}M | {r['other_load']:.0%}")
+
+
+def step_time(out: Path, steps: int) -> str:
+    """The demo model of examples/demo.yaml (its base_model_init and trainer keys) trained by the trainer's own
+    loop (train.loop.train) on the demo shards for `steps` steps, without evaluation or checkpoints; the median
+    step_time_s of metrics.jsonl, step 1 (warm-up) excluded."""
+    try:
+        from train.loop import train
+    except ImportError:
+        return "skipped: train/loop.py is not on this branch (the trainer branch adds it)"
+    import statistics
+
+    import yaml
+
+    from schemas.config import load_config
+
+    demo = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
+    if "base_model_init" not in demo:
+        return "skipped: examples/demo.yaml has no base_model_init (the demo model)"
+    for ds in demo["datasets"]:
+        ds["path"] = str(ROOT / "examples" / ds["path"])
+    run = out / "step"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    cfg = {**demo, "dataset_prepared_path": str(out / "demo"), "output_dir": str(run / "out"), "max_steps": steps,
+           "logging_steps": 1, "eval_steps": None, "save_steps": None}
+    path = run / "step.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    train(load_config(path), out / "demo", path)
+    lines = [json.loads(x) for x in (run / "out/metrics.jsonl").read_text().splitlines()]
+    steps_ = [x for x in lines if "step_time_s" in x][1:]
+    cpu = statistics.median(x["step_time_s"] for x in steps_)
+    tokens = statistics.median(x["tokens"] for x in steps_)
+    return (f"{len(steps_)} steps after step 1: median {cpu:.2f} s/step, {tokens:,.0f} tokens/step "
+            f"({tokens / cpu:,.0f} tokens/s), loss {lines[0]['loss']:.2f} -> {steps_[-1]['loss']:.2f}")
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    versions = {p: metadata.version(p) for p in ("torch", "pyarrow", "numpy")}
+    return {"cpu": f"{cpu}, {psutil.cpu_count()} cores", "ram": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+            "python": platform.python_version(), **versions}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "bench/out")
+    p.add_argument("--tokens", type=float, default=100e6, help="train tokens in the benchmark shards")
+    p.add_argument("--mbs", default="1,8", help="micro-batch sizes, comma-separated")
+    p.add_argument("--repeat", type=int, default=3, help="warm epochs per micro-batch size (best counts)")
+    p.add_argument("--drop-caches", action="store_true", help="cold = drop the whole page cache (root)")
+    p.add_argument("--steps", type=int, default=10, help="demo-model training steps for the step time (0: skip)")
+    args = p.parse_args()
+
+    print("machine:", ", ".join(f"{k} {v}" for k, v in machine().items()))
+    prepared = build_data(args.out, args.tokens)
+    data = open_prepared(prepared)
+    rows, tokens = data.num_rows("train"), data.num_tokens("train")
+    size = sum(f.stat().st_size for f in (prepared / "shards").glob("*.arrow"))
+    print(f"data: {prepared}: {rows:,} train rows, {tokens:,} tokens ({tokens / rows:,.0f} per row), "
+          f"{size / 2**30:.2f} GiB of shards")
+    del data
+    print("| micro_batch_size | cache | open s | epoch s | CPU s | tokens/s | tokens per CPU-s | other load | target |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    for mbs in (int(x) for x in args.mbs.split(",")):
+        how = evict(prepared, args.drop_caches)
+        cold = epoch(prepared, mbs, seed=0)
+        print(f"| {mbs} | cold ({how}) | {row(cold)} | |")
+        warm = max((epoch(prepared, mbs, seed=1 + r) for r in range(args.repeat)), key=lambda r: r["tokens_per_s"])
+        met = "met" if warm["tokens_per_s"] >= TARGET else "not met"
+        print(f"| {mbs} | warm (best of {args.repeat}) | {row(warm)} | {met} (≥ 50M tokens/s) |")
+    print("step:", step_time(args.out, args.steps) if args.steps else "skipped (--steps 0)")
+    with contextlib.suppress(Exception):
+        print("gpu: none lent to this run" if not __import__("torch").cuda.is_available() else "gpu: present")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

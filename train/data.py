@@ -1,0 +1,391 @@
+"""The streaming loader: prepared Arrow shards -> micro-batches of torch tensors, zero-copy until the batch.
+
+    open_prepared(dir)            checks the manifest and every shard, memory-maps the shards (pa.memory_map +
+                                  ipc.open_file: nothing is read until a row is used)
+    check_tokenizer(data, ...)    the model can embed every id, and its tokenizer is the one the shards used
+    iterate_batches(data, ...)    (Batch, LoaderState) forever (train) or for `epochs` epochs (eval)
+
+A row of a split is addressed by its global index: shards in manifest order, rows in file order. Each epoch
+`e` orders the split's rows by a permutation drawn from (seed, e) (or keeps file order without shuffle) and
+deals them in rounds of micro_batch_size * world_size rows: in a full round, rank r takes the r-th slice of
+micro_batch_size rows. The last round of an epoch usually holds fewer rows (R); they are split as evenly as
+possible (each rank gets R // world_size or one more), so no row is dropped or repeated within an epoch, and
+every rank runs the same number of micro-batches (needed for collective ops). When R < world_size the ranks
+left without a row get a padding-only micro-batch (1x1, no token counted, nothing trained), which adds nothing
+to a token-weighted loss. With world_size=1 that never happens.
+
+Micro-batches are padded to their longest row. Padding has input id PAD_TOKEN_ID, label -100, sample id -1,
+and position_ids 0,1,2,... so position-based masking treats it as one more document; cu_seqlens includes it
+as a sequence. Token columns are int32 in the shards and become int64 only here, while the batch is built.
+
+Worked example, micro_batch_size 2, rows [a a a b b] (samples 7, 8) and [c c c] (sample 9):
+
+    input_ids     a a a b b | c c c 0 0
+    labels        as in the shards | as in the shards, -100 -100
+    position_ids  0 1 2 0 1 | 0 1 2 0 1
+    sample_ids    7 7 7 8 8 | 9 9 9 -1 -1
+    cu_seqlens    [0, 3, 5, 8, 10]   (over the flattened 2 x 5 tokens), max_seqlen 3
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import torch
+
+from schemas.shard import FORMAT_VERSION, IGNORE_INDEX, SHARD_SCHEMA
+
+PAD_TOKEN_ID = 0  # any id the model can embed works: padding is never attended to from, nor trained
+# Files that define a tokenizer's vocabulary; the other tokenizer files (tokenizer_config.json with a chat
+# template, special_tokens_map.json) legitimately differ between a base model and the prepared tokenizer/.
+VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "tekken.json", "vocab.json", "merges.txt", "vocab.txt",
+               "spiece.model", "sentencepiece.bpe.model")
+PREPARE_FIX = "run `tessera prepare CONFIG --force` to rebuild it"
+_RAMP = np.arange(1 << 16, dtype=np.int64)  # padding positions 0, 1, 2, ... (sliced, not rebuilt per row)
+_PADDING_ID = np.array([-1], np.int64)  # the sample id of a padding run
+
+
+class DataError(Exception):
+    """A prepared directory that cannot be trained on; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class LoaderState:
+    epoch: int = 0  # 0-based epoch
+    index: int = 0  # micro-batches this rank has already taken in this epoch
+
+    def to_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, int]) -> LoaderState:
+        return cls(epoch=int(d["epoch"]), index=int(d["index"]))
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # int64 [B, T]
+    labels: torch.Tensor  # int64 [B, T], aligned with input_ids as in the shards (not shifted); -100 = not trained
+    position_ids: torch.Tensor  # int64 [B, T], restart at 0 per sample; a padding tail is its own run
+    sample_ids: torch.Tensor  # int64 [B, T], samples.parquet sample_id of each token, -1 on padding
+    cu_seqlens: torch.Tensor  # int32 [n+1], boundaries over the flattened B*T tokens (padding runs included)
+    max_seqlen: int
+    num_tokens: int  # non-padding tokens
+    num_trainable: int  # label != -100
+
+
+@dataclass
+class _Chunk:
+    """One record batch of a shard: numpy views straight into the memory-mapped file."""
+
+    path: Path  # the shard, for error messages
+
+    ids: np.ndarray  # int32 values of input_ids, all rows back to back
+    labels: np.ndarray
+    positions: np.ndarray
+    cu: np.ndarray  # int32 values of cu_seqlens
+    sids: np.ndarray  # int64 values of sample_ids
+
+
+@dataclass
+class _Split:
+    chunks: list[_Chunk]
+    # Per row (not per token), int32 [N, 8]: its chunk; where its tokens, sample ids and cu_seqlens start and
+    # end in that chunk's values; its trained tokens. One array, so that a micro-batch gets everything it needs
+    # about its rows in one call.
+    where: np.ndarray
+    lengths: np.ndarray  # [N]
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+
+class PreparedData:
+    """An opened prepared directory (open_prepared). The memory maps stay open while this object lives."""
+
+    def __init__(self, dir: Path, manifest: dict[str, Any], dataset_names: list[str], dataset_of: np.ndarray,
+                 splits: dict[str, _Split]):
+        self.dir = dir
+        self.manifest = manifest
+        self.dataset_names = dataset_names
+        self.dataset_of = dataset_of
+        self._splits = splits
+        self._max_token_id: int | None = None
+        self._lookup: torch.Tensor | None = None  # built on first use by token_datasets
+
+    def num_rows(self, split: str) -> int:
+        return self._splits[split].rows if split in self._splits else 0
+
+    def num_tokens(self, split: str) -> int:
+        return int(self._splits[split].lengths.sum()) if split in self._splits else 0
+
+    def token_datasets(self, sample_ids: torch.Tensor) -> torch.Tensor:
+        """Index into dataset_names of every token of Batch.sample_ids (int64, -1 on padding): what loss per
+        dataset groups by."""
+        if self._lookup is None:  # sample id -> dataset index, plus a trailing -1 that padding is pointed at
+            self._lookup = torch.from_numpy(np.append(self.dataset_of, np.int32(-1)).astype(np.int64))
+        return self._lookup[torch.where(sample_ids < 0, len(self.dataset_of), sample_ids)]
+
+    def max_token_id(self) -> int:
+        if self._max_token_id is None:
+            self._max_token_id = max((int(c.ids.max()) for s in self._splits.values() for c in s.chunks
+                                      if len(c.ids)), default=-1)
+        return self._max_token_id
+
+    def split(self, name: str) -> _Split:
+        if name not in self._splits or not self._splits[name].rows:
+            have = ", ".join(f"{k} ({v.rows} rows)" for k, v in self._splits.items()) or "none"
+            fix = "set val_set_size > 0 and re-prepare" if name == "val" else "check the datasets and re-prepare"
+            raise DataError(f"{self.dir / 'manifest.json'}: split '{name}' has no rows (splits: {have}); {fix}")
+        return self._splits[name]
+
+
+def open_prepared(prepared_dir: Path) -> PreparedData:
+    # Resolved once: if prepare swaps in a new version meanwhile, this run keeps reading the one it opened.
+    root = Path(prepared_dir).resolve()
+    manifest = _read_manifest(root)
+    chunks: dict[str, list[tuple[_Chunk, pa.RecordBatch]]] = {}
+    for info in manifest["shards"]:
+        chunks.setdefault(info["split"], []).extend(_open_shard(root, info))
+    names = [d["path"] for d in manifest["config"]["datasets"]]
+    return PreparedData(root, manifest, names, _dataset_of(root), {k: _index(v) for k, v in chunks.items()})
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    path = root / "manifest.json"
+    if not root.is_dir():
+        raise DataError(f"{root}: no prepared directory there; run `tessera prepare CONFIG` first")
+    if not path.is_file():
+        raise DataError(f"{path} is missing, so {root} is not a complete prepared directory (an interrupted "
+                        f"prepare?); {PREPARE_FIX}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is corrupt ({e}); {PREPARE_FIX}") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path} is corrupt (not a JSON object); {PREPARE_FIX}")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DataError(f"{path}: format_version {version!r}, but this Tessera reads format_version "
+                        f"{FORMAT_VERSION}; {PREPARE_FIX} with this version")
+    missing = [k for k in ("shards", "config", "tokenizer", "accounting") if k not in manifest]
+    if missing or not manifest["accounting"].get("balanced", False):
+        what = f"no {', '.join(missing)}" if missing else "its row accounting does not balance"
+        raise DataError(f"{path} is incomplete ({what}); {PREPARE_FIX}")
+    return manifest
+
+
+def _open_shard(root: Path, info: dict[str, Any]) -> list[tuple[_Chunk, pa.RecordBatch]]:
+    path = root / info["file"]
+    if not path.is_file():
+        raise DataError(f"{path} is listed in the manifest but missing; {PREPARE_FIX}")
+    size = path.stat().st_size
+    if "bytes" in info and size != info["bytes"]:
+        raise DataError(f"{path} has {size:,} bytes, the manifest says {info['bytes']:,} (replaced or truncated "
+                        f"since prepare); {PREPARE_FIX}")
+    try:
+        reader = ipc.open_file(pa.memory_map(str(path), "r"))
+        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path} is not a readable Arrow file ({e}); {PREPARE_FIX}") from None
+    version = (reader.schema.metadata or {}).get(b"tessera.format_version", b"?").decode()
+    if not reader.schema.equals(SHARD_SCHEMA, check_metadata=False) or version != str(FORMAT_VERSION):
+        raise DataError(f"{path}: shard schema or format_version {version} is not the one this Tessera reads "
+                        f"({FORMAT_VERSION}); {PREPARE_FIX}")
+    chunks = [(_chunk(path, b), b) for b in batches]
+    rows = sum(b.num_rows for b in batches)
+    tokens = sum(len(c.ids) for c, _ in chunks)
+    if rows != info["rows"] or tokens != info["tokens"]:
+        raise DataError(f"{path} holds {rows} rows / {tokens} tokens, the manifest says {info['rows']} / "
+                        f"{info['tokens']}; {PREPARE_FIX}")
+    return chunks
+
+
+def _values(batch: pa.RecordBatch, name: str) -> np.ndarray:
+    col = batch.column(name)
+    # .values is the whole child array; the offsets (below) index into it, so a sliced array reads right too.
+    return col.values.to_numpy(zero_copy_only=True)
+
+
+def _offsets(batch: pa.RecordBatch, name: str) -> np.ndarray:
+    return batch.column(name).offsets.to_numpy(zero_copy_only=True)
+
+
+def _chunk(path: Path, b: pa.RecordBatch) -> _Chunk:
+    return _Chunk(path, _values(b, "input_ids"), _values(b, "labels"), _values(b, "position_ids"),
+                  _values(b, "cu_seqlens"), _values(b, "sample_ids"))
+
+
+def _index(chunks: list[tuple[_Chunk, pa.RecordBatch]]) -> _Split:
+    parts = []
+    for i, (_, b) in enumerate(chunks):
+        tok, sid, cu = _offsets(b, "input_ids"), _offsets(b, "sample_ids"), _offsets(b, "cu_seqlens")
+        parts.append(np.stack([np.full(b.num_rows, i, np.int32), tok[:-1], tok[1:], sid[:-1], sid[1:], cu[:-1],
+                               cu[1:], b.column("num_trainable").to_numpy()], axis=1))
+    where = np.concatenate(parts).astype(np.int32) if parts else np.zeros((0, 8), np.int32)
+    return _Split([c for c, _ in chunks], where, (where[:, 2] - where[:, 1]).astype(np.int64))
+
+
+def _dataset_of(root: Path) -> np.ndarray:
+    path = root / "samples.parquet"
+    try:
+        t = pq.read_table(path, columns=["sample_id", "dataset_index", "status"])
+    except (OSError, pa.ArrowInvalid) as e:
+        raise DataError(f"{path} is missing or unreadable ({e}); {PREPARE_FIX}") from None
+    sample_id = t.column("sample_id").to_numpy()
+    out = np.full(int(sample_id.max()) + 1 if len(sample_id) else 0, -1, np.int32)
+    kept = pc.equal(t.column("status"), "kept").to_numpy(zero_copy_only=False).astype(bool)
+    out[sample_id[kept]] = t.column("dataset_index").to_numpy()[kept]
+    return out
+
+
+def check_tokenizer(data: PreparedData, vocab_size: int, tokenizer_dir: Path | None) -> None:
+    """Refuse a model that cannot embed every id of the shards, or whose tokenizer is not the one they used."""
+    largest = data.max_token_id()
+    if largest >= vocab_size:
+        raise DataError(f"{data.dir}: the shards hold token id {largest}, but the model has only {vocab_size} "
+                        f"embedding rows; use the model the data was prepared for, or re-prepare with "
+                        f"tokenizer_config set to this model's tokenizer")
+    if tokenizer_dir is None:
+        return
+    tokenizer_dir = Path(tokenizer_dir)
+    theirs = {p.name: p for p in sorted(tokenizer_dir.glob("*")) if p.name in VOCAB_FILES and p.is_file()}
+    if not theirs:
+        return  # the model folder has no tokenizer of its own: nothing to compare
+    tok = data.manifest["tokenizer"]
+    # The source tokenizer's files, and the copy in prepared/tokenizer/ (a tokenizer changed by special_tokens
+    # is re-serialised there); a model trained by Tessera ships the latter.
+    known = [tok.get("files") or {}, tok.get("saved") or {}]
+    common = [name for name in theirs if any(name in k for k in known)]
+    recorded = sorted({n for k in known for n in k if n in VOCAB_FILES})
+    if not common:
+        raise DataError(f"{tokenizer_dir} has {', '.join(theirs)} but the shards were prepared with "
+                        f"{', '.join(recorded) or 'no vocabulary file'} ({tok.get('path')}); set tokenizer_config "
+                        f"to {tokenizer_dir} and re-prepare")
+    for name in common:
+        digest = hashlib.sha256(theirs[name].read_bytes()).hexdigest()
+        if all(k.get(name) != digest for k in known if name in k):
+            raise DataError(f"{theirs[name]} differs from the {name} the shards were prepared with "
+                            f"({tok.get('path')}): the token ids would mean other tokens; set tokenizer_config to "
+                            f"{tokenizer_dir} and re-prepare (`tessera prepare CONFIG`)")
+
+
+def batches_per_epoch(data: PreparedData, split: str, micro_batch_size: int, world_size: int = 1) -> int:
+    """Micro-batches per rank per epoch, the same on every rank (see the module docstring)."""
+    return math.ceil(data.num_rows(split) / (micro_batch_size * world_size))
+
+
+def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, seed: int, rank: int = 0,
+                    world_size: int = 1, start: LoaderState = LoaderState(), shuffle: bool = True,
+                    epochs: int | None = None) -> Iterator[tuple[Batch, LoaderState]]:
+    """Yields (batch, state_after); state_after resumes at the next micro-batch, so a checkpoint that stores
+    it resumes exactly. epochs=None cycles forever."""
+    if micro_batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"micro_batch_size {micro_batch_size}, rank {rank}, world_size {world_size}: need "
+                         f"micro_batch_size >= 1 and 0 <= rank < world_size")
+    rows = data.split(split)
+    n = batches_per_epoch(data, split, micro_batch_size, world_size)
+    epoch, index = start.epoch, start.index
+    if index > n:
+        raise DataError(f"loader position {start} is past the end of an epoch of '{split}' in {data.dir} ({n} "
+                        f"micro-batches per rank): the checkpoint was saved on other data or another "
+                        f"micro_batch_size/world_size; resume with the same ones or start fresh")
+    if index == n:
+        epoch, index = epoch + 1, 0
+    while epochs is None or epoch < epochs:
+        order = (np.random.default_rng([seed, epoch]).permutation(rows.rows) if shuffle
+                 else np.arange(rows.rows))
+        for i in range(index, n):
+            batch = _make_batch(rows, _deal(order, i, micro_batch_size, rank, world_size))
+            yield batch, LoaderState(epoch, i + 1) if i + 1 < n else LoaderState(epoch + 1, 0)
+        epoch, index = epoch + 1, 0
+
+
+def _deal(order: np.ndarray, i: int, mbs: int, rank: int, world_size: int) -> np.ndarray:
+    """The rows of micro-batch i of `rank` in an epoch whose rows come in `order`."""
+    per_round = mbs * world_size
+    full = len(order) // per_round
+    if i < full:
+        first = i * per_round + rank * mbs
+        return order[first:first + mbs]
+    q, extra = divmod(len(order) - full * per_round, world_size)  # the last, partial round
+    first = full * per_round + rank * q + min(rank, extra)
+    return order[first:first + q + (rank < extra)]
+
+
+def _make_batch(split: _Split, rows: np.ndarray) -> Batch:
+    if not len(rows):
+        return _padding_batch()
+    meta = split.where[rows].tolist()
+    if len(meta) == 1:
+        return _one_row(split, meta[0])
+    b, t = len(meta), max(m[2] - m[1] for m in meta)
+    # Not np.full: only padding tails are filled, so each token is written once.
+    ids, labels, positions = np.empty((b, t), np.int64), np.empty((b, t), np.int64), np.empty((b, t), np.int64)
+    # Per row: three slice copies (int32 -> int64, the per-token work) and views of its cu_seqlens and sample
+    # ids, collected in lists; everything else is a handful of numpy calls per micro-batch, because a numpy
+    # call costs about as much as copying 1,000 tokens. A padded row adds a run of its own: boundary t, id -1.
+    cu_parts, cu_counts, id_parts = [], [], []
+    for i, (chunk, s, e, ss, se, cs, ce, _) in enumerate(meta):
+        c = split.chunks[chunk]
+        n = e - s
+        ids[i, :n] = c.ids[s:e]
+        labels[i, :n] = c.labels[s:e]
+        positions[i, :n] = c.positions[s:e]
+        cu_parts.append(c.cu[cs + 1:ce])  # boundaries after the row's start, relative to it
+        id_parts.append(c.sids[ss:se])
+        if n < t:
+            ids[i, n:] = PAD_TOKEN_ID
+            labels[i, n:] = IGNORE_INDEX
+            positions[i, n:] = _RAMP[:t - n] if t - n <= len(_RAMP) else np.arange(t - n)
+            cu_parts.append(_RAMP[t:t + 1] if t < len(_RAMP) else np.array([t]))
+            id_parts.append(_PADDING_ID)
+        cu_counts.append(ce - cs - 1 + (n < t))
+    cu = np.empty(sum(cu_counts) + 1, np.int64)
+    cu[0] = 0
+    np.add(np.concatenate(cu_parts), np.repeat(np.arange(0, b * t, t), cu_counts), out=cu[1:])
+    run_lengths = cu[1:] - cu[:-1]
+    run_ids = np.concatenate(id_parts)
+    if len(run_ids) != len(run_lengths):
+        files = sorted({str(split.chunks[m[0]].path) for m in meta})
+        raise DataError(f"{', '.join(files)}: rows whose sample_ids and cu_seqlens disagree; {PREPARE_FIX}")
+    sample_ids = np.repeat(run_ids, run_lengths).reshape(b, t)
+    return Batch(torch.from_numpy(ids), torch.from_numpy(labels), torch.from_numpy(positions),
+                 torch.from_numpy(sample_ids), torch.from_numpy(cu.astype(np.int32)), int(run_lengths.max()),
+                 sum(m[2] - m[1] for m in meta), sum(m[7] for m in meta))
+
+
+def _one_row(split: _Split, where: list[int]) -> Batch:
+    """micro_batch_size 1 (the usual choice with packing): no padding, the shard's own cu_seqlens."""
+    chunk, s, e, ss, se, cs, ce, trained = where
+    c = split.chunks[chunk]
+    cu = c.cu[cs:ce].copy()  # a copy: torch.from_numpy would share the read-only memory map
+    run_lengths = cu[1:] - cu[:-1]
+    sample_ids = np.repeat(c.sids[ss:se], run_lengths)
+    if len(sample_ids) != e - s:
+        raise DataError(f"{c.path}: rows whose sample_ids and cu_seqlens disagree; {PREPARE_FIX}")
+    return Batch(torch.from_numpy(c.ids[s:e].astype(np.int64)[None]),
+                 torch.from_numpy(c.labels[s:e].astype(np.int64)[None]),
+                 torch.from_numpy(c.positions[s:e].astype(np.int64)[None]), torch.from_numpy(sample_ids[None]),
+                 torch.from_numpy(cu), int(run_lengths.max()), e - s, trained)
+
+
+def _padding_batch() -> Batch:
+    """For a rank left without a row in an epoch's last round: one padding token, nothing counted."""
+    def one(value: int) -> torch.Tensor:
+        return torch.full((1, 1), value, dtype=torch.int64)
+
+    return Batch(one(PAD_TOKEN_ID), one(IGNORE_INDEX), one(0), one(-1), torch.tensor([0, 1], dtype=torch.int32),
+                 1, 0, 0)

@@ -1,0 +1,160 @@
+"""The model: `load_model` (a local HF folder, or random weights from `base_model_init`, plus peft LoRA) and
+`token_losses`, the one forward pass the loop and evaluation use.
+
+Packed rows need no attention mask: transformers (5.x) builds a block-diagonal causal mask from position_ids
+that restart at 0, but only when no `attention_mask` is passed AND there is no KV cache (`use_cache=False`);
+with the default cache the samples of a row silently attend to each other. flash_attention_2 instead takes
+the micro-batch flattened to one row plus cu_seqlens (global offsets) and the longest sequence.
+
+The output layer is the expensive part of a small model on a large vocabulary (151,936 x hidden for Qwen):
+`logits_to_keep` gets a boolean mask of the positions whose next token is trained, so the projection and the
+cross-entropy run only there (~3x cheaper on the demo, identical loss; tests/train/test_loss.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from schemas.config import Config
+from schemas.shard import IGNORE_INDEX
+
+
+class ModelError(Exception):
+    """The model cannot be set up as configured; the message says how to fix it."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    info: dict[str, Any]  # run.json's "model" entry
+    base_dir: Path | None  # a loadable folder with the base weights (adapter's base_model_name_or_path)
+
+
+def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtype = torch.float32,
+               is_main: bool = True) -> LoadedModel:
+    """The base model (loaded, or built from base_model_init with `seed`), gradient checkpointing, LoRA."""
+    hf_logging.disable_progress_bar()  # "Loading weights" bars; the run prints its own progress
+    attention = cfg.attention
+    if cfg.base_model_init is not None:
+        base_dir = output_dir / "base_model"
+        fields = {"vocab_size": vocab_size, **cfg.base_model_init}
+        recipe = json.dumps({"config": fields, "seed": cfg.seed}, sort_keys=True)
+        # Saved once and reloaded on resume, so a restarted run trains the same initial weights; rebuilt when
+        # output_dir holds another init (a changed base_model_init or seed).
+        if not (base_dir / "tessera_init.json").is_file() or (base_dir / "tessera_init.json").read_text() != recipe:
+            config = _config_from(fields)
+            torch.manual_seed(cfg.seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            if is_main:
+                tmp = output_dir / ".base_model.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                model.save_pretrained(tmp)
+                (tmp / "tessera_init.json").write_text(recipe)
+                shutil.rmtree(base_dir, ignore_errors=True)
+                tmp.rename(base_dir)
+        source: dict[str, Any] = {"built_from_config": cfg.base_model_init, "saved_to": str(base_dir)}
+    elif cfg.base_model:
+        base_dir = Path(cfg.base_model)
+        if not (base_dir / "config.json").is_file():
+            raise ModelError(f"base_model {base_dir}: no config.json there; base_model must be a local folder "
+                             "with config.json and *.safetensors (Tessera never downloads)")
+        source = {"base_model": str(base_dir)}
+    else:
+        raise ModelError("no model: set base_model (a local HF folder) or base_model_init (a config for random "
+                         "weights)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir.resolve()), dtype=dtype,
+                                                     attn_implementation=attention)
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelError(f"cannot load {base_dir}: {str(e).splitlines()[0]}") from None
+    if model.get_input_embeddings().num_embeddings < vocab_size:
+        raise ModelError(f"the model has {model.get_input_embeddings().num_embeddings} token embeddings but the "
+                         f"prepared data uses ids up to {vocab_size - 1}: use the model's own tokenizer")
+    if cfg.gradient_checkpointing:
+        # Non-reentrant: works with frozen embeddings (LoRA) without enable_input_require_grads. transformers 5
+        # renamed the method (the old name warns); 4.x only has the old one.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if cfg.adapter == "lora":
+        model = _add_lora(model, cfg)
+    elif cfg.adapter is not None:
+        raise ModelError(f"adapter: {cfg.adapter} needs bitsandbytes on a GPU (a later issue); use adapter: lora")
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info = {**source, "parameters": params, "trainable_parameters": trainable, "adapter": cfg.adapter,
+            "architecture": type(model.get_base_model() if cfg.adapter else model).__name__,
+            "attn_implementation": attention}
+    return LoadedModel(model, info, base_dir)
+
+
+def _config_from(fields: dict[str, Any]) -> Any:
+    """A transformers config from base_model_init; unknown fields are errors (transformers would keep a typo
+    like hidden_sise silently as an extra attribute)."""
+    fields = dict(fields)
+    model_type = fields.pop("model_type")
+    try:
+        config = AutoConfig.for_model(model_type)
+    except ValueError:
+        raise ModelError(f"base_model_init.model_type '{model_type}' is not a transformers model type "
+                         "(e.g. qwen2, llama, mistral)") from None
+    known = set(config.to_dict())
+    for key in fields:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ModelError(f"base_model_init.{key}: not a field of {type(config).__name__}{hint}")
+    return AutoConfig.for_model(model_type, **fields)
+
+
+def _add_lora(model: PreTrainedModel, cfg: Config) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    targets = set(cfg.lora_target_modules or [])
+    if cfg.lora_target_linear:
+        output_layer = model.get_output_embeddings()
+        targets |= {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                    if isinstance(m, torch.nn.Linear) and m is not output_layer}
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=sorted(targets), modules_to_save=cfg.lora_modules_to_save, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as e:
+        raise ModelError(f"lora_target_modules {sorted(targets)}: {str(e).splitlines()[0]}") from None
+
+
+def token_losses(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
+                 position_ids: torch.Tensor, sample_ids: torch.Tensor, attention: str,
+                 cu_seqlens: torch.Tensor | None = None, max_seqlen: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy (fp32, unreduced) of every trained token of a micro-batch, and the sample it belongs to.
+
+    labels are aligned with input_ids (not shifted): the logits at position t predict labels[t + 1]. The shards
+    never train the first token of a sample, so no target crosses from one packed sample into the next.
+    """
+    kwargs: dict[str, Any] = {}
+    if attention == "flash_attention_2":
+        # One row of B*T tokens: cu_seqlens are global offsets over the flattened micro-batch.
+        input_ids, labels, position_ids, sample_ids = (t.reshape(1, -1) for t in
+                                                       (input_ids, labels, position_ids, sample_ids))
+        assert cu_seqlens is not None, "flash_attention_2 needs the batch's cu_seqlens"
+        cu = cu_seqlens.to(device=input_ids.device, dtype=torch.int32)
+        kwargs = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": max_seqlen, "max_length_k": max_seqlen}
+    targets = labels[:, 1:]
+    trained = targets != IGNORE_INDEX
+    keep = F.pad(trained, (0, 1), value=False)  # input positions whose next token is trained
+    out = model(input_ids=input_ids, position_ids=position_ids, use_cache=False, logits_to_keep=keep, **kwargs)
+    losses = F.cross_entropy(out.logits.float(), targets[trained], reduction="none")
+    return losses, sample_ids[:, 1:][trained]
+
