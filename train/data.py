@@ -44,6 +44,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import torch
 
+from dataprep.outdir import NotPrepared, open_prepared_dir
 from schemas.shard import FORMAT_VERSION, IGNORE_INDEX, SHARD_SCHEMA
 
 PAD_TOKEN_ID = 0  # any id the model can embed works: padding is never attended to from, nor trained
@@ -153,8 +154,12 @@ class PreparedData:
 
 
 def open_prepared(prepared_dir: Path) -> PreparedData:
-    # Resolved once: if prepare swaps in a new version meanwhile, this run keeps reading the one it opened.
-    root = Path(prepared_dir).resolve()
+    # Resolved once and held (a shared lock on the version folder): if prepare swaps in a new version meanwhile,
+    # this run keeps reading the one it opened, and that version is not deleted under it.
+    try:
+        root = open_prepared_dir(Path(prepared_dir))
+    except NotPrepared:
+        root = Path(prepared_dir).resolve()  # not complete: _read_manifest says exactly what is wrong and the fix
     manifest = _read_manifest(root)
     chunks: dict[str, list[tuple[_Chunk, pa.RecordBatch]]] = {}
     for info in manifest["shards"]:
