@@ -6,7 +6,9 @@ stage cannot hand over (a string cell that is not UTF-8, a JSONL line over the r
 `Unreadable` payload, which the parser turns into a quarantine record: one bad row never fails its file.
 
 Memory is bounded by the batch size and the read limit per line (`line_limit`), except for JSON-array files
-and single JSON documents, which are read whole. `.gz` and `.zst` files are decompressed as a stream.
+and single JSON documents, which are read whole. `.gz` and `.zst` files are decompressed as a stream. An
+array item json.loads cannot read (too deep, a huge integer, not UTF-8) is quarantined alone: see
+json_array.py.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from dataprep.json_array import NotAnArray, split_array
 from dataprep.paths import expand_glob, unique_files, walk_files
 from schemas.config import DatasetConfig
 from schemas.reasons import Reason
@@ -240,20 +243,44 @@ def _single_document(path: Path, max_line: int) -> bytes | None:
 
 
 def _json_array(path: Path, batch_size: int) -> Iterator[list[RawRow]]:
-    # A JSON array is one document; rows are its items. Any syntax error makes the whole file unreadable.
+    # A JSON array is one document, read whole; rows are its items. Fast path: one json.loads. When that fails
+    # for one item's sake (nested past the parser's ~1,000 levels, an integer of over 4,300 digits, bytes that
+    # are not UTF-8), the items are split out of the bytes instead and each goes to the parser on its own, like
+    # a JSONL line, so that only the bad item is quarantined. A syntax error is the file's: it stops the run.
     with open_stream(path) as f:
         data = f.read().removeprefix(codecs.BOM_UTF8)
     try:
         items = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except json.JSONDecodeError as e:
         raise InputError(f"{path}: not a valid JSON array ({e}); if it is JSON Lines, set ds_type: jsonl") from None
-    except (ValueError, RecursionError) as e:
-        what = "an item is nested too deep" if isinstance(e, RecursionError) else str(e).split(";")[0]
-        raise InputError(f"{path}: cannot read the JSON array: {what}; convert it to JSON Lines (one object per "
-                         "line) so that only that row is quarantined") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
+        items = None  # split below, outside this handler: a RecursionError's traceback holds ~1,000 frames
+    if items is None:
+        yield from _json_array_items(path, data, batch_size)
+        return
     del data
     for start in range(0, len(items), batch_size):
         yield [RawRow(start + i, _as_payload(item)) for i, item in enumerate(items[start:start + batch_size])]
+
+
+def _json_array_items(path: Path, data: bytes, batch_size: int) -> Iterator[list[RawRow]]:
+    """Rows of an array json.loads could not read whole, each item's own bytes (quarantined with its original
+    text if bad). Memory: the file's bytes, as on the fast path, plus 8 bytes per item and one batch of item
+    copies, cut at BATCH_BYTES like a JSONL batch."""
+    try:
+        items = split_array(data)
+    except NotAnArray as e:
+        raise InputError(f"{path}: not a valid JSON array ({e}); if it is JSON Lines, set ds_type: jsonl") from None
+    batch: list[RawRow] = []
+    size = 0
+    for row, item in enumerate(items):
+        batch.append(RawRow(row, item))
+        size += len(item)
+        if len(batch) == batch_size or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def _as_payload(item: Any) -> bytes:
