@@ -73,8 +73,9 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
     step, loader, trained_total = _resume(resume, cfg, acc.unwrap_model(model), optimizer)
     _write_run_json(out, cfg, config_file, data, loaded.info, acc, resumed_at=step)
     print0(f"training {loaded.info['architecture']} ({loaded.info['trainable_parameters']:,} of "
-           f"{loaded.info['parameters']:,} parameters trained) on {data.dir}: {plan.total} steps, "
-           f"{plan.steps_per_epoch} per epoch, {acc.num_processes} process(es) on {acc.device}", acc.is_main_process)
+           f"{loaded.info['parameters']:,} parameters trained) on {_shown(prepared_dir, data.dir)}: "
+           f"{plan.total} steps, {plan.steps_per_epoch} per epoch, {acc.num_processes} process(es) on {acc.device}",
+           acc.is_main_process)
     log = RunLog(out, plan.total, step, acc.is_main_process, cfg.wandb_project, cfg.model_dump(mode="json"))
     batches = iterate_batches(data, "train", cfg.micro_batch_size, seed=cfg.seed, rank=acc.process_index,
                               world_size=acc.num_processes, start=loader)
@@ -291,6 +292,11 @@ def _write_run_json(out: Path, cfg: Config, config_file: Path | None, data: Prep
     tmp = out / ".run.json.tmp"
     tmp.write_text(json.dumps(run, indent=1) + "\n")
     tmp.rename(out / "run.json")
+
+
+def _shown(prepared_dir: Path, version: Path) -> str:
+    """The prepared directory as the user named it, with the version folder it resolved to."""
+    return str(prepared_dir) if Path(prepared_dir).resolve() == version else f"{prepared_dir} ({version.name})"
 
 
 def _save_final(out: Path, model: torch.nn.Module, prepared_dir: Path) -> None:
