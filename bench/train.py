@@ -132,11 +132,13 @@ def resident(files: list[Path]) -> str:
     return f"{res / 2**20:,.0f} MiB of {total / 2**20:,.0f} MiB"
 
 
-def epoch(prepared: Path, mbs: int, seed: int) -> dict[str, float]:
+def epoch(prepared: Path, mbs: int, seed: int, opened_data: Any = None) -> dict[str, float]:
+    """One epoch; with opened_data, on a dataset already open (as a training run reads its epochs: the memory
+    maps' pages are already mapped, so no page faults), else from open_prepared on."""
     cpu0 = psutil.cpu_times()
     own0 = time.process_time()
     start = time.perf_counter()
-    data = open_prepared(prepared)
+    data = opened_data if opened_data is not None else open_prepared(prepared)
     opened = time.perf_counter() - start
     tokens = batches = 0
     for batch, _ in iterate_batches(data, "train", mbs, seed=seed, epochs=1):
@@ -229,6 +231,12 @@ def main() -> int:
         warm = max((epoch(prepared, mbs, seed=1 + r) for r in range(args.repeat)), key=lambda r: r["tokens_per_s"])
         met = "met" if warm["tokens_per_s"] >= TARGET else "not met"
         print(f"| {mbs} | warm (best of {args.repeat}) | {row(warm)} | {met} (≥ 50M tokens/s) |")
+        data = open_prepared(prepared)  # one open, several epochs: what a training run does
+        run = max((epoch(prepared, mbs, seed=1 + r, opened_data=data) for r in range(args.repeat + 1)),
+                  key=lambda r: r["tokens_per_s"])
+        met = "met" if run["tokens_per_s"] >= TARGET else "not met"
+        print(f"| {mbs} | warm, opened once (best of {args.repeat + 1} epochs) | {row(run)} | {met} (≥ 50M tokens/s) |")
+        del data
     print("step:", step_time(args.out, args.steps) if args.steps else "skipped (--steps 0)")
     with contextlib.suppress(Exception):
         print("gpu: none lent to this run" if not __import__("torch").cuda.is_available() else "gpu: present")
