@@ -31,7 +31,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from dataprep.json_array import NotAnArray, split_array
-from dataprep.paths import expand_glob, unique_files, walk_files
+from dataprep.paths import expand_glob, unique_files
 from schemas.config import DatasetConfig
 from schemas.reasons import Reason
 
@@ -79,11 +79,9 @@ def resolve_files(ds: DatasetConfig, config_dir: Path) -> list[Path]:
         tried.append(str(root))
         if glob.has_magic(ds.path):
             files = expand_glob(root)
-        elif root.is_dir():
-            if ds.data_files:
-                files = unique_files(p for pat in ds.data_files for p in expand_glob(root / pat))
-            else:
-                files = [p for p in walk_files(root) if is_data_file(p)]
+        elif root.is_dir() and ds.data_files:
+            # A folder without data_files is listed by hf_folders.dataset_splits (splits, metadata files).
+            files = unique_files(p for pat in ds.data_files for p in expand_glob(root / pat))
         elif root.is_file():
             files = [root]
         else:
