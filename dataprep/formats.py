@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from dataprep import instruct_types
+from dataprep.instruct_types import FieldError, InstructType, fill_field
 from dataprep.load import Unreadable
 from schemas.config import CustomInstructType, DatasetConfig
 from schemas.reasons import Reason
@@ -58,6 +60,9 @@ class Chat:
 @dataclass(slots=True)
 class Segments:
     parts: list[tuple[str, bool]]  # (text, trained); concatenated, then tokenized once
+    # input_output: each part is tokenized on its own, with no BOS (Axolotl's RawInputOutputStrategy), so that
+    # part edges are token edges; the ids are those of the parts' ids concatenated.
+    separate: bool = False
 
 
 @dataclass(slots=True)
@@ -126,19 +131,45 @@ def _lone_surrogate(value: Any) -> str | None:
 
 def to_sample(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool, eos: str) -> Sample:
     """`eos` is the tokenizer's EOS text, appended (and trained) after outputs. BOS is not part of segments:
-    the tokenizer adds it the way `tokenizer(prompt)` does (see encode.py)."""
+    the tokenizer adds it the way `tokenizer(prompt)` does (see encode.py); input_output adds none."""
     if ds.type is None:
         return _pretokenized(record)
     if ds.type == "chat_template":
         return _chat(record, ds, train_on_inputs)
-    if ds.type == "alpaca" or isinstance(ds.type, CustomInstructType):
-        fmt = ALPACA if ds.type == "alpaca" else ds.type
-        return _instruct(record, fmt, train_on_inputs, eos)
+    if isinstance(ds.type, CustomInstructType):
+        return _instruct(record, ds.type, train_on_inputs, eos)
     if ds.type == "input_output":
         return _input_output(record, train_on_inputs)
-    if ds.type == "completion":
+    if ds.type in ("completion", "pretrain"):
         return Segments([(_text(record, ds.field or "text"), True), (eos, True)])
+    named = instruct_types.resolve(ds.type)
+    if named is not None:
+        if ds.type == "alpaca_chat":
+            named = instruct_types.with_conversation(named, ds.conversation)
+        return _named(record, named, train_on_inputs, eos)
     raise AssertionError(f"unhandled type {ds.type!r}")  # config validation rejects other types
+
+
+def _named(record: dict[str, Any], t: InstructType, train_on_inputs: bool, eos: str) -> Segments:
+    """One of Axolotl's named instruct types (instruct_types.TYPES): its prompt, then its response + EOS."""
+    try:
+        instruction = fill_field(t.instruction, record)
+        inp = fill_field(t.input, record)
+        output = fill_field(t.output, record)
+        system = fill_field(t.system, record) if t.system is not None else ""
+    except FieldError as e:
+        reason = {"missing": Reason.missing_field, "empty": Reason.empty_content}.get(e.kind, Reason.wrong_type)
+        hint = "; check the dataset's type (its row shape is in the README's dataset-types table)"
+        raise RowError(reason, e.message + (hint if e.kind == "missing" else ""), e.column) from None
+    if t.system is None:
+        system = t.system_prompt if inp else t.system_no_input_prompt
+    values = {"instruction": instruction, "input": inp, "system": system}
+    prompt = _fill(t.turn_format if inp else t.turn_no_input_format, values)
+    if system:
+        prompt = _fill(t.system_format, values) + prompt
+    # Metharme: three EOS, one fewer when the generation already ends with it (metharme.py::_tokenize).
+    eos_count = t.eos - 1 if t.eos > 1 and eos and output.endswith(eos) else t.eos
+    return Segments([(prompt, train_on_inputs), (output, True), *[(eos, True)] * eos_count])
 
 
 def _text(record: dict[str, Any], key: str, *, required: bool = True, where: str | None = None) -> str:
@@ -194,7 +225,7 @@ def _input_output(record: dict[str, Any], train_on_inputs: bool) -> Segments:
         if not isinstance(label, bool):
             raise RowError(Reason.wrong_type, f"'{where}.label' must be true or false", f"{where}.label")
         parts.append((text, label or train_on_inputs))
-    return Segments(parts)
+    return Segments(parts, separate=True)
 
 
 def _pretokenized(record: dict[str, Any]) -> Tokens:

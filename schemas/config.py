@@ -17,12 +17,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dataprep import instruct_types
 from schemas.overrides import apply_overrides
 from schemas.splits import parse_split
 from schemas.yaml_limits import MAX_CONFIG_BYTES, YamlLimitError, load_yaml
 
 TrainOnEos = Literal["turn", "last", "all", "none"]
-FORMAT_TYPES = ("alpaca", "chat_template", "input_output", "completion")
+# Tessera's own formats; Axolotl's named instruct types (alpaca, alpaca_chat, jeopardy, ...) are in
+# dataprep/instruct_types.py. `pretrain` is what pretraining_dataset entries become.
+FORMAT_TYPES = ("chat_template", "input_output", "completion", "pretrain")
 MAX_SEQUENCE_LEN = 2**24
 
 
@@ -49,6 +52,13 @@ class CustomInstructType(_Model):
     system_prompt: str = ""
     """System prompt used when the row has none."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        # Axolotl's docs write `field_input:` (empty) for "this dataset has no such column": the default then
+        # names a column the rows do not have, which is read as empty.
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _placeholders(self) -> CustomInstructType:
         problems = []
@@ -70,8 +80,10 @@ class DatasetConfig(_Model):
     """A file, a directory (every data file in it) or a glob. Relative paths are looked up next to the config
     file first, then in the current directory."""
     type: str | CustomInstructType | None = None
-    """alpaca | chat_template | input_output | completion | a custom instruct mapping | empty for pre-tokenized
-    rows (input_ids, labels, optional attention_mask)."""
+    """chat_template | input_output | completion | one of Axolotl's named instruct types (alpaca, alpaca_chat,
+    alpaca:chatml, jeopardy, oasst, ...: dataprep/instruct_types.py) | a custom instruct mapping | empty for
+    pre-tokenized rows (input_ids, labels, optional attention_mask). The deprecated `sharegpt` is read as
+    chat_template with field_messages: conversations (from/value)."""
     ds_type: Literal["json", "jsonl", "parquet", "csv", "arrow"] | None = None
     """File format; inferred from the file extension when empty."""
     data_files: list[str] | None = None
@@ -105,16 +117,42 @@ class DatasetConfig(_Model):
     """Per-message key with [{begin_offset, end_offset, train}] character ranges (end inclusive) inside the
     content; ranges not listed are not trained."""
 
-    # completion
+    # instruct / completion types
     field: str | None = None
     """completion: column with the text (default `text`)."""
+    conversation: str | None = None
+    """alpaca_chat: the prompt style (instruct, chat, chatml, phi), as in Axolotl. sharegpt (deprecated): the
+    FastChat conversation name, checked against chat_template."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_sharegpt(cls, data: Any) -> Any:
+        # Axolotl's removed `type: sharegpt` (and sharegpt.load_role, sharegpt:chat, ...) is ShareGPT data for a
+        # chat template; Tessera reads it as chat_template (pipeline.setup prints a note saying so).
+        if isinstance(data, dict) and isinstance(data.get("type"), str) and data["type"].startswith("sharegpt"):
+            data = {**data, "type": "chat_template", "field_messages": data.get("field_messages") or "conversations",
+                    "message_field_role": data.get("message_field_role") or "from",
+                    "message_field_content": data.get("message_field_content") or "value",
+                    "legacy_type": data["type"]}
+        return data
+
+    legacy_type: str | None = None
+    """Tessera: the deprecated type this entry was read from (sharegpt...), for the note; set automatically."""
 
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str | CustomInstructType | None) -> str | CustomInstructType | None:
-        if isinstance(value, str) and value not in FORMAT_TYPES and value != "":
-            close = difflib.get_close_matches(value, FORMAT_TYPES, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; use one of {', '.join(FORMAT_TYPES)}"
+        if isinstance(value, str) and value not in FORMAT_TYPES and value != "" \
+                and instruct_types.resolve(value) is None:
+            why = instruct_types.unsupported(value)
+            if why is not None:
+                raise ValueError(why)
+            known = [*FORMAT_TYPES, *instruct_types.names()]
+            close = difflib.get_close_matches(value, known, n=1)
+            if ":load_" in value:  # Axolotl's own hint (utils/data/wrappers.py)
+                close = [value.replace(":load_", ".load_")]
+            hint = (f"; did you mean '{close[0]}'?" if close else
+                    "; see the dataset types in README.md (chat_template, alpaca, completion, input_output, ...)")
             raise ValueError(f"unknown dataset type '{value}'{hint}")
         return value or None
 
@@ -127,8 +165,14 @@ class DatasetConfig(_Model):
             used = [k for k in chat_keys if getattr(self, k) is not None]
             if used:
                 raise ValueError(f"{', '.join(used)} only apply to type: chat_template (type is {self.type!r})")
-        if self.field is not None and self.type != "completion":
+        if self.field is not None and self.type not in ("completion", "pretrain"):
             raise ValueError("`field` only applies to type: completion")
+        if self.conversation is not None and self.type != "alpaca_chat" and self.legacy_type is None:
+            raise ValueError(f"`conversation` only applies to type: alpaca_chat (and the deprecated sharegpt); "
+                             f"type is {self.type!r}")
+        if self.type == "alpaca_chat" and self.conversation not in (None, *instruct_types.STYLES):
+            raise ValueError(f"conversation '{self.conversation}': alpaca_chat's prompt style is one of "
+                             f"{', '.join(instruct_types.STYLES)}")
         if self.type == "chat_template" and self.roles is not None:
             missing = [r for r in self.roles_to_train if r not in self.roles]
             if missing:
@@ -141,6 +185,29 @@ class DatasetConfig(_Model):
         if isinstance(self.type, CustomInstructType):
             return "custom_instruct"
         return self.type or "pretokenized"
+
+
+class PretrainingDataset(_Model):
+    """One entry of `pretraining_dataset:` (Axolotl's key): raw text documents, concatenated with EOS between
+    them and cut into rows of exactly sequence_len tokens. Local files only (Axolotl streams from the Hub)."""
+
+    path: str
+    """A file, a directory or a glob, as in datasets[]."""
+    type: Literal["pretrain"] = "pretrain"
+    text_column: str = "text"
+    """Column with each document's text."""
+    split: str = "train"
+    name: str | None = None
+    data_files: list[str] | None = None
+    ds_type: Literal["json", "jsonl", "parquet", "csv", "arrow"] | None = None
+    skip: Literal[0] | None = None
+    """Axolotl's streaming skip; only 0 (none) is supported: slice with `split: train[N:]` instead."""
+    trust_remote_code: bool = False
+    """Accepted for Axolotl compatibility; nothing is downloaded or run."""
+
+    def as_dataset(self) -> DatasetConfig:
+        return DatasetConfig(path=self.path, type="pretrain", field=self.text_column, split=self.split,
+                             name=self.name, data_files=self.data_files, ds_type=self.ds_type)
 
 
 class SpecialTokens(_Model):
@@ -219,6 +286,15 @@ class Config(_Model):
     seed: int = Field(42, ge=0, le=2**32 - 1)
     """Seed of the validation split and the trainer: 0 to 2^32-1, the range numpy's and torch's seeding
     accept on every platform."""
+    pretraining_dataset: list[PretrainingDataset] | None = None
+    """Raw text to pre-train on (a list like datasets, or one path): the documents are concatenated with EOS
+    between them and cut into rows of sequence_len tokens, all in the train split. Validation moves each entry
+    into `datasets` as `type: pretrain` (so the resolved config lists it there)."""
+
+    @field_validator("pretraining_dataset", mode="before")
+    @classmethod
+    def _pretraining_path(cls, value: Any) -> Any:
+        return [{"path": value}] if isinstance(value, str) else value
 
     # ---- trainer (read by `tessera train`; preparing ignores them: every key from here to the end of the
     # class must be in TRAINER_KEYS, which keeps them out of the prepare fingerprint; a test checks it)
@@ -304,6 +380,10 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
+        if self.pretraining_dataset:
+            # Moved, not copied: re-validating the dumped config (worker processes) must not add them twice.
+            self.datasets = [*self.datasets, *(p.as_dataset() for p in self.pretraining_dataset)]
+            self.pretraining_dataset = None
         problems = []
         if self.chat_template == "jinja" and not self.chat_template_jinja:
             problems.append("chat_template: jinja needs chat_template_jinja (the template text or a .jinja path)")
