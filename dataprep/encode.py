@@ -170,6 +170,24 @@ def encode(tok: Tokenizer, rendered: list[Rendered], add_special_tokens: bool = 
     return out
 
 
+def encode_parts(tok: Tokenizer, parts: list[tuple[str, bool]]) -> tuple[np.ndarray, np.ndarray]:
+    """input_output: each part tokenized on its own with no special tokens, as Axolotl's RawInputOutputStrategy
+    does (`tokenizer(text, add_special_tokens=False)` per segment), so that part edges are token edges and
+    nothing (no BOS) is added: the data's own text is all there is. A part's tokens are trained when the part
+    is; the first token of the sample never is (schemas/shard.py)."""
+    ids_parts, label_parts = [], []
+    for (_, trained), enc in zip(parts, tok.encode_batch([p for p, _ in parts], add_special_tokens=False),
+                                 strict=True):
+        ids = np.asarray(enc.ids, dtype=np.int32)
+        ids_parts.append(ids)
+        label_parts.append(ids if trained else np.full(len(ids), IGNORE_INDEX, dtype=np.int32))
+    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.int32)
+    labels = np.concatenate(label_parts) if label_parts else np.zeros(0, dtype=np.int32)
+    if len(labels):
+        labels[0] = IGNORE_INDEX
+    return ids, labels
+
+
 def labels_from_span_edges(ids: np.ndarray, enc: Encoding, text_len: int, spans: list[tuple[int, int]]) -> np.ndarray:
     """The labels policy, computed at the span edges only: reading every token's offsets builds a Python tuple
     per token, a fifth of the pipeline's time. Token starts never decrease, so the tokens trained by a span

@@ -99,7 +99,8 @@ _REFLECT_SYSTEM = (
 _REFLECT_SYSTEM_NO_INPUT = _REFLECT_SYSTEM.replace(
     "a task, paired with an input that provides further context.", "a task.")
 _REFLECT_LABEL = "### Thought:\n{output}\n\n### Agent Reflection:\n{reflection}\n\n### Final Response:\n{corrected}"
-_REFLECT_PLAIN = {"turn_format": STYLES["instruct"][0], "turn_no_input_format": STYLES["instruct"][1], "system_format": ""}
+_REFLECT_PLAIN = {"turn_format": STYLES["instruct"][0], "turn_no_input_format": STYLES["instruct"][1],
+                  "system_format": ""}
 _CONTEXT_SYSTEM = "Use the following contextual information to concisely answer the question.\n"
 _EXPLAIN_SYSTEM = "Choose the answer that best answers the question. Explain your reasoning.\n"
 _CONCISE_SYSTEM = "Choose the answer that best answers the question. Be concise in your response.\n\n"
@@ -133,8 +134,8 @@ _CREATIVE_EXAMPLE = {"instruction": "Write a line about rain.", "answer": "It ra
                      "scores": {"refusal": 10, "creativity": 2}, "critiques": {"creativity": {"explanation": "Flat."}},
                      "revision": "Silver threads stitch the grey sky to the street."}
 # CreativePrompterBase.build_prompt: f"{system_prompt}\nUSER: {instruction}\nASSISTANT:" (no system: no line).
-_CREATIVE = {"turn_format": "USER: {instruction}\nASSISTANT:", "turn_no_input_format": "USER: {instruction}\nASSISTANT:",
-             "system_format": "{system}\n", "input": ""}
+_CREATIVE = {"turn_format": "USER: {instruction}\nASSISTANT:",
+             "turn_no_input_format": "USER: {instruction}\nASSISTANT:", "system_format": "{system}\n", "input": ""}
 _W_SYSTEM_EXAMPLE = {**_ALPACA_EXAMPLE, "system": "You are terse."}
 _ORCA_EXAMPLE = {"system_prompt": "You are terse.", "question": "Name a prime number.", "response": "Seven."}
 
@@ -233,7 +234,8 @@ TYPES: dict[str, InstructType] = {
     # prompt_strategies/orcamini.py: the system block is always written, even empty
     "orcamini": InstructType("src/axolotl/prompt_strategies/orcamini.py", _ORCA_EXAMPLE, instruction="{question}",
                              input="", output="{response}", system="{system_prompt?}", system_format="",
-                             turn_no_input_format="### System:\n{system}\n\n### User:\n{instruction}\n\n### Response:\n"),
+                             turn_no_input_format=("### System:\n{system}\n\n### User:\n{instruction}\n\n"
+                                                   "### Response:\n")),
     # prompt_strategies/context_qa.py
     "context_qa": InstructType("src/axolotl/prompt_strategies/context_qa.py (load, AlpacaContextPrompter)",
                                {"article": "Paris is the capital of France.", "question": "What is France's capital?",

@@ -38,6 +38,7 @@ from jinja2 import TemplateError, TemplateSyntaxError
 
 import dataprep
 from dataprep import outdir
+from dataprep.chunks import Stream, split_row, stream_rows
 from dataprep.encode import TokenizerInfo, save_tokenizer
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, line_limit, read_batches
@@ -46,7 +47,15 @@ from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.shards import Placement, ShardInfo, TokenSpill, sha256_file, write_split
-from dataprep.transform import RowProcessor, RowResult, init_worker, process_in_worker, text_limit, tokenizer_for
+from dataprep.transform import (
+    MAX_CHUNKS,
+    RowProcessor,
+    RowResult,
+    init_worker,
+    process_in_worker,
+    text_limit,
+    tokenizer_for,
+)
 from schemas.config import TRAINER_KEYS, Config
 from schemas.reasons import Reason, Status
 from schemas.shard import DUPLICATES_SCHEMA, FORMAT_VERSION, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
@@ -105,6 +114,8 @@ class Counts:
     duplicates: int = 0
     dropped: int = 0
     truncated: int = 0
+    samples: int = 0  # kept samples: kept rows, with a chunked row counted once per chunk
+    chunked: int = 0  # kept rows split into several samples (completion, pretrain)
     by_reason: Counter[str] = field(default_factory=Counter)
     per_dataset: dict[str, Counter[str]] = field(default_factory=dict)
 
@@ -233,6 +244,8 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     quarantine_w = pq.ParquetWriter(tmp / "quarantine.parquet", QUARANTINE_SCHEMA)
     duplicates_w = pq.ParquetWriter(tmp / "duplicates.parquet", DUPLICATES_SCHEMA)
     next_id = 0
+    stream = Stream(cfg.sequence_len)  # pretrain rows: one stream of documents, cut into sequence_len rows
+    chunk_of: dict[int, int] = {}  # sample_id of a completion chunk after the first -> the first chunk's
     with timer("rows") as stage, progress.bar("rows", total=None) as bar:
         for source, batch, results in _processed(st, workers, bar):
             ds = cfg.datasets[source.dataset_index]
@@ -249,15 +262,36 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
                     else:
                         r.status, r.reason = Status.duplicate, Reason.duplicate
                         dup_rows.append({"sample_id": sid, "kept_sample_id": dup_of, "content_hash": r.content_hash})
+                pieces: list[tuple[int, int]] | None = None
                 if r.status is Status.kept:
                     assert r.input_ids is not None and r.labels is not None
-                    spill.add(sid, r.input_ids, r.labels)
+                    pieces = stream.cut(len(r.input_ids)) if ds.type == "pretrain" else r.chunks
+                    if pieces is not None and len(pieces) == 1:
+                        pieces = None
+                    if pieces is None:
+                        spill.add(sid, r.input_ids, r.labels)
+                        counts.samples += 1
+                        if ds.type == "pretrain":
+                            stream.sample_ids.append(sid)
                 elif r.status is Status.quarantined:
                     quarantine_rows.append({"sample_id": sid, "dataset": ds.path, "source_file": source.display,
                                             "source_row": raw.source_row, "reason": str(r.reason),
                                             "field": r.field, "message": r.message, "original": r.original})
                 _count(counts, ds.path, r)
-                sample_rows.append(_sample_row(sid, source, ds.path, ds.format, raw, r, dup_of))
+                if pieces is None:
+                    sample_rows.append(_sample_row(sid, source, ds.path, ds.format, raw, r, dup_of))
+                    continue
+                counts.chunked += 1
+                for k, (chunk_ids, chunk_labels, chunk_row) in enumerate(split_row(
+                        r.input_ids, r.labels, pieces, _sample_row(sid, source, ds.path, ds.format, raw, r, None))):
+                    spill.add(sid + k, chunk_ids, chunk_labels)
+                    sample_rows.append({**chunk_row, "sample_id": sid + k})
+                counts.samples += len(pieces)
+                next_id = sid + len(pieces)
+                if ds.type == "pretrain":
+                    stream.sample_ids.extend(range(sid, next_id))
+                else:
+                    chunk_of.update((i, sid) for i in range(sid + 1, next_id))
             samples_w.write_table(pa.Table.from_pylist(sample_rows, SAMPLES_SCHEMA))
             if quarantine_rows:
                 quarantine_w.write_table(pa.Table.from_pylist(quarantine_rows, QUARANTINE_SCHEMA))
@@ -273,7 +307,11 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     with timer("split+pack") as stage:
         sample_ids, offsets, ids, labels = spill.finish()
         lengths = np.diff(offsets)
-        is_val = choose_validation(sample_ids, cfg.val_set_size, cfg.seed)
+        in_stream = np.isin(sample_ids, np.asarray(stream.sample_ids, dtype=np.int64))
+        is_val = np.zeros(len(sample_ids), dtype=bool)  # pretrain documents are all train, as in Axolotl
+        # A chunked row's chunks share its first chunk's id here, so they land in one split (no train/val leak).
+        groups = np.asarray([chunk_of.get(i, i) for i in sample_ids.tolist()], dtype=np.int64)
+        is_val[~in_stream] = choose_validation(groups[~in_stream], cfg.val_set_size, cfg.seed)
         if len(sample_ids) and is_val.all():
             raise ConfigProblem(f"val_set_size {cfg.val_set_size:g} puts all {len(sample_ids):,} kept samples in "
                                 "the validation split and none in train; lower val_set_size (a fraction < 1, or "
@@ -281,12 +319,13 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         placement = Placement.empty(len(sample_ids))
         layouts = {}
         for split, mask in (("train", ~is_val), ("val", is_val)):
-            idx = np.flatnonzero(mask)
-            if len(idx) == 0:
-                continue
+            idx = np.flatnonzero(mask & ~in_stream)
             rows = (pack_best_fit(lengths[idx], sample_ids[idx], cfg.sequence_len) if cfg.sample_packing
                     else one_per_row(sample_ids[idx]))
-            layouts[split] = [[int(idx[i]) for i in row] for row in rows]
+            layout = [[int(idx[i]) for i in row] for row in rows]
+            layout += stream_rows(np.flatnonzero(mask & in_stream), lengths, cfg.sequence_len)
+            if layout:
+                layouts[split] = layout
         stage.rows = len(sample_ids)
     shards: list[ShardInfo] = []
     with timer("write") as stage, progress.bar("write", total=len(layouts)) as bar:
@@ -306,10 +345,13 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
 
 def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list[RawRow], list[RowResult]]]:
     max_line = line_limit(text_limit(st.tok, st.cfg.sequence_len))
+    # completion / pretrain rows may be up to MAX_CHUNKS sequences long (they are split, not dropped)
+    chunked_line = line_limit(text_limit(st.tok, st.cfg.sequence_len * MAX_CHUNKS))
 
     def jobs() -> Iterator[tuple[Source, list[RawRow]]]:
         for source in st.sources:
-            for batch in source.batches(BATCH_SIZE, max_line):
+            chunked = st.cfg.datasets[source.dataset_index].type in ("completion", "pretrain")
+            for batch in source.batches(BATCH_SIZE, chunked_line if chunked else max_line):
                 yield source, batch
                 bar.advance(len(batch))
 
@@ -352,7 +394,7 @@ def _sample_row(sid: int, source: Source, dataset: str, fmt: str, raw: RawRow, r
     return {"sample_id": sid, "dataset": dataset, "dataset_index": source.dataset_index, "format": fmt,
             "source_file": source.display, "source_row": raw.source_row, "status": str(r.status),
             "reason": str(r.reason) if r.reason else None, "duplicate_of": dup_of, "content_hash": r.content_hash,
-            "num_tokens": r.num_tokens, "num_trainable": r.num_trainable}
+            "num_tokens": r.num_tokens, "num_trainable": r.num_trainable, "chunk": None}
 
 
 def _count(counts: Counts, dataset: str, r: RowResult) -> None:
@@ -442,6 +484,8 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
             "by_reason": dict(sorted(counts.by_reason.items())),
             "per_dataset": {k: dict(sorted(v.items())) for k, v in counts.per_dataset.items()},
             "truncated": counts.truncated,
+            "samples": counts.samples,
+            "chunked_rows": counts.chunked,
             "tokens": total_tokens,
             "trainable_tokens": trainable,
             "trainable_share": trainable / total_tokens if total_tokens else 0.0,

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dataprep.encode import TokenizerInfo, encode
+from dataprep import instruct_types
+from dataprep.encode import TokenizerInfo, encode, encode_parts
 from dataprep.formats import Chat, RowError, Segments, to_sample
 from dataprep.render import ChatRenderer, render_segments
 from schemas.config import Config, DatasetConfig
@@ -67,9 +68,16 @@ def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: 
     if not tok.eos_text:
         raise ProbeError(f"{where}: type {ds.format} appends the tokenizer's EOS after each output, but the "
                          "tokenizer has no eos_token; set special_tokens.eos_token in the config")
-    sample = to_sample(PROBE_ROW, ds, cfg.train_on_inputs, tok.eos_text)
+    named = instruct_types.resolve(ds.type) if isinstance(ds.type, str) else None
+    row = {**PROBE_ROW, **named.example} if named is not None else PROBE_ROW
+    if ds.type in ("completion", "pretrain") and ds.field:
+        row = {**row, ds.field: PROBE_ROW["text"]}
+    sample = to_sample(row, ds, cfg.train_on_inputs, tok.eos_text)
     assert isinstance(sample, Segments)
-    [(ids, labels)] = encode(tok.tokenizer, [render_segments(sample)], add_special_tokens=tok.adds_bos)
+    if sample.separate:
+        ids, labels = encode_parts(tok.tokenizer, sample.parts)
+    else:
+        [(ids, labels)] = encode(tok.tokenizer, [render_segments(sample)], add_special_tokens=tok.adds_bos)
     _check_bos(tok, ids.tolist(), where, "the prompt format")
     if not (labels != IGNORE_INDEX).any():
         raise ProbeError(f"{where}: a probe sample has no trained token")

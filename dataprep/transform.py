@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dataprep.encode import TokenizerInfo, encode, load_tokenizer
+from dataprep.encode import TokenizerInfo, encode, encode_parts, load_tokenizer
 from dataprep.formats import Chat, RowError, Segments, Tokens, parse, to_sample
 from dataprep.load import RawRow, Unreadable
 from dataprep.render import ChatRenderer, Rendered, compile_template, render_segments
@@ -38,6 +38,10 @@ from schemas.reasons import Reason, Status
 from schemas.shard import IGNORE_INDEX
 
 TEXT_MARGIN = 4
+# completion / pretrain rows longer than sequence_len are split into chunks rather than dropped, up to this many
+# (Axolotl's completion tokenizes at most sequence_len * 64 tokens of a text: completion.py::load); beyond it,
+# excess_length_strategy applies to the row.
+MAX_CHUNKS = 64
 MESSAGE_CHARS = 2000  # a row_error message is cut here: exception texts may quote the whole row
 
 
@@ -54,6 +58,9 @@ class RowResult:
     labels: np.ndarray | None = None
     num_tokens: int | None = None
     num_trainable: int | None = None
+    # completion: [start, end) token ranges of the consecutive chunks a row longer than sequence_len becomes;
+    # None: the row is one sample. (pretrain rows are cut by the pipeline, which knows where each row ends.)
+    chunks: list[tuple[int, int]] | None = None
 
 
 class RowProcessor:
@@ -70,7 +77,9 @@ class RowProcessor:
             template = compile_template(template_text, datetime.date.fromisoformat(cfg.chat_template_date))
             self.chat = ChatRenderer(template, tok.variables, tok.specials, self.ds.train_on_eos,
                                      cfg.train_on_inputs)
-        self.text_limit = text_limit(tok, cfg.sequence_len)
+        self.chunked = self.ds.type in ("completion", "pretrain")
+        self.token_limit = cfg.sequence_len * (MAX_CHUNKS if self.chunked else 1)
+        self.text_limit = text_limit(tok, self.token_limit)
 
     def process(self, batch: list[RawRow]) -> list[RowResult]:
         """One RowResult per raw row, in order; never raises for a row's sake."""
@@ -114,14 +123,17 @@ class RowProcessor:
         chars = _text_chars(sample)
         drop = self.cfg.excess_length_strategy == "drop"
         if chars > self.text_limit and drop:
-            per_token = self.text_limit // (self.cfg.sequence_len * TEXT_MARGIN)
+            per_token = self.text_limit // (self.token_limit * TEXT_MARGIN)
             return RowResult(raw.source_row, Status.dropped, Reason.too_long, message=(
-                f"{chars:,} characters of text cannot fit in sequence_len {self.cfg.sequence_len} (a token is at "
+                f"{chars:,} characters of text cannot fit in {self._fits} (a token is at "
                 f"most {per_token} characters; limit {self.text_limit:,} with a x{TEXT_MARGIN} margin): dropped "
                 "before tokenizing"))
         result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
         if isinstance(sample, Tokens):
             self._pretokenized(result, sample)
+        elif isinstance(sample, Segments) and sample.separate:
+            parts = sample.parts if drop else _cut_parts(sample.parts, self.text_limit)
+            result.input_ids, result.labels = encode_parts(self.tok.tokenizer, parts)
         elif isinstance(sample, Chat) and self.mistral is not None:
             result.input_ids, result.labels = self.mistral.encode(sample, self.ds.train_on_eos,
                                                                   self.cfg.train_on_inputs)
@@ -153,13 +165,13 @@ class RowProcessor:
         assert result.input_ids is not None and result.labels is not None
         n = len(result.input_ids)
         trainable = int(np.count_nonzero(result.labels != IGNORE_INDEX))
-        limit = self.cfg.sequence_len
+        limit = self.token_limit
         if trainable == 0:
             _quarantine(result, raw, Reason.no_trainable_tokens, "no token is trained (all labels are -100); "
                         "check roles_to_train / train_on_eos or the row's training flags")
         elif n > limit and self.cfg.excess_length_strategy == "drop":
             result.status, result.reason = Status.dropped, Reason.too_long
-            result.message = f"{n} tokens > sequence_len {limit}"
+            result.message = f"{n} tokens > {self._fits}"
             result.input_ids = result.labels = None
             result.num_tokens, result.num_trainable = n, trainable
         else:
@@ -172,6 +184,16 @@ class RowProcessor:
                                 "tokens (excess_length_strategy: truncate); raise sequence_len")
                     return
             result.num_tokens, result.num_trainable = len(result.input_ids), trainable
+            step = self.cfg.sequence_len
+            if self.ds.type == "completion" and result.num_tokens > step:
+                result.chunks = [(a, min(a + step, result.num_tokens)) for a in range(0, result.num_tokens, step)]
+
+    @property
+    def _fits(self) -> str:
+        if self.chunked:
+            return (f"{MAX_CHUNKS} chunks of sequence_len {self.cfg.sequence_len} (the most a {self.ds.type} row is "
+                    "split into)")
+        return f"sequence_len {self.cfg.sequence_len}"
 
 
 def text_limit(tok: TokenizerInfo, sequence_len: int) -> int:
@@ -209,6 +231,17 @@ def _cut(rendered: Rendered, limit: int) -> Rendered:
         return rendered
     spans = [(a, min(b, limit)) for a, b in rendered.spans if a < limit]
     return Rendered(rendered.text[:limit], spans)
+
+
+def _cut_parts(parts: list[tuple[str, bool]], limit: int) -> list[tuple[str, bool]]:
+    """The parts cut to `limit` characters in all (see _cut)."""
+    out, left = [], limit
+    for text, trained in parts:
+        if left <= 0:
+            break
+        out.append((text[:left], trained))
+        left -= len(text)
+    return out
 
 
 def _row_error(raw: RawRow, e: BaseException) -> RowResult:

@@ -4,7 +4,8 @@ A prepared directory:
 
     manifest.json          written last: its presence means the directory is complete
     shards/<split>-NNNNN.arrow   Arrow IPC files, SHARD_SCHEMA, one row = one training sequence
-    samples.parquet        SAMPLES_SCHEMA, one row per input row (every row, whatever happened to it)
+    samples.parquet        SAMPLES_SCHEMA, one row per input row (every row, whatever happened to it); a
+                           completion/pretrain row split into chunks has one row per chunk (`chunk` 0, 1, ...)
     quarantine.parquet     QUARANTINE_SCHEMA, rows that could not become samples, with their original text
     duplicates.parquet     DUPLICATES_SCHEMA, removed row -> the kept row it duplicates
     tokenizer/             the tokenizer used, with the chat template that rendered the data (AutoTokenizer)
@@ -52,6 +53,9 @@ SAMPLES_SCHEMA = pa.schema(
         pa.field("shard", pa.string()),  # shard file name, for kept rows
         pa.field("shard_row", pa.int32()),  # row in that shard
         pa.field("row_offset", pa.int32()),  # first token of this sample in that row
+        # n-th consecutive piece of a completion/pretrain row split at sequence_len (same source_file/source_row,
+        # consecutive sample_ids, from 0); null when the row is one sample. Input rows: where coalesce(chunk, 0) = 0.
+        pa.field("chunk", pa.int32()),
     ]
 )
 

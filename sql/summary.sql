@@ -1,13 +1,14 @@
 -- Summary of a prepared directory: where every input row went and what the shards hold.
--- One row. Row counts come from samples (one row per input row), token counts from the shards themselves,
--- so the two sides check each other (kept = packed_samples).
+-- One row. Row counts come from samples (one row per input row, plus one per further chunk of a completion or
+-- pretrain row split at sequence_len), token counts from the shards themselves, so the two sides check each
+-- other (kept = packed_samples when no row was chunked; kept samples = packed_samples always).
 -- trained_share = trained tokens / tokens; packing_efficiency = tokens / (packed rows * sequence_len), the
 -- share of the batch that is data rather than padding.
 --   tessera query prepared/demo sql/summary.sql
 with
 
 samples as (
-    select status, reason, num_tokens from samples
+    select status, reason, num_tokens, coalesce(chunk, 0) = 0 as input_row from samples
 ),
 
 packed as (
@@ -20,12 +21,12 @@ manifest as (
 
 row_counts as (
     select
-        count(*) as input_rows,
-        count(*) filter (where status = 'kept') as kept,
+        count(*) filter (where input_row) as input_rows,
+        count(*) filter (where input_row and status = 'kept') as kept,
         count(*) filter (where status = 'quarantined') as quarantined,
         count(*) filter (where status = 'duplicate') as duplicates,
         count(*) filter (where status = 'dropped') as dropped,
-        count(*) filter (where reason = 'truncated') as truncated,
+        count(*) filter (where input_row and reason = 'truncated') as truncated,
         max(num_tokens) filter (where status = 'kept') as longest_sample,
     from samples
 ),
