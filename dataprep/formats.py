@@ -150,6 +150,29 @@ def to_sample(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool, 
     raise AssertionError(f"unhandled type {ds.type!r}")  # config validation rejects other types
 
 
+def type_notes(datasets: list[DatasetConfig], chat_template: str) -> list[str]:
+    """What setup says about dataset types read differently from how they were written (deprecated sharegpt)."""
+    notes = []
+    for i, ds in enumerate(datasets):
+        if ds.legacy_type is None:
+            continue
+        note = (f"datasets[{i}] ({ds.path}): type: {ds.legacy_type} is deprecated (Axolotl now rejects it); read as "
+                f"type: chat_template with field_messages: {ds.field_messages}, message_field_role: "
+                f"{ds.message_field_role}, message_field_content: {ds.message_field_content}")
+        if ds.conversation:
+            template = instruct_types.CONVERSATION_TEMPLATES.get(ds.conversation)
+            if template is None:
+                note += (f"; conversation: {ds.conversation} has no clear library template, so chat_template "
+                         f"({chat_template}) renders it: set chat_template to the format you want")
+            elif template != chat_template:
+                note += (f"; conversation: {ds.conversation} would be chat_template: {template}, but chat_template is "
+                         f"{chat_template}, which renders it")
+            else:
+                note += f"; conversation: {ds.conversation} -> chat_template: {template}"
+        notes.append(note)
+    return notes
+
+
 def _named(record: dict[str, Any], t: InstructType, train_on_inputs: bool, eos: str) -> Segments:
     """One of Axolotl's named instruct types (instruct_types.TYPES): its prompt, then its response + EOS."""
     try:
@@ -190,9 +213,9 @@ def _text(record: dict[str, Any], key: str, *, required: bool = True, where: str
 
 def _instruct(record: dict[str, Any], fmt: CustomInstructType, train_on_inputs: bool, eos: str) -> Segments:
     instruction = _text(record, fmt.field_instruction)
-    inp = _text(record, fmt.field_input, required=False)
+    inp = _text(record, fmt.field_input, required=False) if fmt.field_input else ""
     output = _text(record, fmt.field_output)
-    system = _text(record, fmt.field_system, required=False) or fmt.system_prompt
+    system = (_text(record, fmt.field_system, required=False) if fmt.field_system else "") or fmt.system_prompt
     # One pass over the format, not str.format (user text and formats may hold other braces) and not chained
     # str.replace (an instruction containing "{input}" would be rewritten by the second replace).
     if inp:

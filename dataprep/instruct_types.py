@@ -317,6 +317,11 @@ def names() -> list[str]:
     return out
 
 
+# The deprecated sharegpt type's `conversation:` (a FastChat conversation name) -> the library template that
+# renders the same format, where that is clear.
+CONVERSATION_TEMPLATES = {"chatml": "chatml", "llama3": "llama3", "llama-3": "llama3", "gemma": "gemma"}
+
+
 def with_conversation(t: InstructType, conversation: str | None) -> InstructType:
     """alpaca_chat's `conversation:` key is its prompt style (alpaca_chat.py::load)."""
     return t.styled(conversation) if conversation else t

@@ -40,6 +40,7 @@ import dataprep
 from dataprep import outdir
 from dataprep.chunks import Stream, split_row, stream_rows
 from dataprep.encode import TokenizerInfo, save_tokenizer
+from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, line_limit, read_batches
 from dataprep.pack import choose_validation, one_per_row, pack_best_fit
@@ -168,7 +169,8 @@ def setup(cfg: Config, config_path: Path) -> Setup:
         for f in resolve_sources(ds, config_dir):
             sources.append(Source(i, f.path, _display(f.path), file_format(f.path, ds), f.rows))
     return Setup(cfg, config_dir, tok, template_name, template_text, sources,
-                 fingerprint(cfg, tok, template_text, sources), probes, _token_warnings(tok, template_text))
+                 fingerprint(cfg, tok, template_text, sources), probes,
+                 _token_warnings(tok, template_text) + type_notes(cfg.datasets, cfg.chat_template))
 
 
 def _token_warnings(tok: TokenizerInfo, template_text: str | None) -> list[str]:

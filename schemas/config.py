@@ -38,10 +38,11 @@ class _Model(BaseModel):
 class CustomInstructType(_Model):
     """`type:` given as a mapping: Axolotl's custom instruct format."""
 
-    field_system: str = "system"
-    """Column holding a per-row system prompt (optional in each row)."""
+    field_system: str | None = "system"
+    """Column holding a per-row system prompt (optional in each row). Empty: the rows have none."""
     field_instruction: str = "instruction"
-    field_input: str = "input"
+    field_input: str | None = "input"
+    """Column holding the optional input. Empty: the rows have none (Axolotl's docs write `field_input:`)."""
     field_output: str = "output"
     format: str = "{instruction} {input} "
     """Prompt when the row has a non-empty input. Placeholders: {instruction}, {input}."""
@@ -55,9 +56,10 @@ class CustomInstructType(_Model):
     @model_validator(mode="before")
     @classmethod
     def _empty_is_unset(cls, data: Any) -> Any:
-        # Axolotl's docs write `field_input:` (empty) for "this dataset has no such column": the default then
-        # names a column the rows do not have, which is read as empty.
-        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+        # An empty prompt key means its default, as in Axolotl; empty field_system/field_input mean "no column".
+        keep = ("field_system", "field_input")
+        return ({k: v for k, v in data.items() if v is not None or k in keep} if isinstance(data, dict)
+                else data)
 
     @model_validator(mode="after")
     def _placeholders(self) -> CustomInstructType:
@@ -295,6 +297,17 @@ class Config(_Model):
     @classmethod
     def _pretraining_path(cls, value: Any) -> Any:
         return [{"path": value}] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _sharegpt_conversation(self) -> Config:
+        # `type: sharegpt` + `conversation: chatml` rendered with that format in Axolotl: with chat_template left
+        # at its default, use the library template of that name (a differing explicit chat_template wins, and
+        # pipeline.setup says so).
+        wanted = {instruct_types.CONVERSATION_TEMPLATES.get(ds.conversation or "") for ds in self.datasets
+                  if ds.legacy_type is not None and ds.conversation}
+        if len(wanted) == 1 and None not in wanted and "chat_template" not in self.model_fields_set:
+            self.chat_template = wanted.pop()
+        return self
 
     # ---- trainer (read by `tessera train`; preparing ignores them: every key from here to the end of the
     # class must be in TRAINER_KEYS, which keeps them out of the prepare fingerprint; a test checks it)
