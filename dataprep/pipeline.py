@@ -311,9 +311,9 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         lengths = np.diff(offsets)
         in_stream = np.isin(sample_ids, np.asarray(stream.sample_ids, dtype=np.int64))
         is_val = np.zeros(len(sample_ids), dtype=bool)  # pretrain documents are all train, as in Axolotl
-        # A chunked row's chunks share its first chunk's id here, so they land in one split (no train/val leak).
-        groups = np.asarray([chunk_of.get(i, i) for i in sample_ids.tolist()], dtype=np.int64)
-        is_val[~in_stream] = choose_validation(groups[~in_stream], cfg.val_set_size, cfg.seed)
+        # The split is chosen per input row: a chunked row's chunks go together (no train/val leak).
+        rows_of, row = np.unique([chunk_of.get(i, i) for i in sample_ids[~in_stream].tolist()], return_inverse=True)
+        is_val[~in_stream] = choose_validation(rows_of.astype(np.int64), cfg.val_set_size, cfg.seed)[row]
         if len(sample_ids) and is_val.all():
             raise ConfigProblem(f"val_set_size {cfg.val_set_size:g} puts all {len(sample_ids):,} kept samples in "
                                 "the validation split and none in train; lower val_set_size (a fraction < 1, or "
