@@ -169,6 +169,14 @@ def _chat_reference(tok: Any, chat: Chat) -> tuple[list[int], list[int] | None]:
 
 
 def _segments_reference(tok: Any, segments: Segments) -> tuple[list[int], list[int]]:
+    if segments.separate:  # input_output: Axolotl's tokenizer(text, add_special_tokens=False) per segment
+        ids, labels = [], []
+        for text, trained in segments.parts:
+            piece = list(tok(text, add_special_tokens=False)["input_ids"])
+            ids += piece
+            labels += piece if trained else [IGNORE_INDEX] * len(piece)
+        labels[:1] = [IGNORE_INDEX] * len(labels[:1])
+        return ids, labels
     rendered = render_segments(segments)
     enc = tok(rendered.text, return_offsets_mapping=True)
     labels = [t if any(a <= s < b for a, b in rendered.spans) and e > s else IGNORE_INDEX

@@ -59,7 +59,8 @@ VIEWS = {
     "packed": "one row per shard row (all splits): shard, split, row (index in the shard) + the shard columns",
     "tokens": "one row per token of packed: position in the row, the sample it belongs to, token_id, label, "
               "trained",
-    "samples": "samples.parquet: one row per input row (kept, quarantined, duplicate, dropped)",
+    "samples": "samples.parquet: one row per input row (kept, quarantined, duplicate, dropped; one per chunk of a "
+               "completion/pretrain row split at sequence_len)",
     "quarantine": "quarantine.parquet: reason, field, message and original text of each bad row",
     "duplicates": "duplicates.parquet: removed sample_id -> kept_sample_id",
     "vocab": "the saved tokenizer: token_id -> piece (as stored), text (its bytes as UTF-8), bytes, special",

@@ -156,3 +156,17 @@ def test_pretraining_dataset_is_one_stream_cut_into_sequence_len_rows(tmp_path: 
     assert (acc["input_rows"], acc["kept"], acc["balanced"]) == (7, 7, True)
     assert result.manifest["stats"]["samples"] == len(pretrain) + 1
     assert [d["type"] for d in result.manifest["config"]["datasets"]] == ["completion", "pretrain"]
+
+
+def test_golden_compares_input_output_and_named_types_with_the_inference_path(
+        tmp_path: Path, qwen_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dataprep.cli import main
+
+    write_jsonl(tmp_path / "io.jsonl", [{"segments": [{"text": "Q: two plus two?", "label": False},
+                                                      {"text": " A: four.", "label": True}]}])
+    write_jsonl(tmp_path / "j.jsonl", [{"question": "Has a red spot.", "category": "SPACE", "answer": "Jupiter"}])
+    config = {"tokenizer_config": str(qwen_dir), "datasets": [{"path": "io.jsonl", "type": "input_output"},
+                                                              {"path": "j.jsonl", "type": "jeopardy"}]}
+    (tmp_path / "c.yaml").write_text(json.dumps(config), encoding="utf-8")
+    assert main(["golden", str(tmp_path / "c.yaml"), "--samples", "2"]) == 0
+    assert "golden: 2 samples match the inference path (ids and labels)" in capsys.readouterr().out
