@@ -21,6 +21,8 @@ from dataprep.load import Unreadable
 from schemas.config import CustomInstructType, DatasetConfig
 from schemas.reasons import Reason
 
+# Alpaca's prompts as a custom mapping (tests/golden compare the `alpaca` chat template with them). `type: alpaca`
+# itself is instruct_types.TYPES["alpaca"], which, like Axolotl, never reads a row's system column.
 ALPACA = CustomInstructType(
     system_prompt="",
     format=(

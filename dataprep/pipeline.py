@@ -49,7 +49,7 @@ from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.shards import Placement, ShardInfo, TokenSpill, sha256_file, write_split
 from dataprep.transform import (
-    MAX_CHUNKS,
+    CHUNK_TEXT_FACTOR,
     RowProcessor,
     RowResult,
     init_worker,
@@ -348,7 +348,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
 def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list[RawRow], list[RowResult]]]:
     max_line = line_limit(text_limit(st.tok, st.cfg.sequence_len))
     # completion / pretrain rows may be up to MAX_CHUNKS sequences long (they are split, not dropped)
-    chunked_line = line_limit(text_limit(st.tok, st.cfg.sequence_len * MAX_CHUNKS))
+    chunked_line = line_limit(text_limit(st.tok, st.cfg.sequence_len) * CHUNK_TEXT_FACTOR)
 
     def jobs() -> Iterator[tuple[Source, list[RawRow]]]:
         for source in st.sources:

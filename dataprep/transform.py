@@ -42,6 +42,10 @@ TEXT_MARGIN = 4
 # (Axolotl's completion tokenizes at most sequence_len * 64 tokens of a text: completion.py::load); beyond it,
 # excess_length_strategy applies to the row.
 MAX_CHUNKS = 64
+# ... and their text is bounded at CHUNK_TEXT_FACTOR x the one-sequence character bound, not MAX_CHUNKS x: that
+# still holds MAX_CHUNKS sequences of text averaging up to 64 characters a token (real text: 3-5), while a
+# 50 MB cell is dropped (or cut) before tokenizing, as for other types, instead of costing gigabytes.
+CHUNK_TEXT_FACTOR = 8
 MESSAGE_CHARS = 2000  # a row_error message is cut here: exception texts may quote the whole row
 
 
@@ -79,7 +83,7 @@ class RowProcessor:
                                      cfg.train_on_inputs)
         self.chunked = self.ds.type in ("completion", "pretrain")
         self.token_limit = cfg.sequence_len * (MAX_CHUNKS if self.chunked else 1)
-        self.text_limit = text_limit(tok, self.token_limit)
+        self.text_limit = text_limit(tok, cfg.sequence_len) * (CHUNK_TEXT_FACTOR if self.chunked else 1)
 
     def process(self, batch: list[RawRow]) -> list[RowResult]:
         """One RowResult per raw row, in order; never raises for a row's sake."""
@@ -123,7 +127,7 @@ class RowProcessor:
         chars = _text_chars(sample)
         drop = self.cfg.excess_length_strategy == "drop"
         if chars > self.text_limit and drop:
-            per_token = self.text_limit // (self.token_limit * TEXT_MARGIN)
+            per_token = max_token_chars(self.tok)
             return RowResult(raw.source_row, Status.dropped, Reason.too_long, message=(
                 f"{chars:,} characters of text cannot fit in {self._fits} (a token is at "
                 f"most {per_token} characters; limit {self.text_limit:,} with a x{TEXT_MARGIN} margin): dropped "
