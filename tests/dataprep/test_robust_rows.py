@@ -186,7 +186,10 @@ def test_random_rows_never_raise_and_each_gets_one_result(qwen_dir: Path, ds: di
     assert [r.source_row for r in results] == list(range(len(raws)))
     for r in results:
         if r.status is Status.kept:
-            assert r.input_ids is not None and r.labels is not None and len(r.input_ids) <= 256
+            assert r.input_ids is not None and r.labels is not None
+            # completion rows longer than sequence_len are split into chunks of at most sequence_len
+            pieces = r.chunks or [(0, len(r.input_ids))]
+            assert all(b - a <= 256 for a, b in pieces) and pieces[-1][1] == len(r.input_ids)
         else:
             assert r.reason is not None and r.message
         for text in (r.message, r.original, r.field):

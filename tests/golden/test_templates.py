@@ -210,8 +210,10 @@ def test_input_output_golden(family: str) -> None:
     segments = [{"text": "Question: why is the sky blue?\n", "label": False},
                 {"text": "Rayleigh scattering.", "label": True}, {"text": "\n(end)", "label": False}]
     [r] = process_rows(tokenizer_dir(family), {"type": "input_output"}, [{"segments": segments}])
-    assert r.input_ids.tolist() == tok("".join(s["text"] for s in segments))["input_ids"]
-    assert tok.decode([t for t in r.labels.tolist() if t != -100]).strip() == "Rayleigh scattering."
+    # Axolotl's RawInputOutputStrategy: tokenizer(text, add_special_tokens=False) per segment, no BOS added
+    pieces = [tok(s["text"], add_special_tokens=False)["input_ids"] for s in segments]
+    assert r.input_ids.tolist() == [t for p in pieces for t in p]
+    assert r.labels.tolist() == [-100] * len(pieces[0]) + pieces[1] + [-100] * len(pieces[2])
 
 
 @pytest.mark.parametrize("family", NON_CHAT)
