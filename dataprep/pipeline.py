@@ -312,8 +312,12 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         in_stream = np.isin(sample_ids, np.asarray(stream.sample_ids, dtype=np.int64))
         is_val = np.zeros(len(sample_ids), dtype=bool)  # pretrain documents are all train, as in Axolotl
         # The split is chosen per input row: a chunked row's chunks go together (no train/val leak).
-        rows_of, row = np.unique([chunk_of.get(i, i) for i in sample_ids[~in_stream].tolist()], return_inverse=True)
-        is_val[~in_stream] = choose_validation(rows_of.astype(np.int64), cfg.val_set_size, cfg.seed)[row]
+        if chunk_of:
+            rows_of, row = np.unique([chunk_of.get(i, i) for i in sample_ids[~in_stream].tolist()],
+                                     return_inverse=True)
+            is_val[~in_stream] = choose_validation(rows_of.astype(np.int64), cfg.val_set_size, cfg.seed)[row]
+        else:
+            is_val[~in_stream] = choose_validation(sample_ids[~in_stream], cfg.val_set_size, cfg.seed)
         if len(sample_ids) and is_val.all():
             raise ConfigProblem(f"val_set_size {cfg.val_set_size:g} puts all {len(sample_ids):,} kept samples in "
                                 "the validation split and none in train; lower val_set_size (a fraction < 1, or "
@@ -322,8 +326,8 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         layouts = {}
         for split, mask in (("train", ~is_val), ("val", is_val)):
             idx = np.flatnonzero(mask & ~in_stream)
-            rows = (pack_best_fit(lengths[idx], sample_ids[idx], cfg.sequence_len) if cfg.sample_packing
-                    else one_per_row(sample_ids[idx]))
+            rows = [] if len(idx) == 0 else (pack_best_fit(lengths[idx], sample_ids[idx], cfg.sequence_len)
+                                              if cfg.sample_packing else one_per_row(sample_ids[idx]))
             layout = [[int(idx[i]) for i in row] for row in rows]
             layout += stream_rows(np.flatnonzero(mask & in_stream), lengths, cfg.sequence_len)
             if layout:
@@ -347,7 +351,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
 
 def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list[RawRow], list[RowResult]]]:
     max_line = line_limit(text_limit(st.tok, st.cfg.sequence_len))
-    # completion / pretrain rows may be up to MAX_CHUNKS sequences long (they are split, not dropped)
+    # completion / pretrain rows may be many sequences long (they are split, not dropped): transform.py
     chunked_line = line_limit(text_limit(st.tok, st.cfg.sequence_len) * CHUNK_TEXT_FACTOR)
 
     def jobs() -> Iterator[tuple[Source, list[RawRow]]]:
