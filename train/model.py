@@ -80,7 +80,7 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
     if model.get_input_embeddings().num_embeddings < vocab_size:
         raise ModelError(f"the model has {model.get_input_embeddings().num_embeddings} token embeddings but the "
                          f"prepared data uses ids up to {vocab_size - 1}: use the model's own tokenizer")
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing or (cfg.fsdp_on and cfg.fsdp_settings.activation_checkpointing):
         # Non-reentrant: works with frozen embeddings (LoRA) without enable_input_require_grads. transformers 5
         # renamed the method (the old name warns); 4.x only has the old one.
         kwargs = {"use_reentrant": False}
@@ -89,6 +89,9 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if cfg.adapter == "lora":
+        # LoRA's initial weights come from the seed, not from whatever the RNG did before: the same on every
+        # rank (FSDP2 keeps each rank's own shard of them) and on every run.
+        torch.manual_seed(cfg.seed)
         model = _add_lora(model, cfg)
     elif cfg.adapter is not None:
         raise ModelError(f"adapter: {cfg.adapter} needs bitsandbytes on a GPU (a later issue); use adapter: lora")
