@@ -43,14 +43,14 @@ LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
 DROPOUT = {"base_model_init": {**TINY, "attention_dropout": 0.1}}
 # name -> trainer keys of each 2-process run (max_steps 3, micro_batch_size 1 unless given)
 RUNS: dict[str, dict[str, Any]] = {
-    "ddp": {},
+    "ddp": {"save_steps": 2},
     "fsdp2": FSDP,
     "ddp_lora": LORA,
-    "fsdp2_lora": {**FSDP, **LORA},
-    "ddp_whole": {**DROPOUT, "max_steps": 4, "save_steps": 2},
-    "fsdp2_whole": {**DROPOUT, **FSDP, "max_steps": 6, "save_steps": 2},
+    # FSDP2 options that must not change the numbers: layers kept gathered until backward, recomputed activations
+    "fsdp2_lora": {**LORA, "fsdp_config": {"reshard_after_forward": False, "fsdp_activation_checkpointing": True}},
+    "fsdp2_whole": {**DROPOUT, **FSDP, "max_steps": 4, "save_steps": 2},  # the kill test's uninterrupted run
+    "ddp_resumed": {"save_steps": 2, "resume_from_checkpoint": "{ddp}/checkpoint-2"},
 }
-RUNS["ddp_resumed"] = {**RUNS["ddp_whole"], "resume_from_checkpoint": "{ddp_whole}/checkpoint-2"}
 
 
 def _env() -> dict[str, str]:
@@ -152,7 +152,7 @@ def test_run_json_and_start_line_say_world_size_and_parallelism(runs: dict[str, 
 
 
 def test_checkpoints_hold_every_rank_and_load_for_inference(runs: dict[str, Path]) -> None:
-    for name, sharded in (("ddp_whole", False), ("fsdp2_whole", True)):
+    for name, sharded in (("ddp", False), ("fsdp2_whole", True)):
         ckpt = runs[name] / "out" / "checkpoint-2"
         state = json.loads((ckpt / "trainer_state.json").read_text())
         assert state["world_size"] == 2 and len(state["loader_by_rank"]) == 2
@@ -167,14 +167,17 @@ def test_checkpoints_hold_every_rank_and_load_for_inference(runs: dict[str, Path
 
 
 def test_ddp_resume_from_checkpoint_continues_exactly(runs: dict[str, Path]) -> None:
-    whole, resumed = _losses(runs["ddp_whole"] / "out"), _losses(runs["ddp_resumed"] / "out")
-    assert len(whole) == 4 and resumed == whole[2:]  # bit for bit: weights, AdamW moments, both ranks' RNG
+    whole, resumed = _losses(runs["ddp"] / "out"), _losses(runs["ddp_resumed"] / "out")
+    assert len(whole) == 3 and resumed == whole[2:]  # bit for bit: weights, AdamW moments, data position
 
 
 def test_fsdp2_sigkill_then_auto_resume_reproduces_the_curve(tmp_path: Path, qwen_dir: Path, demo_prepared: Path,
                                                             runs: dict[str, Path]) -> None:
     out = tmp_path / "killed" / "out"
-    cfg = _config(tmp_path, qwen_dir, demo_prepared, "killed", **RUNS["fsdp2_whole"])
+    # Checkpoints with the shards only: the resume reads sharded/, not consolidated weights.
+    keys = RUNS["fsdp2_whole"]
+    keys = {**keys, "fsdp_config": {**keys["fsdp_config"], "state_dict_type": "SHARDED_STATE_DICT"}}
+    cfg = _config(tmp_path, qwen_dir, demo_prepared, "killed", **keys)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
            str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=_env(),
@@ -189,6 +192,7 @@ def test_fsdp2_sigkill_then_auto_resume_reproduces_the_curve(tmp_path: Path, qwe
     finally:
         proc.wait()
     assert not (out / "final").exists(), "killed before the end"
+    assert (out / "checkpoint-2" / "sharded").is_dir() and not (out / "checkpoint-2" / "model.safetensors").exists()
     resume = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                              "2", "--main_process_port", "0", "-m", "train", str(cfg),
                              "--set", "auto_resume_from_checkpoints=true"],
