@@ -20,6 +20,10 @@ What it does, in order:
     step      the demo model's CPU step time: examples/demo.yaml's model and trainer keys (Qwen2, hidden 64,
               2 layers, the Qwen2.5 vocabulary, micro_batch_size 1) through train.loop.train on the demo
               shards for --steps steps, no eval or checkpoints: median step_time_s, step 1 excluded.
+    dist      (--dist-steps N) the same model with 2 CPU processes (torchrun, gloo; DDP, then FSDP2) taking
+              micro_batch_size 1 each, against 1 process taking 2: the same global batch; median step_time_s
+              after step 1 of each (`python bench/train.py --tokens 1e6 --mbs 1 --repeat 1 --steps 0
+              --dist-steps 10` measures only this, on a small loader dataset).
 
 tokens/s counts non-padding tokens of the Batches yielded (Batch.num_tokens) over wall time; building each
 Batch (int64 tensors, padding, cu_seqlens, sample ids) is included. Target on the 2-core machine: >= 50M tokens/s
@@ -228,6 +232,7 @@ def dist_step_time(out: Path, steps: int) -> list[str]:
         done = subprocess.run([*launcher, "-m", "train", str(path)], capture_output=True, text=True, cwd=ROOT,
                               env=env)
         seconds = time.perf_counter() - start
+        (run / "stdout.txt").write_text(done.stdout)
         if done.returncode != 0:
             lines.append(f"| {name} | failed: {done.stderr.strip().splitlines()[-1]} | | | | | |")
             continue

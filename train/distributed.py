@@ -96,9 +96,6 @@ def setup_world(cfg: Config) -> World:
     if cfg.fsdp_on and cfg.fsdp_settings.offload_params and not cuda:
         raise DistributedError("fsdp_config.offload_params moves parameters to CPU memory between uses; this run "
                                "is on CPU already: remove offload_params (or `offload` from fsdp)")
-    if cfg.fsdp_on and cfg.fsdp_settings.cpu_ram_efficient_loading:
-        raise DistributedError("fsdp_config.cpu_ram_efficient_loading is not supported yet (every rank loads the "
-                               "weights, then shards them): remove it")
     parallelism = "fsdp2" if cfg.fsdp_on else "ddp" if size > 1 else "single"
     return World(rank, local_rank, size, device, parallelism, launcher, backend)
 
@@ -123,9 +120,16 @@ def close_world() -> None:
         dist.destroy_process_group()
 
 
+def loads_empty(cfg: Config, world: World) -> bool:
+    """cpu_ram_efficient_loading: this rank builds the model on the meta device; rank 0 sends the weights."""
+    return world.parallelism == "fsdp2" and cfg.fsdp_settings.cpu_ram_efficient_loading and not world.is_main
+
+
 def wrap_model(model: torch.nn.Module, cfg: Config, world: World) -> tuple[torch.nn.Module, World]:
-    """DDP, or FSDP2 with one unit per decoder layer and then the root; the model as-is for one process.
-    Returns the world with the FSDP units recorded (for the start line and run.json)."""
+    """On the device: DDP, or FSDP2 with one unit per decoder layer and then the root; the model as-is for one
+    process. Returns the world with the FSDP units recorded (for the start line and run.json)."""
+    if world.parallelism != "fsdp2":
+        model = model.to(world.device)
     if world.parallelism == "ddp":
         ids = [world.device.index] if world.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids), world
@@ -133,10 +137,16 @@ def wrap_model(model: torch.nn.Module, cfg: Config, world: World) -> tuple[torch
         return model, world
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
-    # DDP starts from rank 0's weights; FSDP2 keeps each rank's own shard, so make them rank 0's first.
-    for tensor in [*model.parameters(), *model.buffers()]:
-        dist.broadcast(tensor.data, src=0)
     settings = cfg.fsdp_settings
+    efficient = settings.cpu_ram_efficient_loading
+    if efficient:
+        # Rank 0's whole model, before sharding; the other ranks hold an empty (meta) model.
+        full = model.state_dict() if world.is_main else {}
+    else:
+        # DDP starts from rank 0's weights; FSDP2 keeps each rank's own shard, so make them rank 0's first.
+        model = model.to(world.device)
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)
     names = _layer_classes(model, settings.transformer_layer_cls_to_wrap)
     kwargs: dict[str, Any] = {"reshard_after_forward": settings.reshard_after_forward,
                               "offload_policy": CPUOffloadPolicy() if settings.offload_params else OffloadPolicy()}
@@ -151,6 +161,14 @@ def wrap_model(model: torch.nn.Module, cfg: Config, world: World) -> tuple[torch
         raise DistributedError(f"fsdp_config.transformer_layer_cls_to_wrap {sorted(names)}: no such module in "
                                f"{_model_name(model)} (its layer classes: {', '.join(found) or 'none'})")
     fully_shard(model, **kwargs)  # the root: embeddings, final norm and the (possibly tied) output layer
+    if efficient:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        if not world.is_main:  # fully_shard moved rank 0's real weights to the device already
+            model = model.to_empty(device=world.device)
+        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        for buffer in model.buffers():  # not in the state dict when non-persistent (rotary inv_freq)
+            dist.broadcast(buffer.data, src=0)
     return model, World(**{**world.__dict__, "wrapped": wrapped})
 
 

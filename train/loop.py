@@ -41,6 +41,7 @@ from train.distributed import (
     all_sum,
     barrier,
     grad_sync,
+    loads_empty,
     main_first,
     setup_world,
     wrap_model,
@@ -84,9 +85,9 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> T
     plan = _plan(cfg, data, world.size)  # too little data fails before the model is loaded, too
     vocab_size = int(data.manifest["tokenizer"]["vocab_size"])
     with main_first(world):  # rank 0 writes base_model/ (base_model_init), the others load it
-        loaded = load_model(cfg, vocab_size, out, is_main=world.is_main)
+        loaded = load_model(cfg, vocab_size, out, is_main=world.is_main, empty=loads_empty(cfg, world))
     check_tokenizer(data, loaded.model.get_input_embeddings().num_embeddings, _model_tokenizer(cfg))
-    model, world = wrap_model(loaded.model.to(world.device), cfg, world)
+    model, world = wrap_model(loaded.model, cfg, world)
     if world.size > 1:
         torch.manual_seed(cfg.seed + world.rank)  # dropout: each rank its own stream, the same on every run
     optimizer = build_optimizer(model, cfg)

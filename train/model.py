@@ -41,8 +41,10 @@ class LoadedModel:
 
 
 def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtype = torch.float32,
-               is_main: bool = True) -> LoadedModel:
-    """The base model (loaded, or built from base_model_init with `seed`), gradient checkpointing, LoRA."""
+               is_main: bool = True, empty: bool = False) -> LoadedModel:
+    """The base model (loaded, or built from base_model_init with `seed`), gradient checkpointing, LoRA.
+    empty: build it on the meta device without reading the weights (FSDP2's cpu_ram_efficient_loading: ranks
+    other than 0 get theirs from rank 0 after sharding, train/distributed.py)."""
     hf_logging.disable_progress_bar()  # "Loading weights" bars; the run prints its own progress
     attention = cfg.attention
     if cfg.base_model_init is not None:
@@ -73,8 +75,13 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
         raise ModelError("no model: set base_model (a local HF folder) or base_model_init (a config for random "
                          "weights)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(base_dir.resolve()), dtype=dtype,
-                                                     attn_implementation=attention)
+        if empty:
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(base_dir.resolve())),
+                                                         dtype=dtype, attn_implementation=attention)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(base_dir.resolve()), dtype=dtype,
+                                                         attn_implementation=attention)
     except (OSError, ValueError, ImportError) as e:
         raise ModelError(f"cannot load {base_dir}: {str(e).splitlines()[0]}") from None
     if model.get_input_embeddings().num_embeddings < vocab_size:

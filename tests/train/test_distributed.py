@@ -6,7 +6,8 @@ checkpoint; `accelerate launch --multi_gpu --num_processes 2 -m train` resumes i
 - each rank trains on disjoint rows, and together on the rows one process takes with twice the micro-batch;
 - after training, the weights are identical on both ranks (DDP) and FSDP2's gathered weights equal DDP's;
 - the loss curve (and eval loss) of 2 ranks x micro_batch_size 1 equals 1 rank x micro_batch_size 2 (fp32, 1e-5),
-  full fine-tune and LoRA, under DDP and FSDP2;
+  full fine-tune and LoRA, under DDP and FSDP2 (with reshard_after_forward off, activation checkpointing and
+  cpu_ram_efficient_loading too);
 - run.json and the start line say the world size and the parallelism in effect;
 - checkpoints hold every rank's RNG and loader position, FSDP2's sharded state, and weights that
   AutoModelForCausalLM loads; final/ is the consolidated model;
@@ -46,8 +47,10 @@ RUNS: dict[str, dict[str, Any]] = {
     "ddp": {"save_steps": 2},
     "fsdp2": FSDP,
     "ddp_lora": LORA,
-    # FSDP2 options that must not change the numbers: layers kept gathered until backward, recomputed activations
-    "fsdp2_lora": {**LORA, "fsdp_config": {"reshard_after_forward": False, "fsdp_activation_checkpointing": True}},
+    # FSDP2 options that must not change the numbers: layers kept gathered until backward, recomputed activations,
+    # rank 1 building an empty model and receiving rank 0's weights
+    "fsdp2_lora": {**LORA, "fsdp_config": {"reshard_after_forward": False, "fsdp_activation_checkpointing": True,
+                                           "cpu_ram_efficient_loading": True}},
     "fsdp2_whole": {**DROPOUT, **FSDP, "max_steps": 4, "save_steps": 2},  # the kill test's uninterrupted run
     "ddp_resumed": {"save_steps": 2, "resume_from_checkpoint": "{ddp}/checkpoint-2"},
 }
