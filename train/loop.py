@@ -140,7 +140,7 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> T
                    "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "trained_tokens": trained,
                    "tokens_per_s": tokens / dt, "trained_tokens_per_s": trained / dt, "step_time_s": dt,
                    "peak_mem_gib": peak_memory_gib(world.device),
-                   "mfu": _mfu(loaded.info, tokens, dt, world.device), **groups.losses(by_group)}
+                   "mfu": _mfu(loaded.info, tokens / world.size, dt, world.device), **groups.losses(by_group)}
         log.step(metrics, logged=step % cfg.logging_steps == 0 or step == plan.total)
         if plan.eval_every and (step % plan.eval_every == 0 or step == plan.total):
             log.eval({"step": step, **evaluate(model, data, cfg, world, precision)})
@@ -324,7 +324,7 @@ def _save_final(out: Path, model: torch.nn.Module, prepared_dir: Path, world: Wo
 _PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 
 
-def _mfu(info: dict[str, Any], tokens: int, seconds: float, device: torch.device) -> float | None:
+def _mfu(info: dict[str, Any], tokens: float, seconds: float, device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
