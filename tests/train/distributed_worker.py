@@ -9,7 +9,7 @@ group, and writes what each rank holds afterwards to OUT/<name>/rank-<r>.json:
                  loop makes (rank, world size, seed)
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/train/distributed_worker.py OUT \
-        PREPARED NAME=CONFIG ...
+        NAME=CONFIG ...      (each config's dataset_prepared_path is the prepared directory it trains on)
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ def _sha(tensors: list[torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def main(out: Path, prepared: Path, runs: list[str]) -> None:
+def main(out: Path, runs: list[str]) -> None:
     for spec in runs:
         name, config = spec.split("=", 1)
         cfg = load_config(config)
+        prepared = Path(str(cfg.dataset_prepared_path))
         done = train(cfg, prepared, Path(config))
         world, model = done.world, done.model
         trained = [p for _, p in sorted(unwrap(model).named_parameters()) if p.requires_grad]
@@ -60,4 +61,4 @@ def main(out: Path, prepared: Path, runs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:])
+    main(Path(sys.argv[1]), sys.argv[2:])

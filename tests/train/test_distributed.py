@@ -7,7 +7,7 @@ checkpoint; `accelerate launch --multi_gpu --num_processes 2 -m train` resumes i
 - after training, the weights are identical on both ranks (DDP) and FSDP2's gathered weights equal DDP's;
 - the loss curve (and eval loss) of 2 ranks x micro_batch_size 1 equals 1 rank x micro_batch_size 2 (fp32, 1e-5),
   full fine-tune and LoRA, under DDP and FSDP2 (with reshard_after_forward off, activation checkpointing and
-  cpu_ram_efficient_loading too);
+  cpu_ram_efficient_loading too), and over a whole epoch whose last micro-batch leaves rank 1 without a row;
 - run.json and the start line say the world size and the parallelism in effect;
 - checkpoints hold every rank's RNG and loader position, FSDP2's sharded state, and weights that
   AutoModelForCausalLM loads; final/ is the consolidated model;
@@ -41,6 +41,10 @@ FSDP = {"fsdp_version": 2, "fsdp_config": {"fsdp_transformer_layer_cls_to_wrap":
                                            "reshard_after_forward": True}}
 LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
         "lora_target_modules": ["q_proj", "v_proj", "gate_proj"], "learning_rate": 1e-2}
+# A whole epoch of a small prepared set with an odd number of train rows (15 unpacked ShareGPT samples; the 16th
+# is the val split): 8 micro-batches of 1 per rank, the last one of rank 1 padding only (no row left for it).
+TAIL = {"datasets": [{"path": str(ROOT / "examples" / "data" / "sharegpt.jsonl"), "type": "chat_template"}],
+        "sample_packing": False, "val_set_size": 1, "max_steps": 8}
 DROPOUT = {"base_model_init": {**TINY, "attention_dropout": 0.1}}
 # name -> trainer keys of each 2-process run (max_steps 3, micro_batch_size 1 unless given)
 RUNS: dict[str, dict[str, Any]] = {
@@ -52,6 +56,8 @@ RUNS: dict[str, dict[str, Any]] = {
     "fsdp2_lora": {**LORA, "fsdp_config": {"reshard_after_forward": False, "fsdp_activation_checkpointing": True,
                                            "cpu_ram_efficient_loading": True}},
     "fsdp2_whole": {**DROPOUT, **FSDP, "max_steps": 4, "save_steps": 2},  # the kill test's uninterrupted run
+    "ddp_tail": TAIL,
+    "fsdp2_tail": {**TAIL, **FSDP},
     "ddp_resumed": {"save_steps": 2, "resume_from_checkpoint": "{ddp}/checkpoint-2"},
 }
 
@@ -65,6 +71,17 @@ def _config(tmp: Path, qwen_dir: Path, prepared: Path, name: str, **keys: Any) -
                         **{"max_steps": 3, "micro_batch_size": 1, **keys})
 
 
+@pytest.fixture(scope="module")
+def tail_prepared(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path) -> Path:
+    from dataprep.pipeline import run_pipeline
+    from dataprep.report import Progress
+
+    tmp = tmp_path_factory.mktemp("tail")
+    cfg = write_config(tmp, qwen_dir, **TAIL)
+    run_pipeline(load_config(cfg), cfg, tmp / "prepared", progress=Progress(enabled=False))
+    return tmp / "prepared"
+
+
 def _metrics(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if "loss" in r], [r for r in rows if "eval_loss" in r]
@@ -75,16 +92,18 @@ def _losses(out: Path) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path, demo_prepared: Path) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path, demo_prepared: Path,
+         tail_prepared: Path) -> dict[str, Path]:
     """Every RUNS entry trained by 2 processes in one torchrun launch; name -> its folder (out/, ranks/)."""
     tmp = tmp_path_factory.mktemp("dist")
     specs = []
     for name, keys in RUNS.items():
         keys = {k: v.format(**{n: tmp / n / "out" for n in RUNS}) if isinstance(v, str) else v
                 for k, v in keys.items()}
-        specs.append(f"{name}={_config(tmp, qwen_dir, demo_prepared, name, **keys)}")
+        prepared = tail_prepared if "tail" in name else demo_prepared
+        specs.append(f"{name}={_config(tmp, qwen_dir, prepared, name, **keys)}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "train" / "distributed_worker.py"), str(tmp / "ranks"), str(demo_prepared), *specs]
+           str(ROOT / "tests" / "train" / "distributed_worker.py"), str(tmp / "ranks"), *specs]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     (tmp / "stdout.txt").write_text(done.stdout)
@@ -96,13 +115,15 @@ def _ranks(runs: dict[str, Path], name: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path, demo_prepared: Path) -> dict[str, Path]:
+def single(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path, demo_prepared: Path,
+           tail_prepared: Path) -> dict[str, Path]:
     """The references: one process, micro_batch_size 2 (the same global batch as 2 x 1)."""
     tmp = tmp_path_factory.mktemp("single")
     out = {}
-    for name, keys in (("full", {}), ("lora", LORA)):
-        cfg = _config(tmp, qwen_dir, demo_prepared, name, micro_batch_size=2, **keys)
-        out[name] = train(load_config(cfg), demo_prepared, cfg).final.parent
+    for name, keys, prepared in (("full", {}, demo_prepared), ("lora", LORA, demo_prepared),
+                                 ("tail", TAIL, tail_prepared)):
+        cfg = _config(tmp, qwen_dir, prepared, name, micro_batch_size=2, **keys)
+        out[name] = train(load_config(cfg), prepared, cfg).final.parent
     return out
 
 
@@ -117,9 +138,10 @@ def test_each_rank_trains_on_its_own_rows(runs: dict[str, Path], single: dict[st
 
 
 def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(runs: dict[str, Path], single: dict[str, Path]) -> None:
-    for two, one in (("ddp", "full"), ("fsdp2", "full"), ("ddp_lora", "lora"), ("fsdp2_lora", "lora")):
+    for two, one in (("ddp", "full"), ("fsdp2", "full"), ("ddp_lora", "lora"), ("fsdp2_lora", "lora"),
+                     ("ddp_tail", "tail"), ("fsdp2_tail", "tail")):
         (steps2, evals2), (steps1, evals1) = _metrics(runs[two] / "out"), _metrics(single[one])
-        assert len(steps2) == len(steps1) == 3
+        assert len(steps2) == len(steps1) == RUNS[two].get("max_steps", 3)
         torch.testing.assert_close([m["loss"] for m in steps2], [m["loss"] for m in steps1], rtol=0, atol=1e-5,
                                    msg=lambda m, two=two: f"{two}: {m}")
         torch.testing.assert_close([m["grad_norm"] for m in steps2], [m["grad_norm"] for m in steps1], rtol=1e-4,
