@@ -20,6 +20,10 @@ What it does, in order:
     step      the demo model's CPU step time: examples/demo.yaml's model and trainer keys (Qwen2, hidden 64,
               2 layers, the Qwen2.5 vocabulary, micro_batch_size 1) through train.loop.train on the demo
               shards for --steps steps, no eval or checkpoints: median step_time_s, step 1 excluded.
+    dist      (--dist-steps N) the same model with 2 CPU processes (torchrun, gloo; DDP, then FSDP2) taking
+              micro_batch_size 1 each, against 1 process taking 2: the same global batch; median step_time_s
+              after step 1 of each (`python bench/train.py --tokens 1e6 --mbs 1 --repeat 1 --steps 0
+              --dist-steps 10` measures only this, on a small loader dataset).
 
 tokens/s counts non-padding tokens of the Batches yielded (Batch.num_tokens) over wall time; building each
 Batch (int64 tensors, padding, cu_seqlens, sample ids) is included. Target on the 2-core machine: >= 50M tokens/s
@@ -196,6 +200,69 @@ def step_time(out: Path, steps: int) -> str:
             f"({tokens / cpu:,.0f} tokens/s), loss {lines[0]['loss']:.2f} -> {steps_[-1]['loss']:.2f}")
 
 
+def dist_step_time(out: Path, steps: int) -> list[str]:
+    """Issue 11: the demo model's step with 2 CPU processes (torchrun, gloo; DDP and FSDP2), each taking
+    micro_batch_size 1, against 1 process with micro_batch_size 2: the same global batch of 2 packed rows. Each
+    is `python -m train` (or torchrun -m train) on the demo shards for `steps` steps, no checkpoints; the median
+    step_time_s of metrics.jsonl after step 1, and the other processes' share of the CPUs meanwhile."""
+    import statistics
+
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
+    for ds in demo["datasets"]:
+        ds["path"] = str(ROOT / "examples" / ds["path"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    runs = [("1 process, micro_batch_size 2", [sys.executable], {"micro_batch_size": 2}),
+            ("2 processes (DDP), micro_batch_size 1", torchrun, {"micro_batch_size": 1}),
+            ("2 processes (FSDP2), micro_batch_size 1", torchrun,
+             {"micro_batch_size": 1, "fsdp_version": 2, "fsdp_config": {"reshard_after_forward": True}})]
+    lines = ["| run | threads per process | median step s | tokens / step | tokens/s | loss (step 1 → last) | "
+             "other load |", "|---|---:|---:|---:|---:|---|---:|"]
+    for name, launcher, keys in runs:
+        run = out / "dist" / name.split(",")[0].replace(" ", "_").replace("(", "").replace(")", "")
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True)
+        cfg = {**demo, "dataset_prepared_path": str(out / "demo"), "output_dir": str(run / "out"),
+               "max_steps": steps, "logging_steps": 1, "save_steps": steps + 1, **keys}
+        path = run / "step.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cpu0, kids0, start = psutil.cpu_times(), _children_cpu(), time.perf_counter()
+        done = subprocess.run([*launcher, "-m", "train", str(path)], capture_output=True, text=True, cwd=ROOT,
+                              env=env)
+        seconds = time.perf_counter() - start
+        (run / "stdout.txt").write_text(done.stdout)
+        if done.returncode != 0:
+            lines.append(f"| {name} | failed: {done.stderr.strip().splitlines()[-1]} | | | | | |")
+            continue
+        cpu1 = psutil.cpu_times()
+        busy = sum(getattr(cpu1, k) - getattr(cpu0, k) for k in ("user", "system", "nice"))
+        other = max(0.0, busy - (_children_cpu() - kids0)) / seconds / (psutil.cpu_count() or 1)
+        rows = [json.loads(x) for x in (run / "out/metrics.jsonl").read_text().splitlines()]
+        timed = [x for x in rows if "step_time_s" in x][1:]
+        step_s = statistics.median(x["step_time_s"] for x in timed)
+        tokens = statistics.median(x["tokens"] for x in timed)
+        threads = "1 (torchrun's default)" if launcher is torchrun else str(torch_threads())
+        lines.append(f"| {name} | {threads} | {step_s:.2f} | {tokens:,.0f} | {tokens / step_s:,.0f} | "
+                     f"{rows[0]['loss']:.2f} → {timed[-1]['loss']:.2f} | {other:.0%} |")
+    return lines
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the finished child processes (the launched runs, their workers included)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def machine() -> dict[str, str]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -212,6 +279,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3, help="warm epochs per micro-batch size (best counts)")
     p.add_argument("--drop-caches", action="store_true", help="cold = drop the whole page cache (root)")
     p.add_argument("--steps", type=int, default=10, help="demo-model training steps for the step time (0: skip)")
+    p.add_argument("--dist-steps", type=int, default=0, help="steps of the demo model with 2 processes (DDP, "
+                   "FSDP2) vs 1 process, the same global batch (0: skip)")
     args = p.parse_args()
 
     print("machine:", ", ".join(f"{k} {v}" for k, v in machine().items()))
@@ -238,6 +307,8 @@ def main() -> int:
         print(f"| {mbs} | warm, opened once (best of {args.repeat + 1} epochs) | {row(run)} | {met} (≥ 50M tokens/s) |")
         del data
     print("step:", step_time(args.out, args.steps) if args.steps else "skipped (--steps 0)")
+    if args.dist_steps:
+        print("\n".join(dist_step_time(args.out, args.dist_steps)))
     with contextlib.suppress(Exception):
         print("gpu: none lent to this run" if not __import__("torch").cuda.is_available() else "gpu: present")
     return 0

@@ -220,16 +220,60 @@ class SpecialTokens(_Model):
 
 
 class FsdpConfig(_Model):
-    """Trainer: passed to accelerate's FSDP plugin."""
+    """Trainer: `fsdp_config:`, Axolotl's keys. Tessera shards with FSDP2 (torch's `fully_shard`): each decoder
+    layer is one unit, then the root (embeddings, final norm, output layer). The old `fsdp_`-prefixed names
+    (`fsdp_offload_params`, ...) are accepted; giving both spellings with different values is an error."""
 
-    fsdp_version: Literal[1, 2] = 2
-    fsdp_offload_params: bool = False
-    fsdp_cpu_ram_efficient_loading: bool = False
-    fsdp_auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP"] = "TRANSFORMER_BASED_WRAP"
-    fsdp_transformer_layer_cls_to_wrap: str | None = None
-    fsdp_state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT"] = "FULL_STATE_DICT"
-    fsdp_reshard_after_forward: bool = True
-    fsdp_activation_checkpointing: bool = False
+    fsdp_version: Literal[1, 2] | None = None
+    """Same as the top-level `fsdp_version` (Axolotl's canonical place); `version` is accepted here too."""
+    reshard_after_forward: bool = True
+    """Free each layer's gathered parameters after its forward pass (gather again for backward): less memory,
+    more communication. false keeps them until backward (ZeRO-2-like)."""
+    offload_params: bool = False
+    """Keep parameters, gradients and optimizer states in CPU memory between uses (GPU runs only)."""
+    state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT"] = "FULL_STATE_DICT"
+    """What a checkpoint holds besides the sharded state it resumes from (torch.distributed.checkpoint, always
+    written): FULL_STATE_DICT adds the consolidated model (or adapter), loadable with transformers/peft;
+    SHARDED_STATE_DICT only the shards (faster for big models). final/ is always consolidated."""
+    auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP"] = "TRANSFORMER_BASED_WRAP"
+    """TRANSFORMER_BASED_WRAP: one FSDP unit per decoder layer (SIZE_BASED_WRAP is not supported)."""
+    transformer_layer_cls_to_wrap: str | None = None
+    """Class name(s) of the decoder layer, comma-separated (e.g. Qwen2DecoderLayer); default: the model's
+    `_no_split_modules`."""
+    activation_checkpointing: bool = False
+    """Recompute each layer's activations in backward instead of storing them (same as gradient_checkpointing)."""
+    cpu_ram_efficient_loading: bool = False
+    """Only rank 0 loads the weights; the other ranks build the model without memory and receive them
+    (one copy of the model in CPU RAM per machine instead of one per process)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unprefix(cls, data: Any) -> Any:
+        """Axolotl's old names (fsdp_offload_params, ...) and `version` map to the current ones."""
+        if not isinstance(data, dict):
+            return data
+        out: dict[str, Any] = {}
+        problems = []
+        for key, value in data.items():
+            name = key
+            if key in ("version", "fsdp_version"):
+                name = "fsdp_version"
+            elif isinstance(key, str) and key.startswith("fsdp_"):
+                name = key.removeprefix("fsdp_")
+            if name in out and out[name] != value:
+                problems.append(f"fsdp_config gives {name} twice with different values ({out[name]!r} and "
+                                f"{key}: {value!r}): keep one")
+            out[name] = value
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
+    @model_validator(mode="after")
+    def _supported(self) -> FsdpConfig:
+        if self.auto_wrap_policy == "SIZE_BASED_WRAP":
+            raise ValueError("auto_wrap_policy: SIZE_BASED_WRAP is not supported (Tessera makes each decoder layer "
+                             "one FSDP unit): use TRANSFORMER_BASED_WRAP")
+        return self
 
 
 class Config(_Model):
@@ -381,7 +425,14 @@ class Config(_Model):
     auto_resume_from_checkpoints: bool = False
     """Continue from the newest complete checkpoint in output_dir, if there is one."""
     fsdp: list[str] | None = None
+    """Trainer, Axolotl's old FSDP switch, e.g. [full_shard, auto_wrap] (`offload` = fsdp_config.offload_params).
+    Prefer fsdp_config; either one turns FSDP2 on."""
     fsdp_config: FsdpConfig | None = None
+    """Trainer: shard parameters, gradients and optimizer states over the processes (FSDP2) instead of replicating
+    them (DDP, the default with more than one process). Needs more than one process (torchrun/accelerate launch)."""
+    fsdp_version: Literal[1, 2] | None = None
+    """Trainer: 2 (FSDP2, torch's fully_shard) is the only version Tessera runs; FSDP1 is refused. Default 2
+    when fsdp_config or fsdp is set."""
     wandb_project: str | None = None
     """Log to Weights & Biases when wandb is installed and this is set."""
 
@@ -416,6 +467,7 @@ class Config(_Model):
         if self.bf16 is True and self.fp16:
             problems.append("bf16 and fp16 are exclusive")
         problems += self._trainer_problems()
+        problems += self._fsdp_problems()
         try:
             datetime.date.fromisoformat(self.chat_template_date)
         except ValueError:
@@ -457,6 +509,39 @@ class Config(_Model):
                             "lora_target_linear: true")
         return problems
 
+    def _fsdp_problems(self) -> list[str]:
+        """FSDP keys: which version, old and new spellings agreeing, and what FSDP2 cannot do here."""
+        problems = []
+        inner = self.fsdp_config.fsdp_version if self.fsdp_config else None
+        if self.fsdp_version is not None and inner is not None and inner != self.fsdp_version:
+            problems.append(f"fsdp_version {self.fsdp_version} and fsdp_config.fsdp_version {inner} differ: keep one")
+        if 1 in (self.fsdp_version, inner):
+            problems.append("fsdp_version: 1 (FSDP1) is not supported: set fsdp_version: 2 (the same sharding with "
+                            "torch's fully_shard; the fsdp_config keys are the same)")
+        if (self.fsdp_version is not None or inner is not None) and not self.fsdp_on:
+            problems.append("fsdp_version is set but FSDP is not: add fsdp_config (e.g. fsdp_config: "
+                            "{reshard_after_forward: true}) or remove fsdp_version")
+        unknown = sorted(set(self.fsdp or []) - {"full_shard", "auto_wrap", "offload"})
+        if unknown:
+            problems.append(f"fsdp: {unknown} not supported: FSDP2 shards fully (full_shard), wraps each decoder layer "
+                            "(auto_wrap) and offloads with offload; use fsdp_config for the rest")
+        if self.fsdp_on and self.fp16:
+            problems.append("fp16 with FSDP is not supported (its loss scaling is not shard-aware here): use bf16")
+        return problems
+
+    @property
+    def fsdp_on(self) -> bool:
+        """FSDP2 was asked for: fsdp_config or the old `fsdp` list (Axolotl's signals)."""
+        return self.fsdp_config is not None or bool(self.fsdp)
+
+    @property
+    def fsdp_settings(self) -> FsdpConfig:
+        """fsdp_config with the old `fsdp: [..., offload]` list folded in (defaults when only `fsdp` is given)."""
+        settings = self.fsdp_config or FsdpConfig()
+        if "offload" in (self.fsdp or []):
+            settings = settings.model_copy(update={"offload_params": True})
+        return settings
+
     @property
     def attention(self) -> str:
         """The transformers attn_implementation the trainer uses."""
@@ -476,7 +561,7 @@ TRAINER_KEYS = frozenset({
     "warmup_steps", "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "bf16", "fp16", "tf32",
     "attn_implementation", "flash_attention", "sdp_attention", "gradient_checkpointing", "logging_steps",
     "eval_steps", "evals_per_epoch", "save_steps", "saves_per_epoch", "save_total_limit", "resume_from_checkpoint",
-    "auto_resume_from_checkpoints", "fsdp", "fsdp_config", "wandb_project",
+    "auto_resume_from_checkpoints", "fsdp", "fsdp_config", "fsdp_version", "wandb_project",
 })
 
 

@@ -1,5 +1,6 @@
-"""`tessera train CONFIG [--set key=value ...]`, also `python -m train CONFIG` and
-`accelerate launch -m train CONFIG`.
+"""`tessera train CONFIG [--set key=value ...]`, also `python -m train CONFIG`, and with several processes
+`torchrun --nproc_per_node N -m train CONFIG` or `accelerate launch --multi_gpu --num_processes N -m train CONFIG`
+(train/distributed.py).
 
 The same YAML as `tessera prepare`: the data is prepared first when the prepared directory is missing or stale
 (prepare's fingerprint cache decides, so an unchanged dataset is not rebuilt), then the model trains on it.
@@ -26,13 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # Heavy imports here: `tessera prepare` and friends should not pay for torch.
-    from accelerate import PartialState
-
     from dataprep.cli import _error, prepare
     from schemas.config import ConfigError, load_config
     from schemas.overrides import OverrideError
     from train.checkpoint import CheckpointError
     from train.data import DataError
+    from train.distributed import DistributedError, all_gather_object, close_world, main_first, setup_world
     from train.log import print0
     from train.loop import TrainingError, train
     from train.model import ModelError
@@ -43,24 +43,28 @@ def main(args: argparse.Namespace) -> int:
         _error(e)
         return 2
     prepared = args.prepared or Path(cfg.dataset_prepared_path or Path("prepared") / args.config.stem)
-    state = PartialState()
-    # One process prepares (or finds the cache up to date); the others wait and then read the same directory.
-    with state.main_process_first():
-        if state.is_main_process:
-            code = prepare(argparse.Namespace(config=args.config, overrides=args.overrides, out=prepared,
-                                              workers=args.workers, force=False, verify=False))
-            if code:
-                return code
-    print0(f"config: {_trainer_summary(cfg)}", state.is_main_process)
+    rank = ""
     try:
+        world = setup_world(cfg)
+        rank = f"rank {world.rank}: " if world.size > 1 else ""
+        # One process prepares (or finds the cache up to date); the others wait and then read the same directory.
+        with main_first(world):
+            code = prepare(argparse.Namespace(config=args.config, overrides=args.overrides, out=prepared,
+                                              workers=args.workers, force=False, verify=False)) if world.is_main else 0
+        code = max(all_gather_object(code, world))
+        if code:
+            return code
+        print0(f"config: {_trainer_summary(cfg)}", world.is_main)
         train(cfg, prepared, args.config)
-    except (DataError, ModelError, CheckpointError, TrainingError) as e:
-        _error(e)
+    except (DataError, ModelError, CheckpointError, TrainingError, DistributedError) as e:
+        _error(f"{rank}{e}")
         return 1
     except KeyboardInterrupt:
         _error(Exception("interrupted; continue with --set auto_resume_from_checkpoints=true (from the newest "
                          f"checkpoint in {cfg.output_dir})"))
         return 1
+    finally:
+        close_world()
     return 0
 
 

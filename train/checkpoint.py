@@ -1,16 +1,21 @@
-"""Checkpoints: everything an exact resume needs, written atomically.
+"""Checkpoints: everything an exact resume needs, written atomically, by every process.
 
     output_dir/checkpoint-<step>/
-        model.safetensors + config.json      full fine-tune (save_pretrained)
-        adapter_model.safetensors + adapter_config.json    LoRA (peft save_pretrained)
-        optimizer.pt                         AdamW moments
+        model.safetensors + config.json      full fine-tune (save_pretrained; under FSDP2 gathered from the shards
+                                             unless fsdp_config.state_dict_type is SHARDED_STATE_DICT)
+        adapter_model.safetensors + adapter_config.json    LoRA (peft save_pretrained), the same way
+        optimizer.pt                         AdamW moments (one process or DDP: every rank holds the same)
+        sharded/                             FSDP2 only: each rank's shards of the trained weights and their
+                                             optimizer state (torch.distributed.checkpoint), what FSDP2 resumes from
         rng_state-<rank>.pt                  torch CPU and CUDA, numpy, python RNG of each rank
-        trainer_state.json                   step, schedule, loader position (epoch, index), token counts
+        trainer_state.json                   step, schedule, loader position of each rank (epoch, index), token
+                                             counts, world size and parallelism
         config.yaml                          the resolved config
 
-A checkpoint is written under `.checkpoint-<step>.tmp` and renamed when complete, so a folder named
-`checkpoint-<step>` is always whole; a run killed mid-save leaves only a temp folder, ignored and removed later.
-The schedule is a pure function of the step (optim.lr_at), so the step is the scheduler's whole state.
+A checkpoint is written under `.checkpoint-<step>.tmp` and renamed by rank 0 once every rank has written its
+part, so a folder named `checkpoint-<step>` is always whole; a run killed mid-save leaves only a temp folder,
+ignored and removed later. With several machines output_dir must be on a filesystem they share. The schedule is a
+pure function of the step (optim.lr_at), so the step is the scheduler's whole state.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from train.distributed import World, all_gather_object, barrier, unwrap
+
 _NAME = re.compile(r"checkpoint-(\d+)")
+SHARDED = "sharded"
 
 
 class CheckpointError(Exception):
@@ -35,26 +43,79 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], config: dict[str, Any], limit: int | None = None) -> Path:
-    """Write checkpoint-<step> (single process; ranks > 0 only add their RNG file in a later issue)."""
+                    state: dict[str, Any], config: dict[str, Any], world: World, limit: int | None = None,
+                    full_weights: bool = True) -> Path:
+    """Write checkpoint-<step>; every rank calls this (state["loader"] is this rank's position)."""
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(rng_states(), tmp / "rng_state-0.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=1) + "\n")
-    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    if final.exists():  # the same step saved by an earlier, killed attempt of this run
-        shutil.rmtree(final)
-    tmp.rename(final)
-    if limit:
-        for old in list_checkpoints(output_dir)[:-limit]:
-            shutil.rmtree(old, ignore_errors=True)
-    for leftover in output_dir.glob(".checkpoint-*.tmp"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    if world.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier(world)
+    if world.parallelism == "fsdp2":
+        _save_sharded(tmp / SHARDED, model, optimizer)
+        if full_weights:
+            save_weights(tmp, model, world)
+    elif world.is_main:
+        unwrap(model).save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(rng_states(), tmp / f"rng_state-{world.rank}.pt")
+    loaders = all_gather_object(state["loader"], world)
+    barrier(world)  # every rank's files are in tmp
+    if world.is_main:
+        record = {"step": step, **state, "loader_by_rank": loaders, "world_size": world.size,
+                  "parallelism": world.parallelism}
+        (tmp / "trainer_state.json").write_text(json.dumps(record, indent=1) + "\n")
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        if final.exists():  # the same step saved by an earlier, killed attempt of this run
+            shutil.rmtree(final)
+        tmp.rename(final)
+        if limit:
+            for old in list_checkpoints(output_dir)[:-limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        for leftover in output_dir.glob(".checkpoint-*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    barrier(world)
     return final
+
+
+def save_weights(directory: Path, model: torch.nn.Module, world: World) -> None:
+    """save_pretrained of the whole model (or the adapter) by rank 0, loadable with transformers/peft. Under
+    FSDP2 the shards are gathered first, so every rank must call this."""
+    if world.parallelism == "fsdp2":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if world.is_main:
+            model.save_pretrained(directory, state_dict=full)
+    elif world.is_main:
+        unwrap(model).save_pretrained(directory)
+
+
+def _sharded_options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # LoRA: the frozen base weights are not saved again; they come from base_model on resume.
+    return StateDictOptions(ignore_frozen_params=True)
+
+
+def _save_sharded(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_sharded_options())
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=directory)
+
+
+def _load_sharded(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_sharded_options())
+    states = {"model": model_state, "optimizer": optim_state}
+    dcp.load(states, checkpoint_id=directory)
+    set_state_dict(model, optimizer, model_state_dict=states["model"], optim_state_dict=states["optimizer"],
+                   options=_sharded_options())
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -64,13 +125,38 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    adapter: bool) -> dict[str, Any]:
-    """Restore weights, optimizer and RNG from `path` in place; returns trainer_state.json."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, adapter: bool,
+                    world: World) -> dict[str, Any]:
+    """Restore weights, optimizer and this rank's RNG from `path` in place; returns trainer_state.json with
+    "loader" set to this rank's position."""
     state_file = path / "trainer_state.json"
     if not state_file.is_file():
         raise CheckpointError(f"{path}: not a complete checkpoint (no trainer_state.json); point "
                               "resume_from_checkpoint at a checkpoint-<step> folder of an earlier run")
+    state = json.loads(state_file.read_text())
+    saved_size = state.get("world_size", 1)
+    saved = state.get("parallelism", "single" if saved_size == 1 else "ddp")
+    if saved_size != world.size:
+        raise CheckpointError(f"{path}: saved by {saved_size} process(es), this run has {world.size}: the data order "
+                              f"and each rank's RNG and loader position depend on it; resume with {saved_size}")
+    if (saved == "fsdp2") != (world.parallelism == "fsdp2"):
+        raise CheckpointError(f"{path}: saved under {saved}, this run is {world.parallelism}: resume with the same "
+                              "fsdp/fsdp_config (the optimizer state is sharded differently)")
+    if world.parallelism == "fsdp2":
+        _load_sharded(path / SHARDED, model, optimizer)
+    else:
+        _load_weights(path, unwrap(model), adapter)
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    rng = path / f"rng_state-{world.rank}.pt"
+    if not rng.is_file():
+        raise CheckpointError(f"{rng}: missing; the checkpoint is incomplete or from an older Tessera that saved "
+                              "rank 0's RNG only: resume with one process or start fresh")
+    set_rng_states(torch.load(rng, weights_only=False))
+    state["loader"] = state.get("loader_by_rank", [state["loader"]])[world.rank]
+    return state
+
+
+def _load_weights(path: Path, model: torch.nn.Module, adapter: bool) -> None:
     if adapter:
         from peft import set_peft_model_state_dict
 
@@ -87,9 +173,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if unexpected:
         raise CheckpointError(f"{path}: weights {unexpected[:3]} are not in this model: the checkpoint is of "
                               "another model or adapter configuration")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    set_rng_states(torch.load(path / "rng_state-0.pt", weights_only=False))
-    return json.loads(state_file.read_text())
 
 
 def _is_tied(model: torch.nn.Module, key: str) -> bool:

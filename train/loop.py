@@ -1,8 +1,8 @@
 """`train(cfg, prepared_dir)`: the training loop, in one function, top to bottom.
 
-Setup (named functions below and in model.py/optim.py/checkpoint.py): accelerate's state (device, rank,
-world size, mixed precision), the prepared data (train/data.py), the model, the optimizer, the step counts and
-an optional resume. Then, per optimizer step: the lr from lr_at(step), `gradient_accumulation_steps`
+Setup (named functions below and in model.py/optim.py/checkpoint.py/distributed.py): the processes (rank, world
+size, device, DDP or FSDP2), precision, the prepared data (train/data.py), the model, the optimizer, the step
+counts and an optional resume. Then, per optimizer step: the lr from lr_at(step), `gradient_accumulation_steps`
 micro-batches whose token losses are summed and divided by the step's trained-token count (all ranks), clip,
 a stop on a non-finite loss or grad norm, the update, log, and at their steps evaluation and a checkpoint.
 At the end: a last evaluation with the final weights and `final/` (model or adapter + tokenizer/).
@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from accelerate import Accelerator
 
 import dataprep
 from schemas.config import Config
-from train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint, save_weights
 from train.data import (
     Batch,
     LoaderState,
@@ -35,6 +34,17 @@ from train.data import (
     check_tokenizer,
     iterate_batches,
     open_prepared,
+)
+from train.distributed import (
+    Precision,
+    World,
+    all_sum,
+    barrier,
+    grad_sync,
+    loads_empty,
+    main_first,
+    setup_world,
+    wrap_model,
 )
 from train.log import RunLog, peak_memory_gib, print0
 from train.model import load_model, token_losses
@@ -55,31 +65,42 @@ class Plan:
     save_every: int | None
 
 
-def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> Path:
-    """Train on prepared_dir's shards; returns output_dir/final."""
-    acc = _accelerator(cfg)
+@dataclass
+class Trained:
+    """What train() returns: final/ and the trained model as the processes hold it (DDP-wrapped or sharded)."""
+
+    final: Path
+    model: torch.nn.Module
+    world: World
+
+
+def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> Trained:
+    """Train on prepared_dir's shards (every launched process calls this); final/ is output_dir/final."""
+    world = setup_world(cfg)
+    precision = Precision(cfg, world.device)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     resume = _resume_path(cfg, out)  # a wrong path fails before the model is loaded
     data = open_prepared(prepared_dir)
-    plan = _plan(cfg, data, acc.num_processes)  # too little data fails before the model is loaded, too
+    plan = _plan(cfg, data, world.size)  # too little data fails before the model is loaded, too
     vocab_size = int(data.manifest["tokenizer"]["vocab_size"])
-    loaded = load_model(cfg, vocab_size, out, is_main=acc.is_main_process)
+    with main_first(world):  # rank 0 writes base_model/ (base_model_init), the others load it
+        loaded = load_model(cfg, vocab_size, out, is_main=world.is_main, empty=loads_empty(cfg, world))
     check_tokenizer(data, loaded.model.get_input_embeddings().num_embeddings, _model_tokenizer(cfg))
-    model = loaded.model.to(acc.device)
+    model, world = wrap_model(loaded.model, cfg, world)
+    if world.size > 1:
+        torch.manual_seed(cfg.seed + world.rank)  # dropout: each rank its own stream, the same on every run
     optimizer = build_optimizer(model, cfg)
-    model, optimizer = acc.prepare(model, optimizer)
     schedule = make_schedule(cfg, plan.total)
-    step, loader, trained_total = _resume(resume, cfg, acc.unwrap_model(model), optimizer)
-    _write_run_json(out, cfg, config_file, data, loaded.info, acc, resumed_at=step)
+    step, loader, trained_total = _resume(resume, cfg, model, optimizer, world)
+    _write_run_json(out, cfg, config_file, data, loaded.info, world, precision, resumed_at=step)
     print0(f"training {loaded.info['architecture']} ({loaded.info['trainable_parameters']:,} of "
            f"{loaded.info['parameters']:,} parameters trained) on {_shown(prepared_dir, data.dir)}: "
-           f"{plan.total} steps, {plan.steps_per_epoch} per epoch, {acc.num_processes} process(es) on {acc.device}",
-           acc.is_main_process)
-    log = RunLog(out, plan.total, step, acc.is_main_process, cfg.wandb_project, cfg.model_dump(mode="json"))
-    batches = iterate_batches(data, "train", cfg.micro_batch_size, seed=cfg.seed, rank=acc.process_index,
-                              world_size=acc.num_processes, start=loader)
-    per_epoch = batches_per_epoch(data, "train", cfg.micro_batch_size, acc.num_processes)
+           f"{plan.total} steps, {plan.steps_per_epoch} per epoch, {world.describe()}", world.is_main)
+    log = RunLog(out, plan.total, step, world.is_main, cfg.wandb_project, cfg.model_dump(mode="json"))
+    batches = iterate_batches(data, "train", cfg.micro_batch_size, seed=cfg.seed, rank=world.rank,
+                              world_size=world.size, start=loader)
+    per_epoch = batches_per_epoch(data, "train", cfg.micro_batch_size, world.size)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = LossGroups(data)
     model.train()
@@ -93,23 +114,24 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
         loader = micro[-1][1]
         # Normalise by the trained tokens of the whole step over all ranks, not per micro-batch: a mean per
         # micro-batch weights a short micro-batch's tokens more (the gradient-accumulation bug).
-        counts = _all_sum(acc, torch.tensor([sum(b.num_trainable for b, _ in micro),
-                                             sum(b.num_tokens for b, _ in micro)], dtype=torch.float64))
+        counts = all_sum(torch.tensor([sum(b.num_trainable for b, _ in micro),
+                                       sum(b.num_tokens for b, _ in micro)], dtype=torch.float64), world)
         trained, tokens = int(counts[0]), int(counts[1])
         by_group = groups.zeros()
-        for batch, _ in micro:
-            losses, sample_ids = _forward(model, batch, cfg, acc)
-            # DDP/FSDP average gradients over ranks; times num_processes makes that a sum over all ranks' tokens.
-            acc.backward(losses.sum() * acc.num_processes / max(trained, 1))
+        for i, (batch, _) in enumerate(micro):
+            with grad_sync(model, enabled=i == len(micro) - 1):  # reduce over ranks once, after the last
+                losses, sample_ids = _forward(model, batch, cfg, world, precision)
+                # DDP/FSDP2 average gradients over ranks; times world size makes that a sum over all ranks' tokens.
+                precision.backward(losses.sum() * world.size / max(trained, 1))
             groups.add(by_group, losses.detach(), sample_ids)
-        by_group = _all_sum(acc, by_group)
+        by_group = all_sum(by_group, world)  # the logged loss is the global one, as one process would see it
         loss = groups.total(by_group)[0] / max(trained, 1)
-        grad_norm = float(acc.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+        grad_norm = precision.clip(params, optimizer, cfg.max_grad_norm or float("inf"))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             raise TrainingError(f"step {step + 1}: loss {loss} / grad norm {grad_norm} is not finite; stopped "
                                 f"before the update (last checkpoint: {_newest(out)}). Lower learning_rate, "
                                 "set max_grad_norm, or use bf16 instead of fp16")
-        optimizer.step()
+        precision.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
         step += 1
         trained_total += trained
@@ -117,47 +139,47 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> P
         metrics = {"step": step, "epoch": round(loader.epoch + loader.index / per_epoch, 4), "loss": loss,
                    "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "trained_tokens": trained,
                    "tokens_per_s": tokens / dt, "trained_tokens_per_s": trained / dt, "step_time_s": dt,
-                   "peak_mem_gib": peak_memory_gib(acc.device), "mfu": _mfu(loaded.info, tokens, dt, acc.device),
-                   **groups.losses(by_group)}
+                   "peak_mem_gib": peak_memory_gib(world.device),
+                   "mfu": _mfu(loaded.info, tokens / world.size, dt, world.device), **groups.losses(by_group)}
         log.step(metrics, logged=step % cfg.logging_steps == 0 or step == plan.total)
         if plan.eval_every and (step % plan.eval_every == 0 or step == plan.total):
-            log.eval({"step": step, **evaluate(model, data, cfg, acc)})
+            log.eval({"step": step, **evaluate(model, data, cfg, world, precision)})
             last_eval = step
-        if plan.save_every and step % plan.save_every == 0 and step < plan.total and acc.is_main_process:
-            save_checkpoint(out, step, acc.unwrap_model(model), optimizer,
+        if plan.save_every and step % plan.save_every == 0 and step < plan.total:
+            save_checkpoint(out, step, model, optimizer,
                             {"loader": loader.to_dict(), "trained_tokens": trained_total,
-                             "schedule": schedule.__dict__, "world_size": acc.num_processes},
-                            cfg.model_dump(mode="json"), cfg.save_total_limit)
+                             "schedule": schedule.__dict__}, cfg.model_dump(mode="json"), world,
+                            cfg.save_total_limit, full_weights=cfg.fsdp_settings.state_dict_type == "FULL_STATE_DICT")
     if data.num_rows("val") and last_eval != step:
-        log.eval({"step": step, **evaluate(model, data, cfg, acc)})
+        log.eval({"step": step, **evaluate(model, data, cfg, world, precision)})
     log.close()
-    final = out / "final"
-    if acc.is_main_process:
-        _save_final(out, acc.unwrap_model(model), data.dir)
-        print0(f"wrote {final}")
-    return final
+    final = _save_final(out, model, data.dir, world)
+    print0(f"wrote {final}", world.is_main)
+    return Trained(final, model, world)
 
 
-def evaluate(model: torch.nn.Module, data: PreparedData, cfg: Config, acc: Accelerator) -> dict[str, Any]:
+def evaluate(model: torch.nn.Module, data: PreparedData, cfg: Config, world: World,
+             precision: Precision) -> dict[str, Any]:
     """Mean cross-entropy per trained token of the val split (every row once over all ranks), overall and per
     dataset: the same definition as the training loss, with the same packed attention."""
     model.eval()
     groups = LossGroups(data)
     by_group = groups.zeros()
     with torch.no_grad():
-        for batch, _ in iterate_batches(data, "val", cfg.micro_batch_size, seed=cfg.seed, rank=acc.process_index,
-                                        world_size=acc.num_processes, shuffle=False, epochs=1):
-            losses, sample_ids = _forward(model, batch, cfg, acc)
+        for batch, _ in iterate_batches(data, "val", cfg.micro_batch_size, seed=cfg.seed, rank=world.rank,
+                                        world_size=world.size, shuffle=False, epochs=1):
+            losses, sample_ids = _forward(model, batch, cfg, world, precision)
             groups.add(by_group, losses, sample_ids)
     model.train()
-    by_group = _all_sum(acc, by_group)
+    by_group = all_sum(by_group, world)
     loss_sum, n = groups.total(by_group)
     return {"eval_loss": loss_sum / max(n, 1), "eval_tokens": int(n), **groups.losses(by_group, "eval_")}
 
 
-def _forward(model: torch.nn.Module, batch: Batch, cfg: Config, acc: Accelerator) -> tuple[torch.Tensor, ...]:
-    dev = acc.device
-    with acc.autocast():
+def _forward(model: torch.nn.Module, batch: Batch, cfg: Config, world: World,
+             precision: Precision) -> tuple[torch.Tensor, ...]:
+    dev = world.device
+    with precision.autocast():
         return token_losses(model, batch.input_ids.to(dev), batch.labels.to(dev), batch.position_ids.to(dev),
                             batch.sample_ids.to(dev), cfg.attention, batch.cu_seqlens, batch.max_seqlen)
 
@@ -211,22 +233,6 @@ class LossGroups:
         return out
 
 
-def _all_sum(acc: Accelerator, t: torch.Tensor) -> torch.Tensor:
-    if acc.num_processes == 1:
-        return t
-    return acc.reduce(t.to(acc.device), reduction="sum").cpu()
-
-
-def _accelerator(cfg: Config) -> Accelerator:
-    cuda = torch.cuda.is_available()
-    if cfg.fp16 and not cuda:
-        raise TrainingError("fp16 needs a GPU: remove fp16 (CPU trains in fp32)")
-    bf16 = cfg.bf16 is True or (cfg.bf16 == "auto" and cuda and torch.cuda.is_bf16_supported())
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-    return Accelerator(mixed_precision="bf16" if bf16 else "fp16" if cfg.fp16 else "no", cpu=not cuda)
-
-
 def _model_tokenizer(cfg: Config) -> Path | None:
     """The model's own tokenizer folder, to check the shards were prepared with the same tokenizer."""
     if cfg.base_model and (Path(cfg.base_model) / "tokenizer.json").is_file():
@@ -265,13 +271,13 @@ def _resume_path(cfg: Config, out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _resume(path: Path | None, cfg: Config, model: torch.nn.Module,
-            optimizer: torch.optim.Optimizer) -> tuple[int, LoaderState, int]:
+def _resume(path: Path | None, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            world: World) -> tuple[int, LoaderState, int]:
     if path is None:
         return 0, LoaderState(), 0
-    state = load_checkpoint(path, model, optimizer, adapter=cfg.adapter is not None)
+    state = load_checkpoint(path, model, optimizer, adapter=cfg.adapter is not None, world=world)
     print0(f"resumed from {path} (step {state['step']}, data at epoch {state['loader']['epoch']} batch "
-           f"{state['loader']['index']})")
+           f"{state['loader']['index']})", world.is_main)
     return state["step"], LoaderState.from_dict(state["loader"]), state.get("trained_tokens", 0)
 
 
@@ -281,13 +287,13 @@ def _newest(out: Path) -> str:
 
 
 def _write_run_json(out: Path, cfg: Config, config_file: Path | None, data: PreparedData, model_info: dict[str, Any],
-                    acc: Accelerator, resumed_at: int) -> None:
-    if not acc.is_main_process:
+                    world: World, precision: Precision, resumed_at: int) -> None:
+    if not world.is_main:
         return
     run = {"tessera_version": dataprep.__version__, "started": datetime.now(UTC).isoformat(timespec="seconds"),
            "config": cfg.model_dump(mode="json"), "config_file": str(config_file) if config_file else None,
            "prepared_dir": str(data.dir), "prepared_fingerprint": data.manifest.get("fingerprint"),
-           "model": model_info, "world_size": acc.num_processes, "device": str(acc.device),
+           "model": model_info, **world.info(), "device": world.device.type, "precision": precision.name,
            "resumed_at_step": resumed_at}
     tmp = out / ".run.json.tmp"
     tmp.write_text(json.dumps(run, indent=1) + "\n")
@@ -299,21 +305,26 @@ def _shown(prepared_dir: Path, version: Path) -> str:
     return str(prepared_dir) if Path(prepared_dir).resolve() == version else f"{prepared_dir} ({version.name})"
 
 
-def _save_final(out: Path, model: torch.nn.Module, prepared_dir: Path) -> None:
-    """final/: the model (or adapter) and the exact tokenizer + chat template the data was prepared with."""
+def _save_final(out: Path, model: torch.nn.Module, prepared_dir: Path, world: World) -> Path:
+    """final/: the model (or adapter, gathered from the shards under FSDP2) and the exact tokenizer + chat
+    template the data was prepared with. Every rank calls this; rank 0 writes."""
     tmp, final = out / ".final.tmp", out / "final"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    shutil.copytree(prepared_dir / "tokenizer", tmp / "tokenizer")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    if world.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    save_weights(tmp, model, world)
+    if world.is_main:
+        shutil.copytree(prepared_dir / "tokenizer", tmp / "tokenizer")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    barrier(world)  # final/ is complete for every rank when train() returns
+    return final
 
 
 # Dense bf16 peak FLOP/s of common accelerators, for MFU (None elsewhere: CPUs have no meaningful peak here).
 _PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 
 
-def _mfu(info: dict[str, Any], tokens: int, seconds: float, device: torch.device) -> float | None:
+def _mfu(info: dict[str, Any], tokens: float, seconds: float, device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)

@@ -41,8 +41,10 @@ class LoadedModel:
 
 
 def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtype = torch.float32,
-               is_main: bool = True) -> LoadedModel:
-    """The base model (loaded, or built from base_model_init with `seed`), gradient checkpointing, LoRA."""
+               is_main: bool = True, empty: bool = False) -> LoadedModel:
+    """The base model (loaded, or built from base_model_init with `seed`), gradient checkpointing, LoRA.
+    empty: build it on the meta device without reading the weights (FSDP2's cpu_ram_efficient_loading: ranks
+    other than 0 get theirs from rank 0 after sharding, train/distributed.py)."""
     hf_logging.disable_progress_bar()  # "Loading weights" bars; the run prints its own progress
     attention = cfg.attention
     if cfg.base_model_init is not None:
@@ -73,14 +75,19 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
         raise ModelError("no model: set base_model (a local HF folder) or base_model_init (a config for random "
                          "weights)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(base_dir.resolve()), dtype=dtype,
-                                                     attn_implementation=attention)
+        if empty:
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(base_dir.resolve())),
+                                                         dtype=dtype, attn_implementation=attention)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(base_dir.resolve()), dtype=dtype,
+                                                         attn_implementation=attention)
     except (OSError, ValueError, ImportError) as e:
         raise ModelError(f"cannot load {base_dir}: {str(e).splitlines()[0]}") from None
     if model.get_input_embeddings().num_embeddings < vocab_size:
         raise ModelError(f"the model has {model.get_input_embeddings().num_embeddings} token embeddings but the "
                          f"prepared data uses ids up to {vocab_size - 1}: use the model's own tokenizer")
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing or (cfg.fsdp_on and cfg.fsdp_settings.activation_checkpointing):
         # Non-reentrant: works with frozen embeddings (LoRA) without enable_input_require_grads. transformers 5
         # renamed the method (the old name warns); 4.x only has the old one.
         kwargs = {"use_reentrant": False}
@@ -89,6 +96,9 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if cfg.adapter == "lora":
+        # LoRA's initial weights come from the seed, not from whatever the RNG did before: the same on every
+        # rank (FSDP2 keeps each rank's own shard of them) and on every run.
+        torch.manual_seed(cfg.seed)
         model = _add_lora(model, cfg)
     elif cfg.adapter is not None:
         raise ModelError(f"adapter: {cfg.adapter} needs bitsandbytes on a GPU (a later issue); use adapter: lora")

@@ -36,6 +36,8 @@ FROZEN_TOP_LEVEL_KEYS = {
     "auto_resume_from_checkpoints",
     # dataset types (issue 9)
     "pretraining_dataset",
+    # distributed (issue 11)
+    "fsdp_version",
 }
 
 
