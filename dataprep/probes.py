@@ -87,8 +87,7 @@ def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, t
         if e.reason in _LIMITS:
             raise _limit_error(e, template_name, where) from None
         messages = PROBE_MESSAGES[1:]
-    chat = Chat([dict(m) for m in messages], [m["role"] in ds.roles_to_train for m in messages],
-                [None] * len(messages))
+    chat = Chat([dict(m) for m in messages], _probe_train(ds, messages), [None] * len(messages))
     try:
         facts = renderer.probe(chat)
     except RowError as e:
@@ -115,6 +114,16 @@ def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, t
     return {"dataset": ds.path, "format": "chat_template", "template": template_name,
             "prefix_preserving": facts["prefix_preserving"], "end_of_turn": sorted({e for e in eots if e}),
             "generation_prompt": facts["generation_prompt"]}
+
+
+def _probe_train(ds: DatasetConfig, messages: list[dict[str, str]]) -> list[bool]:
+    """Which probe messages are trained: by roles_to_train, or, when that trains none and the rows carry
+    their own flags (roles_to_train: [] with message_field_training), the assistant turns, as a flagged row
+    would train them."""
+    train = [m["role"] in ds.roles_to_train for m in messages]
+    if not any(train) and (ds.message_field_training or ds.message_field_training_detail):
+        train = [m["role"] == "assistant" for m in messages]
+    return train
 
 
 def _probe_mistral(ds: DatasetConfig, tok: TokenizerInfo, template_name: str | None, where: str) -> dict[str, Any]:
