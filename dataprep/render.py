@@ -239,7 +239,10 @@ class ChatRenderer:
                 region = chat_spans.tool_region(again, chat, i, text)
                 spans += [region] if region is not None else []
         if reasoning.located() and not chat.train_reasoning and reasoning_detail is None:
-            spans = chat_spans.subtract(spans, chat_spans.widened(reasoning, text))
+            # The text itself, not whitespace around it: that may be the template's own (Qwen3's '<think>\n').
+            core = (reasoning.start, reasoning.end) if reasoning.start is not None and reasoning.end is not None \
+                else chat_spans.widened(reasoning, text)
+            spans = chat_spans.subtract(spans, core)
         if tools.located() and not chat.train_tool_calls:
             region = chat_spans.tool_region(again, chat, i, text)
             if region is not None:
