@@ -34,6 +34,8 @@ FROZEN_TOP_LEVEL_KEYS = {
     "base_model_init", "lora_modules_to_save", "cosine_min_lr_ratio", "attn_implementation", "sdp_attention",
     "evals_per_epoch", "saves_per_epoch", "save_total_limit", "resume_from_checkpoint",
     "auto_resume_from_checkpoints",
+    # chat data (issue 9): Axolotl's top-level eot_tokens
+    "eot_tokens",
 }
 
 
