@@ -6,20 +6,25 @@ tokenizer's special tokens as variables), so the text is the text inference rend
 the pinned `chat_template_date`, never today's date.
 
 Spans come from a single render of the whole conversation, never from re-rendering prefixes (quadratic, and
-wrong for templates that rewrite history). Each message's stripped content is wrapped in private-use marker
-characters that carry its index; the template is rendered with and without markers, and when the two agree
-once the markers are removed, the markers give each content's exact place (an edge may be missing when the
-template cut the content, e.g. Qwen3 dropping earlier reasoning). A trained assistant turn then covers
-everything the model generates at inference: from the end of the assistant header (the template's generation
-prompt, or its longest prefix ending at a special token or newline that occurs in the history) to the turn's
-end-of-turn token, the first special token after the content. Its end-of-turn token is trained according to
-`train_on_eos`. Non-assistant trained turns cover their content (plus surrounding whitespace the template
-kept). A trained content the template does not render at all is quarantined (content_not_rendered).
+wrong for templates that rewrite history). Each message's stripped content, reasoning and tool-call names are
+wrapped in private-use marker characters that carry its index (chat_spans.py); the template is rendered with
+and without markers, and when the two agree once the markers are removed, the markers give each text's exact
+place (an edge may be missing when the template cut the text, e.g. Qwen3 dropping earlier reasoning). A
+trained assistant turn then covers everything the model generates at inference: from the end of the assistant
+header (the template's generation prompt, or its longest prefix ending at a special token or newline that
+occurs in the history) to the turn's end-of-turn token, the first special token (or of `eot_tokens`) after
+its last located text: reasoning and tool calls included, minus the reasoning text with train_on_reasoning
+false and minus the tool calls (the characters a render without them lacks) with train_on_tool_calls false.
+Its end-of-turn token is trained according to `train_on_eos` (`train_on_eot` once that or eot_tokens is set;
+train_on_eos then covers the EOS token right after a turn). Non-assistant trained turns cover their content
+(plus surrounding whitespace the template kept). A trained message the template does not render at all is
+quarantined (content_not_rendered). Detail offsets and content parts map into the render when the template
+writes the text unchanged (surrounding whitespace aside), else the row is quarantined (content_not_rendered).
 
 How the templates that are not prefix-preserving are handled:
-- Qwen3 drops the <think> block of assistant turns before the last user message and writes an empty
-  `<think>\n\n</think>\n\n` before the final answer: earlier turns train their visible answer, the final
-  turn trains the think block too (the model generates it after `<|im_start|>assistant\n`).
+- Qwen3 drops the <think> block of assistant turns before the last user message and writes one (empty
+  without reasoning_content) before the answers after it: earlier turns train their visible answer, later
+  turns train the think block too (the model generates it after `<|im_start|>assistant\n`).
 - Gemma 4's generation prompt opens an empty thought channel that past turns do not have: the header
   `<|turn>model\n` (a prefix of the prompt) anchors the turn, and the trimmed content plus `<turn|>` is trained.
 - Mistral v3 moves the system prompt into the last user turn: only user contents move, which are not trained;
