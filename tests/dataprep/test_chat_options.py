@@ -20,6 +20,7 @@ from dataprep.pipeline import PrepareError
 from schemas.config import ConfigError, config_from_dict
 from tests.conftest import Prepare, process_rows, write_jsonl
 from tests.golden.test_templates import hf_tokenizer
+from tests.golden.test_tools_reasoning import TOOL_ROWS
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
         {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And Italy?"},
@@ -195,3 +196,15 @@ def test_tools_from_dataset_and_json_strings() -> None:
     assert a.input_ids.tolist() == b.input_ids.tolist() == c.input_ids.tolist() == reference
     [bad] = run("qwen2.5", "qwen_25", [{**row, "tools": "[{not json"}])
     assert bad.reason.value == "wrong_type" and bad.field == "tools"
+
+
+def test_mistral_common_rows_with_tool_calls_or_reasoning_say_why() -> None:
+    """mistral: tokenizers encode role and content only (for now): other fields are never dropped silently."""
+    tools_row = TOOL_ROWS["call_then_answer"]
+    reasoning_row = {"messages": [{"role": "user", "content": "Hi"},
+                                  {"role": "assistant", "reasoning_content": "Greet.", "content": "Hello."}]}
+    plain = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    results = process_rows(Path("mistral:mistral_instruct_tokenizer_240323.model.v3"), {"type": "chat_template"},
+                           [{**plain, "tools": tools_row["tools"]}, reasoning_row, plain])
+    assert [r.reason.value if r.reason else None for r in results] == ["template_error", "template_error", None]
+    assert "tool definitions" in results[0].message and "reasoning_content" in results[1].message
