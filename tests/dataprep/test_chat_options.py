@@ -208,3 +208,24 @@ def test_mistral_common_rows_with_tool_calls_or_reasoning_say_why() -> None:
                            [{**plain, "tools": tools_row["tools"]}, reasoning_row, plain])
     assert [r.reason.value if r.reason else None for r in results] == ["template_error", "template_error", None]
     assert "tool definitions" in results[0].message and "reasoning_content" in results[1].message
+
+
+def test_tool_call_rows_that_cannot_be_used_name_the_field() -> None:
+    user = {"role": "user", "content": "Weather?"}
+    answer = {"role": "assistant", "content": "Sunny."}
+    bad_shape = {"role": "assistant", "content": "", "tool_calls": [{"name": "get_weather"}]}
+    bad_json = {"role": "assistant", "content": "",
+                "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{city: Paris"}}]}
+    empty = {"role": "assistant", "content": ""}
+    rows = [{"messages": [user, m, answer]} for m in (bad_shape, bad_json, empty)]
+    results = run("qwen2.5", "qwen_25", rows)
+    assert [(r.reason.value, r.field) for r in results] == [
+        ("wrong_type", "messages[1].tool_calls[0]"), ("wrong_type", "messages[1].tool_calls[0].function.arguments"),
+        ("empty_content", "messages[1].content")]
+    # OpenAI's null content next to tool calls reaches the template as null, as apply_chat_template passes it.
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]}
+    messages = [user, call, {"role": "tool", "content": "ok"}, answer]
+    [r] = run("qwen2.5", "qwen_25", [{"messages": messages}])
+    assert r.input_ids.tolist() == hf_tokenizer("qwen2.5", "qwen_25").apply_chat_template(messages)["input_ids"]
+    assert '{"name": "f", "arguments": {"x": 1}}' in trained_text("qwen2.5", "qwen_25", r)
