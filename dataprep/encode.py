@@ -137,10 +137,11 @@ def _load_mistral(name: str, config_dir: Path) -> TokenizerInfo:
                          mistral=enc)
 
 
-def save_tokenizer(info: TokenizerInfo, folder: Path, chat_template: str | None) -> dict[str, str]:
+def save_tokenizer(info: TokenizerInfo, folder: Path, chat_template: str | None,
+                   named: dict[str, str] | None = None) -> dict[str, str]:
     """Write the tokenizer that training used, loadable with AutoTokenizer.from_pretrained(folder), with the
-    chat template that rendered the data, so that serving renders exactly what was trained. Returns
-    file name -> sha256."""
+    chat template that rendered the data, so that serving renders exactly what was trained (`named`: the
+    templates of datasets that used another one, saved as named templates). Returns file name -> sha256."""
     if info.mistral is not None:
         from dataprep.mistral import save_tokenizer_files
 
@@ -150,7 +151,7 @@ def save_tokenizer(info: TokenizerInfo, folder: Path, chat_template: str | None)
     assert info.folder is not None
     specials = {k: v for k, v in info.variables.items() if v}
     return save_folder(folder, info.folder, info.tokenizer, info.modified or info.folder.converted, specials,
-                       chat_template)
+                       chat_template, named)
 
 
 def _token_text(value: Any) -> str:

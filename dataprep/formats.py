@@ -54,9 +54,19 @@ class RowError(Exception):
 
 @dataclass(slots=True)
 class Chat:
-    messages: list[dict[str, str]]  # {"role": template role, "content": text}, as the template receives them
-    train: list[bool]  # per message: is its content trained
+    # As the template receives them: role, content (text, or null/absent in a tool-call message) and, where the
+    # row has them, the reasoning key, tool_calls, name, tool_call_id (see chat_rows.py).
+    messages: list[dict[str, Any]]
+    train: list[bool]  # per message: is it trained
     detail: list[list[tuple[int, int]] | None]  # per message: trained char ranges [begin, end) in content
+    tools: list[Any] | None = None  # apply_chat_template(tools=...)
+    thinking_keys: tuple[str, ...] = ("reasoning_content", "thinking")  # message keys holding reasoning text
+    reasoning_detail: list[list[tuple[int, int]] | None] | None = None  # per message: trained ranges in reasoning
+    train_reasoning: bool = True  # in trained assistant turns
+    train_tool_calls: bool = True
+
+    def reasoning_key(self, i: int) -> str | None:
+        return next((k for k in self.thinking_keys if isinstance(self.messages[i].get(k), str)), None)
 
 
 @dataclass(slots=True)
@@ -279,68 +289,6 @@ def _pretokenized(record: dict[str, Any]) -> Tokens:
 
 
 def _chat(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool) -> Chat:
-    field, role_key, content_key = ds.field_messages, ds.message_field_role, ds.message_field_content
-    if field is None:
-        # OpenAI style by default; ShareGPT rows (conversations/from/value) are recognised as such.
-        field = "messages" if "messages" in record or "conversations" not in record else "conversations"
-        sharegpt = field == "conversations"
-        role_key = role_key or ("from" if sharegpt else "role")
-        content_key = content_key or ("value" if sharegpt else "content")
-    role_key, content_key = role_key or "role", content_key or "content"
-    raw = record.get(field)
-    if raw is None:
-        raise RowError(Reason.missing_field, f"no field '{field}'; set field_messages to the column with the "
-                       "messages", field)
-    if not isinstance(raw, list) or not raw:
-        raise RowError(Reason.wrong_type if not isinstance(raw, list) else Reason.empty_content,
-                       f"'{field}' must be a non-empty list of messages", field)
-    lookup = {name: role for role, names in (ds.roles or DEFAULT_ROLES).items() for name in names}
-    messages, train, detail = [], [], []
-    for i, msg in enumerate(raw):
-        where = f"{field}[{i}]"
-        if not isinstance(msg, dict):
-            raise RowError(Reason.wrong_type, f"'{where}' must be an object", where)
-        name = msg.get(role_key)
-        if not isinstance(name, str):
-            reason = Reason.missing_field if name is None else Reason.wrong_type
-            raise RowError(reason, f"'{where}.{role_key}' must be a role name", f"{where}.{role_key}")
-        role = lookup.get(name)
-        if role is None:
-            raise RowError(Reason.unknown_role, f"'{where}' has role '{name}', not in the roles mapping "
-                           f"({', '.join(sorted(lookup))}); add it under `roles`", f"{where}.{role_key}")
-        # An empty system prompt is a real case (templates treat it differently from none); empty turns are not.
-        if role == "system" and msg.get(content_key) == "":
-            content = ""
-        else:
-            content = _text(msg, content_key, where=f"{where}.{content_key}")
-        trained = role in ds.roles_to_train
-        if ds.message_field_training and msg.get(ds.message_field_training) is not None:
-            flag = msg[ds.message_field_training]
-            if not isinstance(flag, bool):
-                raise RowError(Reason.wrong_type, f"'{where}.{ds.message_field_training}' must be true or false",
-                               f"{where}.{ds.message_field_training}")
-            trained = flag
-        ranges = None
-        if ds.message_field_training_detail and msg.get(ds.message_field_training_detail) is not None:
-            ranges = _detail(msg[ds.message_field_training_detail], len(content),
-                             f"{where}.{ds.message_field_training_detail}")
-            trained = bool(ranges)
-        messages.append({"role": role, "content": content})
-        train.append(trained or train_on_inputs)
-        detail.append(None if train_on_inputs else ranges)
-    return Chat(messages, train, detail)
+    from dataprep.chat_rows import chat_sample  # chat_rows imports this module's Chat and RowError
 
-
-def _detail(value: Any, length: int, where: str) -> list[tuple[int, int]]:
-    if not isinstance(value, list):
-        raise RowError(Reason.bad_training_detail, f"'{where}' must be a list of "
-                       "{begin_offset, end_offset, train}", where)
-    ranges = []
-    for j, d in enumerate(value):
-        ok = isinstance(d, dict) and all(isinstance(d.get(k), int) for k in ("begin_offset", "end_offset"))
-        if not ok or not (0 <= d["begin_offset"] <= d["end_offset"] < length):
-            raise RowError(Reason.bad_training_detail, f"'{where}[{j}]' needs 0 <= begin_offset <= end_offset < "
-                           f"{length} (the content length; end_offset is inclusive)", f"{where}[{j}]")
-        if d.get("train", False):
-            ranges.append((d["begin_offset"], d["end_offset"] + 1))
-    return ranges
+    return chat_sample(record, ds, train_on_inputs)

@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp, pinned_clock(datetime.date.fromisoformat(cfg.chat_template_date)):
-        save_tokenizer(st.tok, Path(tmp) / "tokenizer", st.template_text)
+        save_tokenizer(st.tok, Path(tmp) / "tokenizer", st.template_text, st.named_templates)
         mistral = st.tok.mistral
         if mistral is not None:
             # transformers' wrapper of mistral-common, in the mode that accepts finished conversations.
@@ -84,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
         failures: list[Mismatch] = []
         compared = 0
         for di, ds in enumerate(cfg.datasets):
-            processor = RowProcessor(cfg, di, st.tok, st.template_text)
+            processor = RowProcessor(cfg, di, st.tok, st.template_for(di))
             n = 0
             for source_display, raw, result in _kept(st, di, processor, args.samples):
                 where = f"{source_display}:{raw.source_row}"
@@ -98,7 +98,10 @@ def main(args: argparse.Namespace) -> int:
                     failures += _compare(where, "saved tokenizer (transformers MistralCommonBackend)", ours, ids, None)
                 elif isinstance(sample, Chat):
                     if args.against in ("saved", "both"):
-                        failures += _compare(where, "saved tokenizer + template", ours, *_chat_reference(saved, sample))
+                        saved_as = next((p.get("saved_as", "") for p in st.probes[di:di + 1]), "")
+                        named = saved_as.removeprefix("additional_chat_templates/").removesuffix(".jinja")
+                        failures += _compare(where, "saved tokenizer + template", ours,
+                                             *_chat_reference(saved, sample, named if "/" in saved_as else None))
                     if args.against in ("base", "both") and base_differs and base is not None:
                         ids = list(base.apply_chat_template(sample.messages, tokenize=True)["input_ids"])
                         failures += _compare(where, "base tokenizer's own chat template", ours, ids, None)
@@ -139,11 +142,14 @@ def _kept(st: Any, dataset_index: int, processor: RowProcessor, limit: int) -> I
                         return
 
 
-def _chat_reference(tok: Any, chat: Chat) -> tuple[list[int], list[int] | None]:
-    full = tok.apply_chat_template(chat.messages, tokenize=False)
+def _chat_reference(tok: Any, chat: Chat, template: str | None = None) -> tuple[list[int], list[int] | None]:
+    """`template`: the saved tokenizer's named template the dataset was rendered with (None: the default)."""
+    kwargs = {"tools": chat.tools, **({"chat_template": template} if template else {})}
+    full = tok.apply_chat_template(chat.messages, tokenize=False, **kwargs)
     enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
-    if any(d is not None for d in chat.detail):
-        return enc["input_ids"], None  # character-level training detail: ids only
+    plain = all(set(m) == {"role", "content"} for m in chat.messages) and chat.tools is None
+    if any(d is not None for d in chat.detail) or not plain:
+        return enc["input_ids"], None  # training detail, reasoning or tool calls: ids only
     specials = sorted((t for t in tok.all_special_tokens + [str(t) for t in tok.added_tokens_decoder.values()
                                                              if t.special]), key=len, reverse=True)
     regions = []
@@ -153,7 +159,7 @@ def _chat_reference(tok: Any, chat: Chat) -> tuple[list[int], list[int] | None]:
             continue
         if msg["role"] != "assistant":
             return enc["input_ids"], None  # trained non-assistant turns have no generation prompt to compare with
-        prompt = tok.apply_chat_template(chat.messages[:i], tokenize=False, add_generation_prompt=True)
+        prompt = tok.apply_chat_template(chat.messages[:i], tokenize=False, add_generation_prompt=True, **kwargs)
         start = len(prompt) if full.startswith(prompt) else full.find(msg["content"].strip(), cursor)
         if start < 0:
             return enc["input_ids"], None

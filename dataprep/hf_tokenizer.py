@@ -170,7 +170,8 @@ def file_hashes(path: Path) -> dict[str, str]:
 
 
 def save_folder(folder: Path, source: HfFolder, tokenizer: Tokenizer, write_tokenizer_json: bool,
-                specials: dict[str, str], chat_template: str | None) -> dict[str, str]:
+                specials: dict[str, str], chat_template: str | None,
+                named_templates: dict[str, str] | None = None) -> dict[str, str]:
     """Write a folder AutoTokenizer.from_pretrained loads, laid out as save_pretrained lays it out, with
     `chat_template` as the default template. Returns file name -> sha256."""
     folder.mkdir(parents=True)
@@ -185,6 +186,7 @@ def save_folder(folder: Path, source: HfFolder, tokenizer: Tokenizer, write_toke
     templates = dict(source.templates)
     if chat_template is not None:
         templates["default"] = chat_template
+    templates.update(named_templates or {})
     if "default" in templates:
         (folder / CHAT_TEMPLATE_FILE).write_text(templates["default"], encoding="utf-8")
     named = {k: v for k, v in templates.items() if k != "default"}

@@ -331,7 +331,15 @@ def _messages(chat: Chat) -> list[dict[str, str]]:
 
 
 def _check_supported(chat: Chat) -> None:
+    if chat.tools is not None:
+        raise RowError(Reason.template_error, "the row has tool definitions, which mistral: tokenizers do not "
+                       "encode here yet; use the model's HF tokenizer folder and chat template", "tools")
     for i, (msg, ranges) in enumerate(zip(chat.messages, chat.detail, strict=True)):
+        extra = sorted(k for k in msg if k not in ("role", "content"))
+        if extra:
+            raise RowError(Reason.template_error, f"message {i} has {', '.join(extra)}, which mistral: tokenizers "
+                           "do not encode here yet (only role and content); use the model's HF tokenizer folder "
+                           "and chat template", f"messages[{i}]")
         if msg["role"] not in ("system", "user", "assistant"):
             raise RowError(Reason.template_error, f"message {i} has role '{msg['role']}'; mistral: tokenizers take "
                            "system, user and assistant messages (tool messages need tool call ids; not supported "

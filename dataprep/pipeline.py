@@ -105,6 +105,13 @@ class Setup:
     fingerprint: str
     probes: list[dict[str, Any]]
     warnings: list[str]
+    dataset_templates: list[tuple[str, str] | None] = field(default_factory=list)  # per dataset: (name, text)
+    named_templates: dict[str, str] = field(default_factory=dict)  # saved next to the default, by name
+
+    def template_for(self, dataset_index: int) -> str | None:
+        """The chat template text datasets[dataset_index] is rendered with (None: not a chat dataset)."""
+        t = self.dataset_templates[dataset_index] if self.dataset_templates else None
+        return t[1] if t is not None else None
 
 
 @dataclass
@@ -143,34 +150,87 @@ def setup(cfg: Config, config_path: Path) -> Setup:
             raise PrepareError(f"{', '.join(unsupported)}: a mistral: tokenizer encodes chats with mistral-common; "
                                "other formats are not supported with it yet (use type: chat_template, or the "
                                "model's HF tokenizer folder)")
-    elif any(ds.type == "chat_template" for ds in cfg.datasets):
-        try:
-            template_name, template_text = resolve_template(cfg.chat_template, cfg.chat_template_jinja,
-                                                            tok.chat_template, config_dir)
-        except TemplateNotFound as e:
-            raise ConfigProblem(str(e)) from None
+    dataset_templates: list[tuple[str, str] | None] = [None] * len(cfg.datasets)
+    if tok.mistral is None and any(ds.type == "chat_template" for ds in cfg.datasets):
+        template_name, template_text, dataset_templates = _chat_templates(cfg, tok, config_dir)
     probes = []
     for i, ds in enumerate(cfg.datasets):
+        name = dataset_templates[i][0] if dataset_templates[i] else template_name
         try:
-            renderer = RowProcessor(cfg, i, tok, template_text).chat
+            renderer = RowProcessor(cfg, i, tok, dataset_templates[i][1] if dataset_templates[i] else None).chat
         except (TemplateError, RecursionError) as e:
             detail = (f"template line {e.lineno}: {e.message}" if isinstance(e, TemplateSyntaxError)
                       else f"{type(e).__name__}: {e}")
-            raise ConfigProblem(f"datasets[{i}] ({ds.path}): the chat template '{template_name}' is not valid Jinja "
+            raise ConfigProblem(f"datasets[{i}] ({ds.path}): the chat template '{name}' is not valid Jinja "
                                 f"({detail}); fix it or choose another chat_template") from None
         try:
-            probes.append(probe_dataset(cfg, ds, tok, renderer, template_name))
+            probes.append(probe_dataset(cfg, ds, tok, renderer, name))
         except TemplateLimitError as e:
             raise ConfigProblem(str(e)) from None
         except ProbeError as e:
             raise PrepareError(str(e)) from None
+    warnings = _token_warnings(tok, template_text) + type_notes(cfg.datasets, cfg.chat_template)
+    named = _record_templates(cfg, probes, dataset_templates, template_text, warnings)
     sources = []
     for i, ds in enumerate(cfg.datasets):
         for f in resolve_sources(ds, config_dir):
             sources.append(Source(i, f.path, _display(f.path), file_format(f.path, ds), f.rows))
+    # Only when a dataset has a template of its own does the fingerprint list them all.
+    fingerprinted = template_text if not named else [template_text, *(t and t[1] for t in dataset_templates)]
     return Setup(cfg, config_dir, tok, template_name, template_text, sources,
-                 fingerprint(cfg, tok, template_text, sources), probes,
-                 _token_warnings(tok, template_text) + type_notes(cfg.datasets, cfg.chat_template))
+                 fingerprint(cfg, tok, fingerprinted, sources), probes, warnings, dataset_templates, named)
+
+
+def _chat_templates(cfg: Config, tok: TokenizerInfo, config_dir: Path
+                    ) -> tuple[str | None, str | None, list[tuple[str, str] | None]]:
+    """(default template name, its text, each dataset's (name, text)). The default is the top-level
+    chat_template, the one the saved tokenizer serves with; when it cannot be had (a tokenizer without a
+    template) but every chat dataset names its own, the first dataset's."""
+    try:
+        top: tuple[str, str] | None = resolve_template(cfg.chat_template, cfg.chat_template_jinja, tok.chat_template,
+                                                       config_dir)
+        top_error = None
+    except TemplateNotFound as e:
+        top, top_error = None, e
+    per: list[tuple[str, str] | None] = []
+    for i, ds in enumerate(cfg.datasets):
+        if ds.type != "chat_template":
+            per.append(None)
+        elif ds.chat_template is None:
+            if top is None:
+                raise ConfigProblem(str(top_error))
+            per.append(top)
+        else:
+            try:
+                per.append(resolve_template(ds.chat_template, ds.chat_template_jinja, tok.chat_template, config_dir))
+            except TemplateNotFound as e:
+                raise ConfigProblem(f"datasets[{i}] ({ds.path}): {e}") from None
+    default = top or next(t for t in per if t is not None)
+    return default[0], default[1], per
+
+
+def _record_templates(cfg: Config, probes: list[dict[str, Any]], per: list[tuple[str, str] | None],
+                      default: str | None, warnings: list[str]) -> dict[str, str]:
+    """Each chat dataset's template in its probe record (name, sha256, where the saved tokenizer has it);
+    returns the templates saved next to the default, by name (tokenizer/additional_chat_templates/)."""
+    named: dict[str, str] = {}
+    for i, (probe, t) in enumerate(zip(probes, per, strict=True)):
+        if t is None:
+            continue
+        probe["template_sha256"] = hashlib.sha256(t[1].encode()).hexdigest()
+        if t[1] == default:
+            probe["saved_as"] = "chat_template.jinja"
+            continue
+        name = next((n for n, text in named.items() if text == t[1]), None)
+        if name is None:
+            plain = re.fullmatch(r"[A-Za-z0-9_.-]+", t[0]) and t[0] not in (".", "..", "default")
+            name = t[0] if plain and t[0] not in named else f"datasets_{i}"
+            named[name] = t[1]
+        probe["saved_as"] = f"additional_chat_templates/{name}.jinja"
+        warnings.append(f"datasets[{i}] ({cfg.datasets[i].path}) is rendered with chat template '{t[0]}', not the "
+                        f"default one the saved tokenizer serves with; it is saved as tokenizer/"
+                        f"additional_chat_templates/{name}.jinja (apply_chat_template(..., chat_template='{name}'))")
+    return named
 
 
 def _token_warnings(tok: TokenizerInfo, template_text: str | None) -> list[str]:
@@ -188,7 +248,8 @@ def _token_warnings(tok: TokenizerInfo, template_text: str | None) -> list[str]:
     return warnings
 
 
-def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | None, sources: list[Source]) -> str:
+def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | list[str | None] | None,
+                sources: list[Source]) -> str:
     """Everything that affects the output bytes: data config, file contents, tokenizer, template, and the
     pipeline's own code (so that a changed Tessera never reuses output of the old one)."""
     h = hashlib.sha256()
@@ -279,6 +340,10 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
                     quarantine_rows.append({"sample_id": sid, "dataset": ds.path, "source_file": source.display,
                                             "source_row": raw.source_row, "reason": str(r.reason),
                                             "field": r.field, "message": r.message, "original": r.original})
+                if r.reason is Reason.too_long and cfg.excess_length_strategy == "raise":
+                    raise PrepareError(f"{source.display}:{raw.source_row}: {r.message} (excess_length_strategy: "
+                                       "raise); raise sequence_len, shorten or remove the row, or set "
+                                       "excess_length_strategy to drop or truncate")
                 _count(counts, ds.path, r)
                 if pieces is None:
                     sample_rows.append(_sample_row(sid, source, ds.path, ds.format, raw, r, dup_of))
@@ -342,7 +407,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         stage.rows = sum(s.rows for s in shards)
     del ids, labels  # release the memmaps before the work folder is deleted
     shutil.rmtree(tmp / "_work")
-    saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text)
+    saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
     manifest = _manifest(st, counts, shards, lengths, timer, saved)
     # Written last: its presence means the directory is complete.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -370,7 +435,7 @@ def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list
             for source, batch in jobs():
                 if source.dataset_index not in processors:
                     processors[source.dataset_index] = RowProcessor(st.cfg, source.dataset_index, st.tok,
-                                                                    st.template_text)
+                                                                    st.template_for(source.dataset_index))
                 window.append((source, batch, pool.submit(processors[source.dataset_index].process, batch)))
                 if len(window) >= 2:
                     source, batch, future = window.popleft()
@@ -383,7 +448,8 @@ def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list
     # per worker are in flight (Pool.imap would read the whole input ahead), and results are taken in order.
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=init_worker,
-                  initargs=(st.cfg.model_dump_json(), str(st.config_dir), st.template_text)) as pool:
+                  initargs=(st.cfg.model_dump_json(), str(st.config_dir),
+                                [st.template_for(i) for i in range(len(st.cfg.datasets))])) as pool:
         window: deque[tuple[Source, list[RawRow], Any]] = deque()
         for source, batch in jobs():
             window.append((source, batch, pool.apply_async(process_in_worker, ((source.dataset_index, batch),))))

@@ -62,6 +62,7 @@ def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: 
     if tok.mistral is not None and ds.type == "chat_template":
         return _probe_mistral(ds, tok, template_name, where)
     if renderer is not None:
+        _check_eot_tokens(cfg, ds, tok, where)
         return _probe_chat(ds, tok, renderer, template_name, where)
     if ds.type is None:
         return {"dataset": ds.path, "format": "pretokenized"}
@@ -84,6 +85,20 @@ def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: 
     return {"dataset": ds.path, "format": ds.format, "eos": tok.eos_text, "adds_bos": tok.adds_bos}
 
 
+def _check_eot_tokens(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, where: str) -> None:
+    """Axolotl's rules: each of eot_tokens is one token of the vocabulary, and when the EOS token is one of
+    them, train_on_eos and train_on_eot cannot disagree."""
+    for token in cfg.eot_tokens or []:
+        ids = tok.tokenizer.encode(token, add_special_tokens=False).ids
+        if len(ids) != 1:
+            raise ProbeError(f"eot_tokens: {token!r} is {len(ids)} tokens of this tokenizer, not one; add it as a "
+                             "token (tokens: / special_tokens) or remove it from eot_tokens")
+    if (cfg.eot_tokens and tok.eos_text in cfg.eot_tokens and ds.train_on_eot is not None
+            and ds.train_on_eot != ds.train_on_eos):
+        raise ProbeError(f"{where}: the EOS token {tok.eos_text!r} is one of eot_tokens, so train_on_eos "
+                         f"({ds.train_on_eos}) and train_on_eot ({ds.train_on_eot}) must agree; set one of them")
+
+
 def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, template_name: str | None,
                 where: str) -> dict[str, Any]:
     messages = PROBE_MESSAGES
@@ -95,8 +110,7 @@ def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, t
         if e.reason in _LIMITS:
             raise _limit_error(e, template_name, where) from None
         messages = PROBE_MESSAGES[1:]
-    chat = Chat([dict(m) for m in messages], [m["role"] in ds.roles_to_train for m in messages],
-                [None] * len(messages))
+    chat = Chat([dict(m) for m in messages], _probe_train(ds, messages), [None] * len(messages))
     try:
         facts = renderer.probe(chat)
     except RowError as e:
@@ -111,7 +125,7 @@ def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, t
         raise ProbeError(f"{where}: with roles_to_train {ds.roles_to_train}, a plain conversation has no trained "
                          f"token under the {template}")
     eots = facts["end_of_turn"]
-    wanted = {"turn": eots, "all": eots, "last": eots[-1:], "none": []}[ds.train_on_eos]
+    wanted = {"turn": eots, "all": eots, "last": eots[-1:], "none": []}[ds.train_on_eot or ds.train_on_eos]
     if any(e is None for e in wanted):
         specials = ", ".join(tok.specials[:12])
         raise ProbeError(
@@ -123,6 +137,16 @@ def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, t
     return {"dataset": ds.path, "format": "chat_template", "template": template_name,
             "prefix_preserving": facts["prefix_preserving"], "end_of_turn": sorted({e for e in eots if e}),
             "generation_prompt": facts["generation_prompt"]}
+
+
+def _probe_train(ds: DatasetConfig, messages: list[dict[str, str]]) -> list[bool]:
+    """Which probe messages are trained: by roles_to_train, or, when that trains none and the rows carry
+    their own flags (roles_to_train: [] with message_field_training), the assistant turns, as a flagged row
+    would train them."""
+    train = [m["role"] in ds.roles_to_train for m in messages]
+    if not any(train) and (ds.message_field_training or ds.message_field_training_detail):
+        train = [m["role"] == "assistant" for m in messages]
+    return train
 
 
 def _probe_mistral(ds: DatasetConfig, tok: TokenizerInfo, template_name: str | None, where: str) -> dict[str, Any]:

@@ -6,20 +6,25 @@ tokenizer's special tokens as variables), so the text is the text inference rend
 the pinned `chat_template_date`, never today's date.
 
 Spans come from a single render of the whole conversation, never from re-rendering prefixes (quadratic, and
-wrong for templates that rewrite history). Each message's stripped content is wrapped in private-use marker
-characters that carry its index; the template is rendered with and without markers, and when the two agree
-once the markers are removed, the markers give each content's exact place (an edge may be missing when the
-template cut the content, e.g. Qwen3 dropping earlier reasoning). A trained assistant turn then covers
-everything the model generates at inference: from the end of the assistant header (the template's generation
-prompt, or its longest prefix ending at a special token or newline that occurs in the history) to the turn's
-end-of-turn token, the first special token after the content. Its end-of-turn token is trained according to
-`train_on_eos`. Non-assistant trained turns cover their content (plus surrounding whitespace the template
-kept). A trained content the template does not render at all is quarantined (content_not_rendered).
+wrong for templates that rewrite history). Each message's stripped content, reasoning and tool-call names are
+wrapped in private-use marker characters that carry its index (chat_spans.py); the template is rendered with
+and without markers, and when the two agree once the markers are removed, the markers give each text's exact
+place (an edge may be missing when the template cut the text, e.g. Qwen3 dropping earlier reasoning). A
+trained assistant turn then covers everything the model generates at inference: from the end of the assistant
+header (the template's generation prompt, or its longest prefix ending at a special token or newline that
+occurs in the history) to the turn's end-of-turn token, the first special token (or of `eot_tokens`) after
+its last located text: reasoning and tool calls included, minus the reasoning text with train_on_reasoning
+false and minus the tool calls (the characters a render without them lacks) with train_on_tool_calls false.
+Its end-of-turn token is trained according to `train_on_eos` (`train_on_eot` once that or eot_tokens is set;
+train_on_eos then covers the EOS token right after a turn). Non-assistant trained turns cover their content
+(plus surrounding whitespace the template kept). A trained message the template does not render at all is
+quarantined (content_not_rendered). Detail offsets and content parts map into the render when the template
+writes the text unchanged (surrounding whitespace aside), else the row is quarantined (content_not_rendered).
 
 How the templates that are not prefix-preserving are handled:
-- Qwen3 drops the <think> block of assistant turns before the last user message and writes an empty
-  `<think>\n\n</think>\n\n` before the final answer: earlier turns train their visible answer, the final
-  turn trains the think block too (the model generates it after `<|im_start|>assistant\n`).
+- Qwen3 drops the <think> block of assistant turns before the last user message and writes one (empty
+  without reasoning_content) before the answers after it: earlier turns train their visible answer, later
+  turns train the think block too (the model generates it after `<|im_start|>assistant\n`).
 - Gemma 4's generation prompt opens an empty thought channel that past turns do not have: the header
   `<|turn>model\n` (a prefix of the prompt) anchors the turn, and the trimmed content plus `<turn|>` is trained.
 - Mistral v3 moves the system prompt into the last user turn: only user contents move, which are not trained;
@@ -41,13 +46,10 @@ import jinja2
 from jinja2 import nodes
 from jinja2.ext import Extension
 
+from dataprep import chat_spans
 from dataprep.formats import Chat, RowError, Segments
 from dataprep.sandbox import LimitedEnvironment, TemplateLimit, TemplateTimeout, render_limited
 from schemas.reasons import Reason
-
-# Content markers: OPEN i SEP before a message's content, CLOSE i SEP after it (private-use characters).
-_OPEN, _SEP, _CLOSE = "\ue000", "\ue001", "\ue002"
-_MARK = re.compile(f"([{_OPEN}{_CLOSE}])(\\d+){_SEP}")
 
 
 @dataclass(slots=True)
@@ -146,95 +148,156 @@ def compile_template(text: str, date: datetime.date) -> jinja2.Template:
     return env.from_string(text)
 
 
-@dataclass(slots=True)
-class _Found:
-    """Where message i's content landed in the plain render (None: the template did not keep that edge)."""
-
-    start: int | None  # first character of the stripped content
-    end: int | None  # one past its last character
-    lead: str  # the content's leading whitespace, outside the markers
-    trail: str
-
-
 class ChatRenderer:
     def __init__(self, template: jinja2.Template, special_tokens: dict[str, str], specials: list[str],
-                 train_on_eos: str, train_on_inputs: bool):
+                 train_on_eos: str, train_on_inputs: bool, train_on_eot: str | None = None,
+                 eot_tokens: list[str] | None = None):
         self.template = template
         self.variables = special_tokens  # bos_token, eos_token, ... as transformers passes them
-        self.special = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True))) \
-            if specials else None
+        self.special = _alternation(specials)
         self.train_on_eos = train_on_eos
         self.train_on_inputs = train_on_inputs
+        # Axolotl's split (train_on_eot or eot_tokens set): end-of-turn tokens follow train_on_eot, and
+        # train_on_eos only the tokenizer's EOS where it follows a turn as a token of its own. Otherwise the
+        # turn's end-of-turn token (first special token after it) follows train_on_eos, as before.
+        self.split_eos = train_on_eot is not None or eot_tokens is not None
+        self.train_on_eot = train_on_eot or train_on_eos
+        self.eot = _alternation(eot_tokens) if eot_tokens is not None else self.special
+        self.eos = special_tokens.get("eos_token", "") if self.split_eos else ""
         self.limit_error: RowError | None = None  # the template hit a limit on the header probe
         self.headers = self._assistant_headers()
 
     def render(self, chat: Chat, add_generation_prompt: bool = False) -> Rendered:
-        text = self.render_text(chat.messages, add_generation_prompt)
+        text = self.render_text(chat.messages, add_generation_prompt, chat.tools)
         if self.train_on_inputs:
             return Rendered(text, [(0, len(text))])
-        found = self._locate(chat, text, add_generation_prompt)
+
+        def again(messages: list[dict[str, Any]]) -> str:
+            return self.render_text(messages, add_generation_prompt, chat.tools)
+
+        found = chat_spans.locate(again, chat, text)
         last_trained = max((i for i, t in enumerate(chat.train) if t), default=-1)
         spans: list[tuple[int, int]] = []
         floor = 0  # nothing of message i lies before the end of message i-1
         for i, (msg, trained) in enumerate(zip(chat.messages, chat.train, strict=True)):
-            f = found[i]
-            anchor = f.start if f.start is not None else f.end
-            ceiling = _next_anchor(found, i + 1, len(text))
-            if anchor is None:
+            located = [f for f in found[i] if f.located()]
+            ceiling = chat_spans.next_anchor(found, i + 1, len(text))
+            if not located:
                 if trained:
                     raise RowError(Reason.content_not_rendered, f"the chat template does not render the content "
                                    f"of message {i} ({msg['role']}), so it cannot be trained", f"messages[{i}].content")
                 continue
-            start, end = self._content_span(f, text, msg["content"])
+            ranges = [chat_spans.widened(f, text) for f in located]
+            # The header is looked for before the first located character itself, not before its leading
+            # whitespace: a template that trims the content leaves the header's newline where that was.
+            anchor = min(p for f in located for p in (f.start, f.end) if p is not None)
+            end = max(b for _, b in ranges)
             eot = self._end_of_turn(text, end, ceiling, whitespace_only=msg["role"] != "assistant")
             if trained:
-                ranges = chat.detail[i]
-                if ranges is not None:
-                    if f.start is None or f.end is None or not text.startswith(msg["content"], start):
-                        raise RowError(Reason.content_not_rendered, f"message {i} has training detail offsets, but "
-                                       "the template changes its content, so they cannot be mapped",
-                                       f"messages[{i}].content")
-                    spans += [(start + a, start + b) for a, b in ranges]
-                else:
-                    if msg["role"] == "assistant":
-                        # Train everything the model generates after the assistant header: template-inserted
-                        # text (Qwen3's empty <think> block, tool calls) and trimmed whitespace included.
-                        header_end = self._header_end(text, floor, anchor)
-                        start = header_end if header_end is not None else start
-                        end = eot[0] if eot is not None else end
-                    spans.append((start, end))
-            mode = self.train_on_eos
-            wanted = mode == "all" or (mode == "turn" and trained) or (mode == "last" and i == last_trained)
+                spans += self._trained(chat, i, found[i], text, again, floor, anchor, end, eot)
+            wanted = self._wanted(self.train_on_eot, trained, i == last_trained)
             if eot is not None and wanted:
                 spans.append(eot)
+            if self.eos:
+                eos = self._eos_after(text, eot[1] if eot is not None else end, ceiling)
+                if eos is not None and eos != eot and self._wanted(self.train_on_eos, trained, i == last_trained):
+                    spans.append(eos)
             floor = max(floor, eot[1] if eot is not None else end)
         return Rendered(text, _merge(spans))
+
+    @staticmethod
+    def _wanted(mode: str, trained: bool, last: bool) -> bool:
+        return mode == "all" or (mode == "turn" and trained) or (mode == "last" and last)
+
+    def _trained(self, chat: Chat, i: int, found: list[chat_spans.Found], text: str, again: chat_spans.Render,
+                 floor: int, anchor: int, end: int, eot: tuple[int, int] | None) -> list[tuple[int, int]]:
+        """The trained character spans of message i (end-of-turn tokens aside)."""
+        msg = chat.messages[i]
+        content, reasoning, tools = found
+        detail = chat.detail[i]
+        reasoning_detail = chat.reasoning_detail[i] if chat.reasoning_detail else None
+        key = chat.reasoning_key(i)
+        if msg["role"] != "assistant":
+            if detail is not None:
+                return self._mapped(content, text, msg.get("content") or "", detail, i, "content")
+            return [chat_spans.widened(content, text)] if content.located() else []
+        spans: list[tuple[int, int]]
+        if detail is None and reasoning_detail is None:
+            # Everything the model generates after the assistant header: template-inserted text (Qwen3's empty
+            # <think> block, tool calls, trimmed whitespace) included, up to the end-of-turn token.
+            header_end = self._header_end(text, floor, anchor)
+            start = header_end if header_end is not None else min(chat_spans.widened(f, text)[0] for f in found
+                                                                  if f.located())
+            spans = [(start, eot[0] if eot is not None else end)]
+        else:  # piece by piece: the content's ranges, the reasoning's, the tool calls
+            spans = []
+            if detail is not None:
+                spans += self._mapped(content, text, msg.get("content") or "", detail, i, "content")
+            elif content.located():
+                spans.append(chat_spans.widened(content, text))
+            if reasoning.located() and key is not None:
+                if reasoning_detail is not None:
+                    spans += self._mapped(reasoning, text, msg[key], reasoning_detail, i, key)
+                else:
+                    spans.append(chat_spans.widened(reasoning, text))
+            if tools.located() and chat.train_tool_calls:
+                region = chat_spans.tool_region(again, chat, i, text)
+                spans += [region] if region is not None else []
+        if reasoning.located() and not chat.train_reasoning and reasoning_detail is None:
+            # The text itself, not whitespace around it: that may be the template's own (Qwen3's '<think>\n').
+            core = (reasoning.start, reasoning.end) if reasoning.start is not None and reasoning.end is not None \
+                else chat_spans.widened(reasoning, text)
+            spans = chat_spans.subtract(spans, core)
+        if tools.located() and not chat.train_tool_calls:
+            region = chat_spans.tool_region(again, chat, i, text)
+            if region is not None:
+                spans = chat_spans.subtract(spans, region)
+        return spans
+
+    @staticmethod
+    def _mapped(f: chat_spans.Found, text: str, value: str, ranges: list[tuple[int, int]], i: int,
+                key: str) -> list[tuple[int, int]]:
+        mapped = chat_spans.map_ranges(f, text, value, ranges)
+        if mapped is None:
+            raise RowError(Reason.content_not_rendered, f"message {i} has training detail offsets (or content parts) "
+                           f"in its {key}, but the template changes that text, so they cannot be mapped",
+                           f"messages[{i}].{key}")
+        return mapped
+
+    def _eos_after(self, text: str, pos: int, ceiling: int) -> tuple[int, int] | None:
+        """The tokenizer's EOS token right after a turn (only whitespace between), before the next message."""
+        at = text.find(self.eos, pos, max(ceiling, pos) + len(self.eos))
+        if at < 0 or text[pos:at].strip() or at + len(self.eos) > max(ceiling, pos + len(self.eos)):
+            return None
+        return at, at + len(self.eos)
 
     def probe(self, chat: Chat) -> dict[str, Any]:
         """Facts about this template, on one conversation: is each prefix (ending before an assistant turn,
         with the generation prompt) a prefix of the whole render, and which end-of-turn token follows each
         trained assistant turn."""
-        full = self.render_text(chat.messages, False)
+        full = self.render_text(chat.messages, False, chat.tools)
         prefix_preserving = True
         for k, msg in enumerate(chat.messages):
             if msg["role"] == "assistant" and k > 0:
-                prompt = self.render_text(chat.messages[:k], True)
+                prompt = self.render_text(chat.messages[:k], True, chat.tools)
                 prefix_preserving &= full.startswith(prompt)
         rendered = self.render(chat)
         eots = []
-        found = self._locate(chat, full, False)
+        found = chat_spans.locate(lambda m: self.render_text(m, False, chat.tools), chat, full)
         for i, msg in enumerate(chat.messages):
             if msg["role"] == "assistant" and chat.train[i]:
-                f = found[i]
-                end = f.end if f.end is not None else len(full)
-                eot = self._end_of_turn(full, end, _next_anchor(found, i + 1, len(full)), whitespace_only=False)
+                ends = [chat_spans.widened(f, full)[1] for f in found[i] if f.located()]
+                end = max(ends) if ends else len(full)
+                eot = self._end_of_turn(full, end, chat_spans.next_anchor(found, i + 1, len(full)),
+                                        whitespace_only=False)
                 eots.append(None if eot is None else full[eot[0]:eot[1]])
         return {"prefix_preserving": prefix_preserving, "end_of_turn": eots, "rendered": rendered,
                 "generation_prompt": self.headers[0] if self.headers else ""}
 
-    def render_text(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    def render_text(self, messages: list[dict[str, Any]], add_generation_prompt: bool,
+                    tools: list[Any] | None = None) -> str:
         try:
-            return self._render(messages, add_generation_prompt)
+            return self._render(messages, add_generation_prompt, tools)
         except TemplateLimit as e:
             reason = Reason.template_timeout if isinstance(e, TemplateTimeout) else Reason.template_too_large
             raise RowError(reason, str(e)) from None
@@ -243,10 +306,12 @@ class ChatRenderer:
         except Exception as e:  # a template is code: any error is this row's problem, not the run's
             raise RowError(Reason.template_error, f"the chat template failed: {type(e).__name__}: {e}") from None
 
-    def _render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool, tools: list[Any] | None) -> str:
         chars = sum(len(c) for m in messages for c in m.values() if isinstance(c, str))
-        return render_limited(self.template, chars, messages=messages, add_generation_prompt=add_generation_prompt,
-                              **self.variables)
+        extra = 0 if tools is None and not any(len(m) > 2 for m in messages) else len(json.dumps([messages, tools]))
+        # tools and documents are always passed (None when absent), as transformers' apply_chat_template does.
+        return render_limited(self.template, chars + extra, messages=messages, tools=tools, documents=None,
+                              add_generation_prompt=add_generation_prompt, **self.variables)
 
     def _assistant_headers(self) -> list[str]:
         """What the template writes before an assistant turn, longest candidate first: the generation prompt,
@@ -284,74 +349,22 @@ class ChatRenderer:
                 return at + len(header)
         return None
 
-    def _content_span(self, f: _Found, text: str, content: str) -> tuple[int, int]:
-        """The content's range, widened to its leading/trailing whitespace where the template kept it."""
-        start = f.start if f.start is not None else f.end
-        end = f.end if f.end is not None else f.start
-        assert start is not None and end is not None
-        if f.start is not None and f.lead and text.endswith(f.lead, 0, start):
-            start -= len(f.lead)
-        if f.end is not None and f.trail and text.startswith(f.trail, end):
-            end += len(f.trail)
-        return start, end
-
     def _end_of_turn(self, text: str, end: int, ceiling: int, whitespace_only: bool) -> tuple[int, int] | None:
         """The first special token after `end` and before the next message: that turn's end-of-turn token.
         For non-assistant turns only whitespace may lie in between."""
-        if self.special is None:
+        if self.eot is None:
             return None
-        m = self.special.search(text, end, max(ceiling, end))
+        m = self.eot.search(text, end, max(ceiling, end))
         if m is None or (whitespace_only and text[end:m.start()].strip()):
             return None
         return m.start(), m.end()
 
-    def _locate(self, chat: Chat, text: str, add_generation_prompt: bool) -> list[_Found]:
-        n = len(chat.messages)
-        parts = [_split_ws(m["content"]) for m in chat.messages]
-        if not any(ch in m["content"] for m in chat.messages for ch in (_OPEN, _CLOSE, _SEP)):
-            # Markers go around the stripped content, so templates that `| trim` keep them. Empty contents stay
-            # unmarked: templates test them for truth (`if system_message`), and markers would make them true.
-            marked = [{**m, "content": f"{lead}{_OPEN}{i}{_SEP}{core}{_CLOSE}{i}{_SEP}{trail}"} if core else m
-                      for i, (m, (lead, core, trail)) in enumerate(zip(chat.messages, parts, strict=True))]
-            with_marks = self.render_text(marked, add_generation_prompt)
-            starts: list[int | None] = [None] * n
-            ends: list[int | None] = [None] * n
-            plain, pos, removed = [], 0, 0
-            for m in _MARK.finditer(with_marks):
-                plain.append(with_marks[pos:m.start()])
-                i = int(m.group(2))
-                where = starts if m.group(1) == _OPEN else ends
-                if i < n and where[i] is None:
-                    where[i] = m.start() - removed
-                removed += m.end() - m.start()
-                pos = m.end()
-            plain.append(with_marks[pos:])
-            if "".join(plain) == text:
-                return [_Found(starts[i], ends[i], *parts[i][::2]) for i in range(n)]
-        # The markers changed what the template renders: find each stripped content in order instead.
-        found, cursor = [], 0
-        for lead, core, trail in parts:
-            at = text.find(core, cursor)
-            found.append(_Found(None, None, lead, trail) if at < 0 else _Found(at, at + len(core), lead, trail))
-            if at >= 0:
-                cursor = at + len(core)
-        return found
 
-
-def _split_ws(content: str) -> tuple[str, str, str]:
-    core = content.strip()
-    if not core:
-        return content, "", ""
-    start = content.index(core)
-    return content[:start], core, content[start + len(core):]
-
-
-def _next_anchor(found: list[_Found], i: int, default: int) -> int:
-    for f in found[i:]:
-        for pos in (f.start, f.end):
-            if pos is not None:
-                return pos
-    return default
+def _alternation(tokens: list[str] | None) -> re.Pattern[str] | None:
+    """One regex for any of these tokens, longest first."""
+    if not tokens:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
 
 
 def render_segments(segments: Segments) -> Rendered:

@@ -80,7 +80,7 @@ class RowProcessor:
             assert template_text is not None
             template = compile_template(template_text, datetime.date.fromisoformat(cfg.chat_template_date))
             self.chat = ChatRenderer(template, tok.variables, tok.specials, self.ds.train_on_eos,
-                                     cfg.train_on_inputs)
+                                     cfg.train_on_inputs, self.ds.train_on_eot, cfg.eot_tokens)
         self.chunked = self.ds.type in ("completion", "pretrain")
         self.token_limit = cfg.sequence_len * (MAX_CHUNKS if self.chunked else 1)
         self.text_limit = text_limit(tok, cfg.sequence_len) * (CHUNK_TEXT_FACTOR if self.chunked else 1)
@@ -125,7 +125,7 @@ class RowProcessor:
         """parse -> format -> length bound -> render (queued in `pending` for the batch's tokenizer call)."""
         sample = to_sample(parse(raw.payload), self.ds, self.cfg.train_on_inputs, self.tok.eos_text)
         chars = _text_chars(sample)
-        drop = self.cfg.excess_length_strategy == "drop"
+        drop = self.cfg.excess_length_strategy != "truncate"  # raise: the run stops on the first too_long row
         if chars > self.text_limit and drop:
             per_token = max_token_chars(self.tok)
             return RowResult(raw.source_row, Status.dropped, Reason.too_long, message=(
@@ -173,7 +173,7 @@ class RowProcessor:
         if trainable == 0:
             _quarantine(result, raw, Reason.no_trainable_tokens, "no token is trained (all labels are -100); "
                         "check roles_to_train / train_on_eos or the row's training flags")
-        elif n > limit and self.cfg.excess_length_strategy == "drop":
+        elif n > limit and self.cfg.excess_length_strategy != "truncate":
             result.status, result.reason = Status.dropped, Reason.too_long
             result.message = f"{n} tokens > {self._fits}"
             result.input_ids = result.labels = None
@@ -222,7 +222,10 @@ def max_token_chars(tok: TokenizerInfo) -> int:
 
 def _text_chars(sample: Chat | Segments | Tokens) -> int:
     if isinstance(sample, Chat):
-        return sum(len(m["content"]) for m in sample.messages)
+        chars = sum(len(v) for m in sample.messages for k, v in m.items() if k != "role" and isinstance(v, str))
+        if sample.tools is not None or any(len(m) > 2 for m in sample.messages):
+            chars += len(json.dumps([sample.messages, sample.tools], ensure_ascii=False, default=str))
+        return chars
     if isinstance(sample, Segments):
         return sum(len(text) for text, _ in sample.parts)
     return 0  # already tokens: the length check counts them
@@ -290,12 +293,18 @@ def _norm(text: str) -> str:
 def content_hash(sample: Chat | Segments | Tokens) -> str:
     """Dedup key: the content with Unicode NFC and whitespace runs folded, so reformatted copies match."""
     if isinstance(sample, Chat):
-        key: Any = [[m["role"], _norm(m["content"])] for m in sample.messages]
+        # Rows with only role and content keep the key they always had; other fields (reasoning, tool calls,
+        # tools) are part of the content too, so rows differing only there are not duplicates.
+        key: Any = [[m["role"], _norm(m["content"])] if len(m) == 2 and isinstance(m.get("content"), str)
+                    else [m["role"], {k: _norm(v) if isinstance(v, str) else v for k, v in sorted(m.items())}]
+                    for m in sample.messages]
+        if sample.tools is not None:
+            key.append(["tools", sample.tools])
     elif isinstance(sample, Segments):
         key = [[_norm(text), trained] for text, trained in sample.parts if text]
     else:
         key = [sample.input_ids, sample.labels]
-    blob = json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode()
+    blob = json.dumps(key, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str).encode()
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
 
 
@@ -303,9 +312,10 @@ def content_hash(sample: Chat | Segments | Tokens) -> str:
 _worker: dict[str, Any] = {}
 
 
-def init_worker(cfg_json: str, config_dir: str, template_text: str | None) -> None:
+def init_worker(cfg_json: str, config_dir: str, templates: list[str | None]) -> None:
+    """`templates`: each dataset's chat template text (None for other formats)."""
     cfg = Config.model_validate_json(cfg_json)
-    _worker.update(cfg=cfg, template=template_text, processors={},
+    _worker.update(cfg=cfg, templates=templates, processors={},
                    tok=tokenizer_for(cfg, Path(config_dir)))
 
 
@@ -320,5 +330,6 @@ def process_in_worker(job: tuple[int, list[RawRow]]) -> list[RowResult]:
     dataset_index, batch = job
     processors = _worker["processors"]
     if dataset_index not in processors:
-        processors[dataset_index] = RowProcessor(_worker["cfg"], dataset_index, _worker["tok"], _worker["template"])
+        processors[dataset_index] = RowProcessor(_worker["cfg"], dataset_index, _worker["tok"],
+                                                   _worker["templates"][dataset_index])
     return processors[dataset_index].process(batch)

@@ -118,6 +118,38 @@ class DatasetConfig(_Model):
     message_field_training_detail: str | None = None
     """Per-message key with [{begin_offset, end_offset, train}] character ranges (end inclusive) inside the
     content; ranges not listed are not trained."""
+    chat_template: str | None = None
+    """This dataset's own chat template, with the values of the top-level chat_template (a library name,
+    tokenizer_default, tokenizer_default_fallback_<name>, jinja); default: the top-level one. The saved
+    tokenizer's default template stays the top-level one; a different template is saved next to it as a named
+    template (see the manifest's probes)."""
+    chat_template_jinja: str | None = None
+    """Template text (or a .jinja path) for this dataset; implies chat_template: jinja when that is empty."""
+    drop_system_message: bool = False
+    """Drop the conversation's first message when it is a system message (a template's built-in default system
+    prompt, e.g. Qwen2.5's, is still written)."""
+    train_on_eot: TrainOnEos | None = None
+    """Which end-of-turn tokens (`eot_tokens`) are trained, with train_on_eos's values; default: train_on_eos.
+    Once this or eot_tokens is set, train_on_eos only governs the tokenizer's EOS token where it follows a
+    turn as a token of its own (Axolotl's split)."""
+    field_thinking: str | None = None
+    """Message key with the reasoning trace. Default `reasoning_content`, or `thinking` in messages that have
+    that key instead."""
+    template_thinking_key: str | None = None
+    """The message key the chat template reads the reasoning from (Qwen3: reasoning_content); default: the key
+    it was read from."""
+    split_thinking: bool = False
+    """Move a <think>…</think> (or <reasoning>…</reasoning>, <|begin_of_thought|>…<|end_of_thought|>) block at
+    the start of assistant content into the reasoning field, as Axolotl does."""
+    field_tools: str | None = None
+    """Row column with the tool definitions passed as apply_chat_template(tools=...); default `tools`. A JSON
+    string is parsed."""
+    tools: list[dict[str, Any]] | None = None
+    """Tessera: tool definitions for every row of this dataset that has none of its own."""
+    train_on_reasoning: bool = True
+    """Tessera: in a trained assistant turn, train its reasoning text (reasoning_content / thinking)."""
+    train_on_tool_calls: bool = True
+    """Tessera: in a trained assistant turn, train the tool calls the template writes for it."""
 
     # instruct / completion types
     field: str | None = None
@@ -162,9 +194,21 @@ class DatasetConfig(_Model):
     def _check_fields(self) -> DatasetConfig:
         parse_split(self.split)  # a ValueError names the bad part and the syntax
         chat_keys = ("field_messages", "message_field_role", "message_field_content", "roles",
-                     "message_field_training", "message_field_training_detail")
+                     "message_field_training", "message_field_training_detail", "chat_template",
+                     "chat_template_jinja", "train_on_eot", "field_thinking", "template_thinking_key", "field_tools",
+                     "tools")
+        chat_flags = {"drop_system_message": False, "split_thinking": False, "train_on_reasoning": True,
+                      "train_on_tool_calls": True}
+        if self.chat_template_jinja and self.chat_template is None:
+            self.chat_template = "jinja"  # Axolotl: jinja is implied by chat_template_jinja
+        if self.chat_template == "jinja" and not self.chat_template_jinja:
+            raise ValueError("chat_template: jinja needs chat_template_jinja (the template text or a .jinja path)")
+        if self.chat_template_jinja and self.chat_template != "jinja":
+            raise ValueError(f"chat_template_jinja is set but chat_template is '{self.chat_template}': "
+                             "set chat_template: jinja")
         if self.type != "chat_template":
             used = [k for k in chat_keys if getattr(self, k) is not None]
+            used += [k for k, default in chat_flags.items() if getattr(self, k) != default]
             if used:
                 raise ValueError(f"{', '.join(used)} only apply to type: chat_template (type is {self.type!r})")
         if self.field is not None and self.type not in ("completion", "pretrain"):
@@ -301,6 +345,9 @@ class Config(_Model):
     (e.g. chatml)."""
     chat_template_jinja: str | None = None
     """Template text (or a path to a .jinja file) when chat_template: jinja."""
+    eot_tokens: list[str] | None = None
+    """Tokens that end a turn (each one token of the vocabulary), trained per datasets[].train_on_eot; default:
+    the first special token after a turn's content."""
     chat_template_date: str = "2026-01-01"
     """Tessera: the date `strftime_now` returns while rendering (Llama 3.1+ put it in the system header), pinned
     so that prepared ids do not change from day to day. ISO format."""
@@ -324,8 +371,9 @@ class Config(_Model):
     dataset_processes: int = Field(1, ge=1)
     """Worker processes for parsing, rendering and tokenizing (the CLI's --workers). Output is identical for
     any value."""
-    excess_length_strategy: Literal["drop", "truncate"] = "drop"
-    """Samples longer than sequence_len are dropped (status dropped, reason too_long) or cut."""
+    excess_length_strategy: Literal["drop", "truncate", "raise"] = "drop"
+    """Samples longer than sequence_len are dropped (status dropped, reason too_long), cut, or stop the run
+    (raise: one line naming the first such row's file and row, exit 1; nothing is written)."""
     quarantine_max_fraction: float = Field(0.25, ge=0, le=1)
     """Tessera: fail the run when more than this share of input rows is quarantined (usually a wrong field
     mapping rather than dirty data)."""

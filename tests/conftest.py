@@ -68,8 +68,11 @@ def process_rows(tokenizer: Path, ds: dict[str, Any], rows: list[Any], **top: An
     cfg = config_from_dict({"tokenizer_config": str(tokenizer), "datasets": [{"path": "x", **ds}], **top})
     tok = _tokenizer(str(tokenizer))
     template = None
-    if cfg.datasets[0].type == "chat_template":
-        template = resolve_template(cfg.chat_template, cfg.chat_template_jinja, tok.chat_template, Path("."))[1]
+    ds0 = cfg.datasets[0]
+    if ds0.type == "chat_template":
+        name, jinja = (ds0.chat_template, ds0.chat_template_jinja) if ds0.chat_template else (cfg.chat_template,
+                                                                                               cfg.chat_template_jinja)
+        template = resolve_template(name, jinja, tok.chat_template, Path("."))[1]
     return RowProcessor(cfg, 0, tok, template).process([RawRow(i, r) for i, r in enumerate(rows)])
 
 
