@@ -8,6 +8,7 @@ each with its file and line.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import difflib
 import json
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from schemas import axolotl_compat
 from schemas.overrides import apply_overrides
 from schemas.splits import parse_split
 from schemas.yaml_limits import MAX_CONFIG_BYTES, YamlLimitError, load_yaml
@@ -296,6 +298,10 @@ class Config(_Model):
     wandb_project: str | None = None
     """Log to Weights & Biases when wandb is installed and this is set."""
 
+    # What load_config did with Axolotl keys that are not fields (not used, renamed): schemas/axolotl_compat.py.
+    # Private, so never part of the dump, the manifest or the fingerprint.
+    _keys: axolotl_compat.KeyReport | None = PrivateAttr(default=None)
+
     @field_validator("chat_template_date", mode="before")
     @classmethod
     def _date_as_text(cls, value: Any) -> Any:
@@ -417,10 +423,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, warnings: 
     if warnings is not None:
         warnings += _yaml_traps(root, text, path)
     overridden = apply_overrides(raw, overrides or [])
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_describe_all(e.errors(), path, root, overridden)) from None
+    return _validate(raw, path, root, overridden)
 
 
 def _read_config(path: Path) -> str:
@@ -467,37 +470,81 @@ def _yaml_traps(node: yaml.Node | None, text: str, path: Path, key: str = "",
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """For tests and library use: validate a mapping, with the same error messages (no line numbers)."""
+    return _validate(copy.deepcopy(raw), Path("<dict>"), None, set())
+
+
+def key_report(cfg: Config) -> axolotl_compat.KeyReport:
+    """The Axolotl keys load_config read under another name or does not use (empty for a Config built directly)."""
+    return cfg._keys or axolotl_compat.KeyReport()
+
+
+def unused_keys_note(cfg: Config, command: Literal["prepare", "train"]) -> str | None:
+    """One line naming the keys `command` does not use: Axolotl's keys Tessera does not implement and, for
+    prepare, the trainer's keys too. None when there are none."""
+    report = key_report(cfg)
+    keys = report.not_used
+    if command == "prepare":
+        keys += [k for k in cfg.model_fields_set if k in TRAINER_KEYS]
+    if not keys:
+        return None
+    keys.sort(key=lambda k: report.order.get(k.split(".")[0].split("[")[0], len(report.order)))
+    shown = ", ".join(keys[:12]) + (", …" if len(keys) > 12 else "")
+    return f"not used by tessera {command}: {shown} ({len(keys)} key{'s' if len(keys) > 1 else ''}; " \
+           f"`tessera prepare --explain` says what Tessera does instead)"
+
+
+def _validate(raw: dict[str, Any], path: Path, root: yaml.Node | None, overridden: set[str]) -> Config:
+    # Axolotl's spellings first (renamed, not used, not supported, empty = unset), then the tree; the problems
+    # of both are reported together.
+    compat = axolotl_compat.normalise(raw, Config)
+    found = [_where(loc, path, root, overridden) + f": {msg}" for loc, msg in compat.problems]
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_describe_all(e.errors(), Path("<dict>"), None, set())) from None
+        raise ConfigError(found + _describe_all(e.errors(), path, root, overridden, compat.origins)) from None
+    if found:
+        raise ConfigError(found)
+    cfg._keys = compat.report
+    return cfg
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
 
 
-def _describe_all(errors: list[Any], path: Path, root: yaml.Node | None, overridden: set[str]) -> list[str]:
+def _describe_all(errors: list[Any], path: Path, root: yaml.Node | None, overridden: set[str],
+                  origins: dict[tuple[Any, ...], tuple[Any, ...]]) -> list[str]:
     # A mapping given where `str | Model` is allowed fails both branches; the str branch's error is noise.
     errors = [e for e in errors if not (e["loc"] and e["loc"][-1] == "str" and isinstance(e["input"], dict))]
-    return [_describe(e, path, root, overridden) for e in errors]
+    return [_describe(e, path, root, overridden, origins) for e in errors]
 
 
-def _describe(err: Any, path: Path, root: yaml.Node | None, overridden: set[str]) -> str:
+def _describe(err: Any, path: Path, root: yaml.Node | None, overridden: set[str],
+              origins: dict[tuple[Any, ...], tuple[Any, ...]]) -> str:
     # pydantic puts union branch tags ('str', 'CustomInstructType', "literal['auto']") into loc.
     loc = [p for p in err["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or p[:1].isupper()))]
-    dotted = ".".join(str(p) for p in loc)
+    read_as = ""
+    for n in range(len(loc), 0, -1):  # a value read from another spelling is named as written
+        if tuple(loc[:n]) in origins:
+            read_as = f" (read as {_show_loc(loc)})"
+            loc = list(origins[tuple(loc[:n])]) + loc[n:]
+            break
     shown = _show_loc(loc)
-    where = f"{path}:{_line_of(root, loc)}" if root is not None else str(path)
-    if dotted.split(".")[0] in overridden or dotted in overridden:
-        where = f"{where} (--set {dotted})"
+    where = _where(tuple(loc), path, root, overridden)
     if err["type"] == "extra_forbidden":
         key = str(loc[-1])
-        valid = _valid_keys(loc[:-1])
-        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'?" if close else "see the keys documented in schemas/config.py"
+        close = axolotl_compat.hint(axolotl_compat.section_of(tuple(loc[:-1])), key, _valid_keys(loc[:-1]))
+        hint = f"did you mean '{close}'?" if close else "see the keys documented in schemas/config.py"
         return f"{where}: unknown key '{shown}'; {hint}"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {shown or '(top level)'}: {msg}"
+    return f"{where}: {shown or '(top level)'}{read_as}: {msg}"
+
+
+def _where(loc: tuple[Any, ...], path: Path, root: yaml.Node | None, overridden: set[str]) -> str:
+    dotted = ".".join(str(p) for p in loc)
+    where = f"{path}:{_line_of(root, list(loc))}" if root is not None else str(path)
+    if dotted.split(".")[0] in overridden or dotted in overridden:
+        where = f"{where} (--set {dotted})"
+    return where
 
 
 def _show_loc(loc: list[Any]) -> str:
@@ -512,13 +559,9 @@ def _valid_keys(parent: list[Any]) -> list[str]:
     for p in parent:
         if isinstance(p, int):
             continue
-        field = model.model_fields.get(str(p))
-        if field is None:
+        if str(p) not in model.model_fields or (sub := axolotl_compat.submodel(model, str(p))) is None:
             break
-        for candidate in (DatasetConfig, SpecialTokens, FsdpConfig, CustomInstructType):
-            if candidate.__name__ in repr(field.annotation):
-                model = candidate
-                break
+        model = sub
     return list(model.model_fields)
 
 

@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     with state.main_process_first():
         if state.is_main_process:
             code = prepare(argparse.Namespace(config=args.config, overrides=args.overrides, out=prepared,
-                                              workers=args.workers, force=False, verify=False))
+                                              workers=args.workers, force=False, verify=False, for_train=True))
             if code:
                 return code
     print0(f"config: {_trainer_summary(cfg)}", state.is_main_process)
