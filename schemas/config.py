@@ -479,18 +479,27 @@ def key_report(cfg: Config) -> axolotl_compat.KeyReport:
 
 
 def unused_keys_note(cfg: Config, command: Literal["prepare", "train"]) -> str | None:
-    """One line naming the keys `command` does not use: Axolotl's keys Tessera does not implement and, for
-    prepare, the trainer's keys too. None when there are none."""
+    """One line naming the keys `command` does not use: Axolotl's keys Tessera does not implement first, then,
+    for prepare, the trainer's keys. None when there are none."""
     report = key_report(cfg)
-    keys = report.not_used
-    if command == "prepare":
-        keys += [k for k in cfg.model_fields_set if k in TRAINER_KEYS]
+
+    def top(key: str) -> str:
+        return key.split(".")[0].split("[")[0]
+
+    def written(keys: list[str]) -> list[str]:
+        return sorted(keys, key=lambda k: report.order.get(top(k), len(report.order)))
+
+    trainer = written([k for k in cfg.model_fields_set if k in TRAINER_KEYS]) if command == "prepare" else []
+    # a trainer section (fsdp_config) is named once, not with its keys
+    unused = written([k for k in report.not_used if top(k) not in trainer])
+    keys = unused + trainer
     if not keys:
         return None
-    keys.sort(key=lambda k: report.order.get(k.split(".")[0].split("[")[0], len(report.order)))
     shown = ", ".join(keys[:12]) + (", …" if len(keys) > 12 else "")
-    return f"not used by tessera {command}: {shown} ({len(keys)} key{'s' if len(keys) > 1 else ''}; " \
-           f"`tessera prepare --explain` says what Tessera does instead)"
+    count = f"{len(keys)} key{'s' if len(keys) > 1 else ''}"
+    if unused and trainer:
+        count += f": {len(unused)} Tessera does not implement, {len(trainer)} read by tessera train"
+    return f"not used by tessera {command}: {shown} ({count}; `tessera prepare --explain` lists them)"
 
 
 def _validate(raw: dict[str, Any], path: Path, root: yaml.Node | None, overridden: set[str]) -> Config:
@@ -522,6 +531,8 @@ def _describe(err: Any, path: Path, root: yaml.Node | None, overridden: set[str]
               origins: dict[tuple[Any, ...], tuple[Any, ...]]) -> str:
     # pydantic puts union branch tags ('str', 'CustomInstructType', "literal['auto']") into loc.
     loc = [p for p in err["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or p[:1].isupper()))]
+    if err["type"] == "extra_forbidden" and err["loc"] and (not loc or loc[-1] != err["loc"][-1]):
+        loc.append(err["loc"][-1])  # the unknown key as typed, even when it looks like a tag (`Learning-Rate`)
     read_as = ""
     for n in range(len(loc), 0, -1):  # a value read from another spelling is named as written
         if tuple(loc[:n]) in origins:
