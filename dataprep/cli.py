@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 def prepare(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     try:
-        cfg = load_config(args.config, args.overrides, warnings)
+        cfg = load_config(args.config, args.overrides, warnings, for_prepare=True)
     except (ConfigError, OverrideError) as e:
         _error(e)
         return 2

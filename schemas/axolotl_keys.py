@@ -127,9 +127,10 @@ TOP_FAMILIES: dict[str, tuple[str, ...]] = {
         gemma4_nf4_nonexpert nvfp4_merge_aware nvfp4_merge_aware_start_step"""),
     # Not in Axolotl's schema any more (it ignores unknown keys) but still in configs written for it, including
     # its own examples/: old GPTQ and debug switches, and the keys of `axolotl` cloud launchers (Modal).
-    "legacy": _keys("""gptq_groupsize gptq_model_v1 gptq_disable_exllama debug max_packed_sequence_len rope_scaling
-        sample_packing_seq_len_multiplier base_model_ignore_patterns torch_dtype project_name provider gpu gpu_count
-        node_count memory memory_preprocess timeout timeout_preprocess volumes secrets branch dockerfile_commands"""),
+    "legacy": _keys("""gptq_groupsize gptq_model_v1 gptq_disable_exllama adam_eps eta_min debug
+        max_packed_sequence_len rope_scaling sample_packing_seq_len_multiplier base_model_ignore_patterns
+        torch_dtype project_name provider gpu gpu_count node_count memory memory_preprocess timeout
+        timeout_preprocess volumes secrets branch dockerfile_commands"""),
 }
 
 # ---- nested sections, by their path in the config tree ("datasets" covers every entry of the list)

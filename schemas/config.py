@@ -406,9 +406,11 @@ _WHITESPACE_KEYS = {"format", "no_input_format", "system_format", "system_prompt
                     "bos_token", "eos_token", "pad_token", "unk_token"}
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, warnings: list[str] | None = None) -> Config:
+def load_config(path: str | Path, overrides: list[str] | None = None, warnings: list[str] | None = None,
+                for_prepare: bool = False) -> Config:
     """Validate a YAML config. Problems raise ConfigError (all of them); YAML traps that are legal but almost
-    certainly unintended are appended to `warnings`."""
+    certainly unintended are appended to `warnings`. `for_prepare`: a trainer key's bad value is a warning (into
+    `warnings`), not an error, since preparing does not use it."""
     path = Path(path)
     text = _read_config(path)
     try:
@@ -423,7 +425,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, warnings: 
     if warnings is not None:
         warnings += _yaml_traps(root, text, path)
     overridden = apply_overrides(raw, overrides or [])
-    return _validate(raw, path, root, overridden)
+    return _validate(raw, path, root, overridden, warnings if for_prepare and warnings is not None else None)
 
 
 def _read_config(path: Path) -> str:
@@ -502,19 +504,39 @@ def unused_keys_note(cfg: Config, command: Literal["prepare", "train"]) -> str |
     return f"not used by tessera {command}: {shown} ({count}; `tessera prepare --explain` lists them)"
 
 
-def _validate(raw: dict[str, Any], path: Path, root: yaml.Node | None, overridden: set[str]) -> Config:
-    # Axolotl's spellings first (renamed, not used, not supported, empty = unset), then the tree; the problems
-    # of both are reported together.
+def _validate(raw: dict[str, Any], path: Path, root: yaml.Node | None, overridden: set[str],
+              warnings: list[str] | None = None) -> Config:
+    """Axolotl's spellings first (renamed, not used, not supported, empty = unset), then the tree; the problems
+    of both are reported together. With `warnings` (tessera prepare), values of trainer keys the trainer would
+    reject (`optimizer: adamw_bnb_8bit`) are warnings instead: prepare does not use them, `tessera train` stops."""
     compat = axolotl_compat.normalise(raw, Config)
     found = [_where(loc, path, root, overridden) + f": {msg}" for loc, msg in compat.problems]
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(found + _describe_all(e.errors(), path, root, overridden, compat.origins)) from None
+        described = _describe_all(e.errors(), path, root, overridden, compat.origins)
+        cfg = None if found or warnings is None else _without_trainer_problems(raw, e)
+        if cfg is None:
+            raise ConfigError(found + described) from None
+        warnings += [f"{p} (tessera prepare does not use this trainer setting and goes on; tessera train will stop "
+                     "on it)" for p in described]
     if found:
         raise ConfigError(found)
     cfg._keys = compat.report
     return cfg
+
+
+def _without_trainer_problems(raw: dict[str, Any], error: ValidationError) -> Config | None:
+    """The config without the trainer keys that fail (then without every trainer key, for cross-field problems),
+    if that is valid; else None."""
+    failing = {e["loc"][0] for e in error.errors() if e["loc"] and e["loc"][0] in TRAINER_KEYS}
+    for drop in (failing, set(TRAINER_KEYS)):
+        try:
+            return Config.model_validate({k: v for k, v in raw.items() if k not in drop})
+        except ValidationError as e:
+            if any(err["loc"] for err in e.errors()):  # a data key fails: the config is invalid for prepare too
+                return None
+    return None
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
