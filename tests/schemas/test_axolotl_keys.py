@@ -303,3 +303,39 @@ def test_prepare_prints_the_not_used_note_once(tmp_path: Path) -> None:
                                "plugins, liger_rope, liger_rms_norm, liger_glu_activation, liger_layer_norm, "
                                "liger_fused_linear_cross_entropy, cut_cross_entropy, output_dir, adapter, lora_r, …"
                                " (30 keys: 9 Tessera does not implement, 21 read by tessera train;"), notes
+
+
+# ---- trainer values tessera train would reject: warnings for prepare, errors for train
+
+
+def test_prepare_warns_about_trainer_values_that_train_rejects(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type: alpaca\noptimizer: adamw_bnb_8bit\n"
+                   "eval_steps: 10\nlearning_rate: 1e-4\n")
+    warnings: list[str] = []
+    loaded = load_config(cfg, warnings=warnings, for_prepare=True)
+    assert loaded.datasets[0].type == "alpaca"
+    assert warnings == [
+        f"{cfg}:5: optimizer: Input should be 'adamw_torch' or 'adamw_torch_fused' (tessera prepare does not use this "
+        "trainer setting and goes on; tessera train will stop on it)",
+    ]
+    with pytest.raises(ConfigError, match="optimizer: Input should be"):
+        load_config(cfg)  # as tessera train reads it
+
+
+def test_prepare_goes_on_past_cross_field_trainer_problems(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type: alpaca\neval_steps: 10\n")
+    warnings: list[str] = []
+    load_config(cfg, warnings=warnings, for_prepare=True)
+    assert len(warnings) == 1 and "eval_steps/evals_per_epoch need a validation split" in warnings[0]
+
+
+@pytest.mark.parametrize("data_problem", ["sequence_len: -1\n", "rl: dpo\n", "sequnce_len: 9\n"])
+def test_data_problems_stay_errors_for_prepare(tmp_path: Path, data_problem: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type: alpaca\noptimizer: sgd\n"
+                   + data_problem)
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg, warnings=[], for_prepare=True)
+    assert any(":6: " in p for p in e.value.problems), e.value.problems
