@@ -20,7 +20,7 @@ from typing import Any
 from dataprep.encode import TokenizerInfo, encode
 from dataprep.formats import Chat, RowError, Segments, to_sample
 from dataprep.render import ChatRenderer, render_segments
-from schemas.config import Config, DatasetConfig
+from schemas.config import Config, CustomInstructType, DatasetConfig
 from schemas.reasons import Reason
 from schemas.shard import IGNORE_INDEX
 
@@ -67,13 +67,23 @@ def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: 
     if not tok.eos_text:
         raise ProbeError(f"{where}: type {ds.format} appends the tokenizer's EOS after each output, but the "
                          "tokenizer has no eos_token; set special_tokens.eos_token in the config")
-    sample = to_sample(PROBE_ROW, ds, cfg.train_on_inputs, tok.eos_text)
+    sample = to_sample(_probe_row(ds), ds, cfg.train_on_inputs, tok.eos_text)
     assert isinstance(sample, Segments)
     [(ids, labels)] = encode(tok.tokenizer, [render_segments(sample)], add_special_tokens=tok.adds_bos)
     _check_bos(tok, ids.tolist(), where, "the prompt format")
     if not (labels != IGNORE_INDEX).any():
         raise ProbeError(f"{where}: a probe sample has no trained token")
     return {"dataset": ds.path, "format": ds.format, "eos": tok.eos_text, "adds_bos": tok.adds_bos}
+
+
+def _probe_row(ds: DatasetConfig) -> dict[str, Any]:
+    """PROBE_ROW under the dataset's own field names (a custom instruct mapping, completion's `field`)."""
+    if isinstance(ds.type, CustomInstructType):
+        return {ds.type.field_instruction: PROBE_ROW["instruction"], ds.type.field_input: "",
+                ds.type.field_output: PROBE_ROW["output"]}
+    if ds.type == "completion" and ds.field:
+        return {ds.field: PROBE_ROW["text"]}
+    return PROBE_ROW
 
 
 def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, template_name: str | None,
