@@ -86,7 +86,8 @@ def run_one(path: Path, corpus: Path, out: Path | None) -> Outcome:
         o.seconds = time.perf_counter() - started
         o.prepared = code == 0
         if code:
-            o.why = f"prepare exit {code}: {err.getvalue().strip().splitlines()[-1] if err.getvalue() else ''}"
+            errors = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
+            o.why = f"prepare exit {code}: {errors[0] if errors else err.getvalue().strip()[-300:]}"
     return o
 
 
