@@ -64,7 +64,7 @@ def run_one(path: Path, corpus: Path, out: Path | None) -> Outcome:
     raw = raw if isinstance(raw, dict) else {}
     given = {k for k, v in raw.items() if v is not None}
     types = {_type_name(ds.get("type")) for ds in raw.get("datasets") or [] if isinstance(ds, dict)}
-    o = Outcome(path.relative_to(corpus).as_posix(), {family(k) for k in given}, types or {"(none)"})
+    o = Outcome(path.relative_to(corpus).as_posix(), {_family(k) for k in given}, types or {"(none)"})
     o.keys["empty"] = sum(1 for v in raw.values() if v is None)
     warnings: list[str] = []
     try:
@@ -89,6 +89,12 @@ def run_one(path: Path, corpus: Path, out: Path | None) -> Outcome:
             errors = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
             o.why = f"prepare exit {code}: {errors[0] if errors else err.getvalue().strip()[-300:]}"
     return o
+
+
+def _family(key: str) -> str:
+    if (f := family(key)) != "tessera" or key in Config.model_fields:
+        return f
+    return "unknown key"
 
 
 def _type_name(value: Any) -> str:

@@ -147,7 +147,7 @@ def _put(dst: dict[Any, Any], target: str, value: Any, given: Loc, read_as: Loc,
         return
     if dst.get(target) is not None and dst[target] != value:
         p.problems.append((given, f"{_show(given)}: {value!r} and {_show(read_as)}: {dst[target]!r} are two "
-                                  "spellings of one setting (Axolotl's current and deprecated names); keep one"))
+                                  "spellings of one setting (Axolotl accepts both names); keep one"))
         return
     dst[target] = value
     p.origins[read_as] = given

@@ -28,8 +28,12 @@ def _keys(text: str) -> tuple[str, ...]:
 
 # ---- top level, by family (the family names are what bench/axolotl_configs.py reports by)
 TOP_FAMILIES: dict[str, tuple[str, ...]] = {
+    # model_config, model_kwargs, model_type, model_revision are aliases Axolotl also accepts under their field
+    # names (populate_by_name): overrides_of_model_config, overrides_of_model_kwargs, type_of_model,
+    # revision_of_model
     "model": _keys("""base_model base_model_config cls_model_config model_type model_revision model_config
-        model_kwargs trust_remote_code experimental_skip_move_to_device use_kernels model_quantization_config
+        model_kwargs overrides_of_model_config overrides_of_model_kwargs type_of_model revision_of_model
+        trust_remote_code experimental_skip_move_to_device use_kernels model_quantization_config
         model_quantization_config_kwargs use_onebitllms reinit_weights trainer_cls resize_token_embeddings_to_32x
         mean_resizing_embeddings shrink_embeddings embeddings_skip_upcast low_cpu_mem_usage max_memory
         gpu_memory_limit device device_map unfrozen_parameters freeze_mm_modules is_falcon_derived_model
@@ -166,7 +170,7 @@ _PREFERENCE = ("preference training (DPO, IPO, ORPO, KTO, SimPO, GRPO, EBFT) is 
 _REWARD = ("reward-model training (Bradley-Terry, process reward models) is not available yet in Tessera, which "
            "trains causal-LM supervised fine-tuning only")
 _LOCAL = "Tessera reads local files only and prepares them ahead of training"
-_PENDING = "is not available in this version of Tessera yet"
+_PENDING = "not available in this version of Tessera yet"
 
 # (section, key) -> what Tessera does instead. Section "" is the top level. An error only when the value is set
 # (not empty, false, 0 or an empty list/mapping): `rl:` left empty means supervised training, as in Axolotl.
@@ -240,6 +244,10 @@ for _k in SECTION_KEYS["pretraining_dataset"]:
 # `message_field_<name>` there.
 RENAMED: dict[tuple[str, str], tuple[str, str]] = {
     ("", "dataset_num_proc"): ("", "dataset_processes"),
+    ("", "type_of_model"): ("", "model_type"),
+    ("", "revision_of_model"): ("", "model_revision"),
+    ("", "overrides_of_model_config"): ("", "model_config"),
+    ("", "overrides_of_model_kwargs"): ("", "model_kwargs"),
     ("", "dataset_processes"): ("", "dataset_num_proc"),
     ("", "fsdp_version"): ("fsdp_config", "fsdp_version"),
     ("", "fsdp_final_state_dict_type"): ("fsdp_config", "final_state_dict_type"),
