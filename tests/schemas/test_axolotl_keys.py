@@ -84,6 +84,7 @@ def test_registry_is_consistent() -> None:
 
 @pytest.mark.parametrize(("given", "check"), [
     ({"dataset_num_proc": 3}, lambda c: c.dataset_processes == 3),
+    ({"type_of_model": "AutoModelForCausalLM"}, lambda c: c.model_type == "AutoModelForCausalLM"),  # field name
     ({"eager_attention": True}, lambda c: c.attn_implementation == "eager"),
     ({"eager_attention": False}, lambda c: c.attn_implementation is None),
     ({"datasets": [{"path": "a", "type": "chat_template",
