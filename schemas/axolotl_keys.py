@@ -181,7 +181,6 @@ NOT_SUPPORTED: dict[tuple[str, str], str] = {
     ("", "processor_type"): "multimodal (image/audio) training is not available in Tessera, which prepares text "
                             "only; remove processor_type to train on the text of the conversations",
     ("", "streaming"): f"{_LOCAL}: remove `streaming` and run `tessera prepare --workers N` once on the data",
-    ("", "pretraining_dataset"): f"{_PENDING}: use `datasets:` with `type: completion` (one text per row)",
     ("", "test_datasets"): "Tessera makes the evaluation split from `datasets:` itself (val_set_size); a separate "
                            "test_datasets list is not available yet",
     ("", "dataset_shard_num"): "Tessera reads whole datasets: take a part with a split slice, e.g. "
@@ -196,7 +195,6 @@ NOT_SUPPORTED: dict[tuple[str, str], str] = {
                                   "template of your own (chat_template: jinja + chat_template_jinja)",
     ("", "default_system_message"): f"{_PENDING}: add the system message to the data, or write it into a template "
                                     "of your own (chat_template: jinja)",
-    ("", "eot_tokens"): _PENDING,
     ("", "added_tokens_overrides"): "renaming tokens of the vocabulary is not available: Tessera adds new tokens "
                                     "with `tokens:` and overrides bos/eos/pad/unk with `special_tokens:`",
     ("special_tokens", "additional_special_tokens"): "extra special tokens are not available: add them with the "
@@ -230,13 +228,10 @@ NOT_SUPPORTED: dict[tuple[str, str], str] = {
     ("datasets.type", "field_label"): _PREFERENCE,
     ("datasets.type", "completion_format"): _PREFERENCE,
 }
-# Dataset keys with a meaning for the rendered tokens, whose fields Tessera is adding: an error until they exist
-# (ignoring them would train other tokens than Axolotl does).
-for _k in _keys("""chat_template chat_template_jinja drop_system_message field_thinking template_thinking_key
-                   split_thinking field_tools train_on_eot conversation field_human field_model"""):
+# Dataset keys with a meaning for the rendered tokens that Tessera does not read yet: an error (ignoring them
+# would train other tokens than Axolotl does). A key becomes supported once DatasetConfig has its field.
+for _k in _keys("""field_human field_model"""):
     NOT_SUPPORTED[("datasets", _k)] = _PENDING
-for _k in SECTION_KEYS["pretraining_dataset"]:
-    NOT_SUPPORTED[("pretraining_dataset", _k)] = _PENDING
 
 # Two spellings of one setting: (section, Axolotl's key) -> (section, key) of Tessera's field, used only when the
 # first is not a field itself and the second is. `fsdp_config` keys are matched with and without the `fsdp_`

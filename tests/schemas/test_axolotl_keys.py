@@ -91,10 +91,11 @@ def test_registry_is_consistent() -> None:
     ({"datasets": [{"path": "a", "type": "chat_template",
                     "message_property_mappings": {"role": "from", "content": "value"}}]},
      lambda c: (c.datasets[0].message_field_role, c.datasets[0].message_field_content) == ("from", "value")),
-    ({"fsdp_config": {"offload_params": True, "version": 1}},
-     lambda c: c.fsdp_config.fsdp_offload_params is True and c.fsdp_config.fsdp_version == 1),
-    ({"fsdp_config": {"fsdp_offload_params": True}}, lambda c: c.fsdp_config.fsdp_offload_params is True),
-    ({"fsdp_version": 1, "fsdp_config": {"fsdp_offload_params": True}}, lambda c: c.fsdp_config.fsdp_version == 1),
+    ({"fsdp_config": {"offload_params": True, "version": 2}},
+     lambda c: c.fsdp_config.offload_params is True and c.fsdp_config.fsdp_version == 2),
+    ({"fsdp_config": {"fsdp_offload_params": True}}, lambda c: c.fsdp_config.offload_params is True),
+    ({"fsdp_version": 2, "fsdp_config": {"fsdp_offload_params": True}},
+     lambda c: c.fsdp_version == 2 and c.fsdp_config.offload_params is True),
 ])
 def test_renamed_keys_are_read_as_tessera_fields(given: dict, check) -> None:
     cfg = config_from_dict({**BASE, **given})
@@ -110,7 +111,7 @@ def test_renamed_keys_are_read_as_tessera_fields(given: dict, check) -> None:
                     "message_property_mappings": {"role": "from"}}]},
      "datasets[0].message_property_mappings.role: 'from' and datasets[0].message_field_role: 'role'"),
     ({"fsdp_config": {"offload_params": True, "fsdp_offload_params": False}},
-     "fsdp_config.offload_params: True and fsdp_config.fsdp_offload_params: False"),
+     "fsdp_config.fsdp_offload_params: False and fsdp_config.offload_params: True"),
     ({"datasets": [{"path": "a", "type": "chat_template", "message_property_mappings": {"colour": "c"}}]},
      "datasets[0].message_property_mappings.colour: Tessera maps the message properties content, role"),
 ])
@@ -162,17 +163,17 @@ def test_a_key_becomes_supported_when_its_field_exists() -> None:
     """Support is computed from the tree: a field another change adds stops being 'not available yet'."""
 
     class WithTemplate(DatasetConfig):
-        chat_template: str | None = None
+        field_human: str | None = None
 
     class Tree(Config):
         datasets: list[WithTemplate] = Field(default_factory=list)  # type: ignore[assignment]
 
     def raw() -> dict:
-        return {"datasets": [{"path": "a", "type": "chat_template", "chat_template": "chatml"}]}
+        return {"datasets": [{"path": "a", "type": "chat_template", "field_human": "human"}]}
 
-    assert [loc for loc, _ in normalise(raw(), Config).problems] == [("datasets", 0, "chat_template")]
+    assert [loc for loc, _ in normalise(raw(), Config).problems] == [("datasets", 0, "field_human")]
     done, given = normalise(r := raw(), Tree), r
-    assert not done.problems and given["datasets"][0]["chat_template"] == "chatml"
+    assert not done.problems and given["datasets"][0]["field_human"] == "human"
 
 
 # ---- accepted, not used: any value, never an error, one note line
@@ -221,7 +222,7 @@ def test_empty_values_mean_the_default_everywhere() -> None:
     assert cfg.dataset_exact_deduplication is True and cfg.chat_template == default.chat_template == "tokenizer_default"
     assert cfg.bf16 == "auto" and cfg.lora_r == 8
     assert cfg.special_tokens is not None and cfg.special_tokens.pad_token is None
-    assert cfg.fsdp_config is not None and cfg.fsdp_config.fsdp_version == 2
+    assert cfg.fsdp_config is not None and cfg.fsdp_config.offload_params is False
     ds = cfg.datasets[0]
     assert (ds.split, ds.roles_to_train, ds.train_on_eos, ds.field_messages) == ("train", ["assistant"], "turn", None)
 
