@@ -40,7 +40,6 @@ _NOT_AXOLOTL_BYTES: dict[str, TemplateName] = {
     "chatml": TemplateName("written for Tessera (ChatML)", "same"),
     "qwen_25": TemplateName(f"official Qwen/Qwen2.5-7B-Instruct, from {_SDIST}; byte for byte Axolotl's qwen_25",
                             "same"),
-    "gemma": TemplateName(f"official google/gemma-2-2b-it, from {_SDIST}", "same"),
 }
 
 # Official templates whose rendering differs from Axolotl's template of the nearest name. Axolotl rejects these
