@@ -7,7 +7,8 @@ Also: each library file Axolotl's name points at is that file byte for byte unde
 official variants kept under other names really render differently, as template_differences says; names that
 cannot be had give an error naming the alternative; and, token-exact, for every Axolotl name with a fixture
 tokenizer of its family, prepared ids equal `apply_chat_template` and the trained tokens are what the model
-generates after each assistant header through its end-of-turn token.
+generates after each assistant header through its end-of-turn token. And the template cache counts as complete
+only with its marker file.
 
     .venv/bin/python -m pytest tests/golden/test_axolotl_templates.py -v
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -178,9 +180,14 @@ def test_misspelt_name_suggests_the_library_name() -> None:
 
 
 # Axolotl names whose family has a fixture tokenizer: (fixture family, end-of-turn token). phi_3 has no
-# generation prompt (it writes '<|assistant|>\n' after every user turn instead).
+# generation prompt (it writes '<|assistant|>\n' after every user turn instead). Qwen3.5's own vocabulary is not
+# available offline (llama.cpp's qwen35 vocab file holds Qwen2's tokens), so qwen3_5 runs on Qwen3's, whose
+# chat tokens (<|im_start|>, <|im_end|>, <think>) it shares; Qwen2-VL and Llama 3.2 Vision use the Qwen2 and
+# Llama 3 vocabularies.
 TOKEN_GOLDEN = {
     "llama3": ("llama3", "<|eot_id|>"),
+    "llama3_2_vision": ("llama3", "<|eot_id|>"),
+    "qwen2_vl": ("qwen2.5", "<|im_end|>"),
     "phi_35": ("phi3.5", "<|end|>"),
     "phi_3": ("phi3.5", "<|end|>"),
     "qwen3": ("qwen3", "<|im_end|>"),
@@ -206,3 +213,22 @@ def test_token_golden(name: str, shape: str) -> None:
     want_ids, want_trained = expected_labels(tok, messages, eot)
     assert want_ids == r.input_ids.tolist()
     assert [lab != -100 for lab in r.labels.tolist()] == want_trained
+
+
+def test_fetch_cache_is_complete_only_with_its_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache without EXTRACTED.json (a crash mid-extraction) is extracted again from the cached wheel."""
+    import shutil
+
+    from dataprep import fetch_axolotl
+
+    wheel = fetch_axolotl.cache_root() / "downloads" / fetch_axolotl.WHEEL_FILE
+    ensure_templates()
+    monkeypatch.setenv("TESSERA_CACHE", str(tmp_path))
+    root = fetch_axolotl.cache_root()
+    (root / "downloads").mkdir(parents=True)
+    shutil.copyfile(wheel, root / "downloads" / wheel.name)  # no download: the pinned hash matches
+    (root / "templates").mkdir()
+    (root / "templates" / "llama3.jinja").write_text("half-written")
+    hashes = ensure_templates()
+    assert json.loads((root / "EXTRACTED.json").read_text())["wheel_sha256"] == fetch_axolotl.WHEEL_SHA256
+    assert axolotl_template("llama3") != "half-written" and set(AXOLOTL_NAMES) <= set(hashes)
