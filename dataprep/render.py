@@ -49,6 +49,7 @@ from jinja2.ext import Extension
 from dataprep import chat_spans
 from dataprep.formats import Chat, RowError, Segments
 from dataprep.sandbox import LimitedEnvironment, TemplateLimit, TemplateTimeout, render_limited
+from dataprep.template_names import unknown_name_message
 from schemas.reasons import Reason
 
 
@@ -111,8 +112,7 @@ def _resolve_template(name: str, jinja_text: str | None, tokenizer_default: str 
         name = name.removeprefix("tokenizer_default_fallback_")
     file = resources.files("dataprep.templates") / f"{name}.jinja"
     if not file.is_file():
-        raise TemplateNotFound(f"chat_template '{name}' is not in the template library "
-                               f"({', '.join(library_templates())}); use jinja + chat_template_jinja for your own")
+        raise TemplateNotFound(unknown_name_message(name, library_templates()))
     return name, file.read_text(encoding="utf-8")
 
 
@@ -124,7 +124,7 @@ class _GenerationTag(Extension):
     def parse(self, parser: Any) -> nodes.Node:
         lineno = next(parser.stream).lineno
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return nodes.CallBlock(self.call_method("_render", []), [], [], body).set_lineno(lineno)
+        return nodes.CallBlock(self.call_method("render_text", []), [], [], body).set_lineno(lineno)
 
     def render_text(self, caller: Any) -> str:
         return caller()

@@ -23,8 +23,8 @@ def test_bundled_example_passes(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_wrong_template_fails_with_a_diff(capsys: pytest.CaptureFixture[str]) -> None:
-    # A Llama 3 template on a Qwen tokenizer: its <|eot_id|> is plain text here, split into pieces.
-    code = main(["golden", DEMO, "--samples", "3", "--set", "chat_template=llama3",
+    # A Llama 3.1 template on a Qwen tokenizer: its <|eot_id|> is plain text here, split into pieces.
+    code = main(["golden", DEMO, "--samples", "3", "--set", "chat_template=llama3_1",
                  "--set", "datasets.1.train_on_eos=none", "--set", "datasets.2.train_on_eos=none"])
     out = capsys.readouterr().out
     assert code == 1

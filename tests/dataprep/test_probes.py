@@ -20,13 +20,13 @@ CHAT = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "
 def test_llama3_template_on_a_qwen_tokenizer_is_refused(tmp_path: Path, prepare: Prepare) -> None:
     write_jsonl(tmp_path / "chat.jsonl", CHAT)
     with pytest.raises(PrepareError, match=r"(?s)closes assistant turns with no special token.*never learn to stop"):
-        prepare({"chat_template": "llama3", "datasets": [{"path": "chat.jsonl", "type": "chat_template"}]})
+        prepare({"chat_template": "llama3_1", "datasets": [{"path": "chat.jsonl", "type": "chat_template"}]})
     assert not (tmp_path / "out").exists()
 
 
 def test_train_on_eos_none_accepts_such_a_template(tmp_path: Path, prepare: Prepare) -> None:
     write_jsonl(tmp_path / "chat.jsonl", CHAT)
-    result = prepare({"chat_template": "llama3",
+    result = prepare({"chat_template": "llama3_1",
                       "datasets": [{"path": "chat.jsonl", "type": "chat_template", "train_on_eos": "none"}]})
     assert result.manifest["probes"][0]["end_of_turn"] == []
 

@@ -46,7 +46,8 @@ def test_template_file_is_a_directory(tmp_path: Path, prepare: Prepare) -> None:
 
 def test_unknown_library_template(prepare: Prepare) -> None:
     message = _problem(prepare, chat_template="chatmlx")
-    assert message.startswith("chat_template 'chatmlx' is not in the template library (alpaca, chatml, ")
+    assert message.startswith("chat_template 'chatmlx' is not in the template library (alpaca, aya, chatml, ")
+    assert "did you mean chatml?" in message
 
 
 def test_deeply_nested_template(prepare: Prepare) -> None:

@@ -34,12 +34,14 @@ DATE = datetime.date(2026, 1, 1)
 # case: (fixture family, library template, end-of-turn token)
 FAMILIES = {
     "qwen2.5": ("qwen2.5", "qwen_25", "<|im_end|>"),
-    "qwen3": ("qwen3", "qwen3", "<|im_end|>"),
-    "llama3.1": ("llama3", "llama3", "<|eot_id|>"),
+    "qwen3": ("qwen3", "qwen3_official", "<|im_end|>"),
+    "qwen3@axolotl": ("qwen3", "qwen3", "<|im_end|>"),
+    "llama3@axolotl": ("llama3", "llama3", "<|eot_id|>"),
+    "llama3.1": ("llama3", "llama3_1", "<|eot_id|>"),
     "llama3.2": ("llama3", "llama3_2", "<|eot_id|>"),
     "llama3.3": ("llama3", "llama3_3", "<|eot_id|>"),
-    "phi3.5": ("phi3.5", "phi_35", "<|end|>"),
-    "gemma4": ("gemma4", "gemma4", "<turn|>"),
+    "phi3.5": ("phi3.5", "phi_35_official", "<|end|>"),
+    "gemma4": ("gemma4", "gemma4_official", "<turn|>"),
     "chatml@qwen2.5": ("qwen2.5", "chatml", "<|im_end|>"),
     "alpaca@llama3": ("llama3", "alpaca", "<|eot_id|>"),
     "alpaca@llama2": ("llama2", "alpaca", "</s>"),  # no Llama 2 chat template is available offline
@@ -162,13 +164,14 @@ def test_chat_golden(case: str, shape: str) -> None:
                 assert ids[:len(prompt_ids)] == prompt_ids
 
 
-@pytest.mark.parametrize(("family", "template"), [("qwen2.5", "qwen_25"), ("qwen3", "qwen3"), ("phi3.5", "phi_35"),
-                                                ("gemma4", "gemma4")])
+@pytest.mark.parametrize(("family", "template"), [("qwen2.5", "qwen_25"), ("qwen3", "qwen3_official"),
+                                                ("llama3", "llama3_1"), ("phi3.5", "phi_35_official"),
+                                                ("gemma4", "gemma4_official")])
 def test_library_template_renders_like_the_official_one(family: str, template: str) -> None:
     official = hf_tokenizer(family, "none")  # the template shipped with the fixture, straight from the sdist
     library = hf_tokenizer(family, template)
     for messages in SHAPES.values():
-        if template == "gemma4" or messages[0]["content"]:
+        if template == "gemma4_official" or messages[0]["content"]:
             assert hf_render(library, messages) == hf_render(official, messages)
 
 
