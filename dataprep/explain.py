@@ -6,19 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.axolotl_keys import TEMPLATE_DIFFERENCES
+from dataprep.template_names import template_differences
 from schemas.config import TRAINER_KEYS, Config, key_report
 
 
 def template_difference(name: str) -> str | None:
-    """How the template `name` renders in Tessera vs Axolotl, or None when they agree. dataprep.render's own
-    table wins once it has one (the template library is where names are aligned with Axolotl's)."""
-    from dataprep import render
-
-    theirs = getattr(render, "template_differences", None)
-    if callable(theirs):
-        return theirs(name)
-    return TEMPLATE_DIFFERENCES.get(name)
+    """How the template `name` renders in Tessera vs Axolotl, or None when they agree (the template library's
+    own table: dataprep/template_names.py)."""
+    return template_differences(name)
 
 
 def explain(cfg: Config) -> list[tuple[str, str]]:
@@ -42,7 +37,8 @@ def explain(cfg: Config) -> list[tuple[str, str]]:
     out.append(("chat_template", bos))
     long_rows = {"drop": f"dropped (status dropped, reason too_long, one row each in samples.parquet); set it to "
                          f"truncate to keep their first {cfg.sequence_len} tokens",
-                 "truncate": f"cut to their first {cfg.sequence_len} tokens (kept, reason truncated)"}
+                 "truncate": f"cut to their first {cfg.sequence_len} tokens (kept, reason truncated)",
+                 "raise": "an error: the run stops at the first one, naming its file and row, and writes nothing"}
     out.append(("excess_length_strategy", f"samples longer than sequence_len ({cfg.sequence_len}) are "
                 f"{long_rows.get(cfg.excess_length_strategy, cfg.excess_length_strategy)}; short samples are never "
                 "dropped (Axolotl's min_sample_len does not apply)"))

@@ -295,16 +295,3 @@ HINTS: dict[str, dict[str, str]] = {
         "text_field": "field", "text_column": "field", "train_on_roles": "roles_to_train",
     },
 }
-
-# What a chat_template name renders in Axolotl and in Tessera's library, where they differ (the templates
-# change of issue 9 aligns the names; until it lands, --explain says so). Keyed by template name.
-TEMPLATE_DIFFERENCES: dict[str, str] = {
-    "llama3": "Axolotl's `llama3` is the Llama 3.0 format (no date header, contents trimmed); Tessera's is "
-              "Meta's Llama 3.1 template (a 'Cutting Knowledge Date / Today Date' system header, tools)",
-    "alpaca": "Axolotl's `alpaca` writes only a first system message and puts a blank line between turns; "
-              "Tessera's writes every system message and ends each turn with a blank line, the last one too",
-    "phi_35": "Axolotl's `phi_35` ends the conversation after the last <|end|>; Tessera's (Microsoft's official "
-              "Phi-3.5 template) adds the eos_token after it",
-    "phi_3": "Axolotl's `phi_3` starts with the bos_token and opens <|assistant|> inside each user turn; Tessera "
-             "has no `phi_3` template (phi_35 is the official Phi-3.5 one)",
-}
