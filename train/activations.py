@@ -107,7 +107,8 @@ def layer_terms(s: Shape, cfg: Config, lora: bool, p: int, r: int) -> dict[str, 
     kind = {n: ("lora" if lora else "full") if n in targets else "frozen" for n in ATTENTION_LINEARS + MLP_LINEARS}
     dropout = cfg.lora_dropout if lora else 0.0
     rank = cfg.lora_r
-    o_shared = cfg.attention != "eager" and (kind["o_proj"] == "full" or (kind["o_proj"] == "lora" and dropout == 0))
+    o_shared = cfg.attention != "eager" and (kind["o_proj"] == "full" or (kind["o_proj"] == "lora" and dropout == 0
+                                                                           and p == 4))
 
     def inputs(xb: int, n: int, names: tuple[str, ...]) -> int:
         total, shared = 0, False
@@ -116,6 +117,8 @@ def layer_terms(s: Shape, cfg: Config, lora: bool, p: int, r: int) -> dict[str, 
                 continue
             if kind[name] == "lora" and dropout > 0:
                 total += T * n + p * T * n  # the dropout mask, and A's input (the dropout output or its cast)
+            elif kind[name] == "lora" and p != 4:
+                total += p * T * n  # peft casts A's input to the adapter's fp32, autocast casts it back: a copy
             elif xb != p:
                 total += p * T * n  # autocast's own cast of the input for this Linear
             else:

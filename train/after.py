@@ -113,7 +113,7 @@ def _run(command: str, args: argparse.Namespace, cfg: Any) -> int:
 
         messages = read_messages(args.messages) if args.messages else [{"role": "user", "content": args.prompt}]
         result = generate(cfg, weights, messages, prepared=_prepared(args, cfg), max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+                          temperature=args.temperature, top_p=args.top_p, seed=args.seed, stream=sys.stdout)
         if result.stopped_at is None:
             print(f"(stopped after --max-new-tokens {args.max_new_tokens})", file=sys.stderr)
         return 0

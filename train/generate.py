@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -100,7 +99,7 @@ def end_of_turn_token(tok: Any, date: str) -> str | None:
 
 def generate(cfg: Config, weights: Path, messages: list[dict[str, str]], *, prepared: Path | None = None,
              max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
-             stream: TextIO | None = sys.stdout) -> Generation:
+             stream: TextIO | None = None) -> Generation:
     tok = load_tokenizer(tokenizer_dir(cfg, weights, prepared))
     model = load_model_from(weights, cfg)
     ids = prompt_ids(tok, messages, cfg.chat_template_date)

@@ -6,9 +6,10 @@
 - against real tensors on CPU: after one optimizer step of the trainer's own model and optimizer, the bytes of the
   weights, gradients and AdamW states equal the estimate exactly (full fine-tune and LoRA);
 - activations against what autograd really saves: every tensor saved for backward during the trainer's forward
-  pass (torch.autograd.graph.saved_tensors_hooks, unique storages, parameters excluded) on real packed rows,
-  fp32 and CPU bf16 autocast, sdpa and eager, full and LoRA, equals the activation estimate (+ autocast's weight
-  copies). The allocator's own peak is not measured: the CPU allocator keeps no peak statistics
+  pass (torch.autograd.graph.saved_tensors_hooks, unique storages, parameters excluded) on real packed rows
+  (ids folded into a 1000-token vocabulary so that the logits do not dominate), fp32 and CPU bf16 autocast,
+  sdpa and eager, full and LoRA, equals the activation estimate (+ autocast's weight copies). The allocator's
+  own peak is not measured: the CPU allocator keeps no peak statistics
   (torch.cuda.max_memory_allocated is the GPU check, bench/RESULTS.md). LoRA dropout is 0 there: on CPU dropout
   saves an fp32 noise tensor where CUDA's fused kernel saves a 1-byte mask (the estimate is for CUDA).
 - the CLI prints the table and --json.
@@ -184,19 +185,22 @@ def test_activations_equal_what_autograd_saves(attention: str, bf16: bool, lora:
     keys: dict[str, Any] = {"adapter": "lora", "lora_target_linear": True, "lora_r": 4, "lora_dropout": 0.0} \
         if lora else {}
     cfg = config_from_dict({"tokenizer_config": "unused", "datasets": [{"path": "x"}], "sample_packing": True,
-                            "base_model_init": {**MODEL, "vocab_size": VOCAB}, "attn_implementation": attention,
+                            "base_model_init": MODEL, "attn_implementation": attention,
                             "bf16": bf16, "micro_batch_size": 2, "sequence_len": 256, **keys})
-    model = load_model(cfg, VOCAB, tmp_path).model.train()
+    model = load_model(cfg, 1000, tmp_path).model.train()
     batch = to_batch(shard_rows(demo_prepared)[:2], pad_to=256)  # 2 x 256 = 512 tokens, as the estimate assumes
+    # ids folded into the model's 1000-token vocabulary, so the logits do not drown the layers' terms
+    batch["input_ids"] %= 1000
+    batch["labels"] = torch.where(batch["labels"] < 0, batch["labels"], batch["labels"] % 1000)
     kept = int((batch["labels"][:, 1:] != -100).sum())
     est = estimate(cfg, trained_fraction=kept / 512)
     assert est.assumptions["logit_positions"] == kept
     predicted = est.lines["activations (saved for backward)"] + sum(v for k, v in est.lines.items()
                                                                     if k.startswith("autocast weight copies"))
     measured = _saved_bytes(model, batch, attention, bf16)
-    # fp32 is exact to the loss's 4-byte scalar; bf16 within 2%: the first layer's frozen weights under LoRA
-    # need no saved copy (its input needs no gradient), which the estimate does not single out
-    assert predicted == pytest.approx(measured, rel=2e-2 if bf16 and lora else 1e-5)
+    # exact to the loss's 4-byte scalar, except LoRA under autocast, within 1%: the first layer's frozen q/k/v
+    # weights need no saved bf16 copy (their input needs no gradient), which the estimate does not single out
+    assert predicted == pytest.approx(measured, rel=1e-2 if bf16 and lora else 1e-5)
 
 
 def test_cli_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
