@@ -27,9 +27,11 @@ def _common(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
 def add_estimate(p: argparse.ArgumentParser) -> None:
     _common(p, checkpoint=False)
     p.add_argument("--gpus", type=int, help="GPUs the run shards over with FSDP (default: WORLD_SIZE, else 1)")
-    p.add_argument("--trained-fraction", type=float, default=1.0, metavar="F",
+    p.add_argument("--trained-fraction", type=float, metavar="F",
                    help="share of positions whose next token is trained: the output layer runs only there "
-                   "(default 1.0, the bound; `tessera query DIR summary` shows trained_share)")
+                   "(default: the prepared directory's trained share when it exists, else 1.0, the bound)")
+    p.add_argument("--prepared", type=Path, help="prepared directory whose trained share to use (default: "
+                   "dataset_prepared_path, else prepared/<config name>)")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
 
@@ -94,7 +96,13 @@ def main(command: str, args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace, cfg: Any) -> int:
     from train.estimate import estimate, render_table
 
-    est = estimate(cfg, gpus=args.gpus, trained_fraction=args.trained_fraction, config_dir=args.config.parent)
+    fraction, source = args.trained_fraction, None
+    manifest = _prepared(args, cfg) / "manifest.json"
+    if fraction is None and manifest.is_file():
+        share = json.loads(manifest.read_text()).get("stats", {}).get("trainable_share")
+        fraction, source = (share, str(manifest.parent)) if share else (None, None)
+    est = estimate(cfg, gpus=args.gpus, trained_fraction=fraction or 1.0, config_dir=args.config.parent)
+    est.assumptions["trained_fraction_from"] = source
     print(json.dumps(est.to_dict(), indent=1) if args.json else render_table(est))
     return 0
 

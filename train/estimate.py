@@ -145,7 +145,8 @@ def estimate(cfg: Config, *, gpus: int | None = None, trained_fraction: float = 
     assumptions = {"gpus": gpus, "fsdp": fsdp, "mixed_precision": mixed, "quantisation": quant,
                    "frozen_dtype": _name(frozen_bytes), "trained_fraction": trained_fraction,
                    "gradient_checkpointing": gc, "attn_implementation": cfg.attention, "optimizer": cfg.optimizer,
-                   "micro_batch_size": cfg.micro_batch_size, "sequence_len": cfg.sequence_len,
+                   "trained_fraction_from": None, "micro_batch_size": cfg.micro_batch_size,
+                   "sequence_len": cfg.sequence_len,
                    "logit_positions": kept}
     model = {"model_type": hf_config.model_type, "layers": shape.layers, "hidden_size": shape.hidden,
              "intermediate_size": shape.intermediate, "heads": shape.heads, "kv_heads": shape.kv_heads,

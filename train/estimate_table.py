@@ -20,13 +20,17 @@ def table(est: Estimate) -> str:
     run = (f"per GPU of {a['gpus']}{' (FSDP)' if a['fsdp'] else ''}: micro_batch_size {a['micro_batch_size']} x "
            f"sequence_len {a['sequence_len']}, {a['mixed_precision'] or 'fp32'}, {a['attn_implementation']}, "
            f"{a['optimizer']}, gradient checkpointing {'on' if a['gradient_checkpointing'] else 'off'}, "
-           f"logits at {a['logit_positions']:,} positions (trained fraction {a['trained_fraction']:g})")
+           f"logits at {a['logit_positions']:,} positions (trained fraction {a['trained_fraction']:g}"
+           f"{', from ' + a['trained_fraction_from'] if a.get('trained_fraction_from') else ''})")
+    cuda = "CUDA context + allocator slack"
     width = max(len(k) for k in est.lines) + 2
-    rows = [f"  {name:<{width}}{_size(value)}" for name, value in est.lines.items()]
+    # lines that do not apply to this config (0 bytes) are left out; --json has them all
+    rows = [f"  {name:<{width}}{_size(value)}" for name, value in est.lines.items() if value and name != cuda]
     gc = "on" if a["gradient_checkpointing"] else "off"
     other = "off" if gc == "on" else "on"
     out = [head, run, "", *rows, "  " + "-" * (width + 13),
            f"  {'peak allocated (' + est.phase + ')':<{width}}{_size(est.peak)}",
+           f"  {cuda:<{width}}{_size(est.lines[cuda])}",
            f"  {'peak reserved (nvidia-smi)':<{width}}{_size(est.reserved)}",
            f"  {'peak allocated, checkpointing ' + other:<{width}}{_size(est.peak_other)}", "",
            f"activations by term (gradient checkpointing {gc}):"]

@@ -36,6 +36,7 @@ def _eval(cfg: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[st
 def test_eval_equals_the_logged_eval_loss(run: str, request: pytest.FixtureRequest,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     cfg = request.getfixturevalue(run)
+    capsys.readouterr()  # the run's own output
     out = Path(load_config(cfg).output_dir)
     logged = _logged(out)
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -52,6 +53,7 @@ def test_eval_equals_the_logged_eval_loss(run: str, request: pytest.FixtureReque
 
 
 def test_table_names_step_and_datasets(full_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
     assert tessera(["eval", str(full_run)]) == 0
     text = capsys.readouterr().out
     assert "final (step 30): eval_loss " in text and "  dataset " in text and "alpaca.jsonl" in text
@@ -65,6 +67,7 @@ def test_no_val_split_is_one_line(full_run: Path, tmp_path: Path, qwen_dir: Path
 
     cfg_path = write_config(tmp_path, qwen_dir, val_set_size=0, output_dir=load_config(full_run).output_dir)
     run_pipeline(load_config(cfg_path), cfg_path, tmp_path / "prepared", progress=Progress(enabled=False))
+    capsys.readouterr()  # prepare's stage lines
     assert tessera(["eval", str(cfg_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no val split" in err
