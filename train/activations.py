@@ -95,14 +95,13 @@ def activation_terms(shape: Shape, cfg: Config, *, counts_lora: bool, compute_by
     # the boolean mask of kept positions (1 byte a token), and the kept hidden states when the layer is trained
     terms["output layer input (kept positions)"] = (p * kept * s.hidden if out_trained else 0) + s.tokens
     terms["log-softmax of the logits (fp32)"] = 4 * kept * s.vocab + 8 * kept
-    del p
     return terms
 
 
 def layer_terms(s: Shape, cfg: Config, lora: bool, p: int, r: int) -> dict[str, int]:
     """One decoder layer's saved bytes by term."""
     T, h, i = s.tokens, s.hidden, s.intermediate
-    qd, kvd = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    qd = s.heads * s.head_dim
     targets = lora_targets(cfg) if lora else set(ATTENTION_LINEARS + MLP_LINEARS)
     kind = {n: ("lora" if lora else "full") if n in targets else "frozen" for n in ATTENTION_LINEARS + MLP_LINEARS}
     dropout = cfg.lora_dropout if lora else 0.0
@@ -136,7 +135,6 @@ def layer_terms(s: Shape, cfg: Config, lora: bool, p: int, r: int) -> dict[str, 
              "gate/up inputs": inputs(r, h, ("gate_proj", "up_proj")),
              "MLP (gate, SiLU, up)": 3 * p * T * i,
              "down_proj input": inputs(p, i, ("down_proj",))}
-    del kvd
     return terms
 
 

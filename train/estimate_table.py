@@ -3,6 +3,7 @@ it happens, then the activation terms and the assumptions."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from train.estimate import Estimate, GiB
@@ -36,7 +37,7 @@ def table(est: Estimate) -> str:
            f"activations by term (gradient checkpointing {gc}):"]
     tw = max(len(k) for k in est.activations) + 2
     out += [f"  {k:<{tw}}{_size(v)}" for k, v in est.activations.items() if v]
-    out += ["", _assumptions(a)]
+    out += ["", textwrap.fill(_assumptions(a), width=110)]
     return "\n".join(out)
 
 
