@@ -11,11 +11,15 @@ downloaded. Goal (issue 11): within 15%.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+# The repository first: bench/train.py would otherwise shadow the train package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas.config import config_from_dict
 from train.estimate import GiB, estimate
