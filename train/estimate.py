@@ -124,8 +124,8 @@ def estimate(cfg: Config, *, gpus: int | None = None, trained_fraction: float = 
                                   residual_bytes=frozen_bytes if cfg.adapter else 4, kept=kept,
                                   checkpointing=gc, quantised=quant is not None)
              for gc in (False, True)}
-    gc = cfg.gradient_checkpointing or bool(cfg.fsdp_config and getattr(cfg.fsdp_config,
-                                                                         "fsdp_activation_checkpointing", False))
+    gc = cfg.gradient_checkpointing or any(getattr(cfg.fsdp_config, k, False) for k in
+                                           ("activation_checkpointing", "fsdp_activation_checkpointing"))
     copies = {gc_: copies_for(gc_, counts, shape, p, mixed, quant, frozen_bytes) for gc_ in (False, True)}
     logits_peak = 12 * kept * shape.vocab - 4 * kept * shape.vocab  # beyond the saved log-softmax
     out_grad = 4 * counts.output_layer if _output_trained(cfg) else 0
