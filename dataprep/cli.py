@@ -24,6 +24,7 @@ from dataprep.report import Progress, escape_controls, summary_lines, summary_ta
 from schemas.config import Config, ConfigError, load_config, unused_keys_note
 from schemas.overrides import OverrideError
 from train import __main__ as train_cli
+from train import after as after_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     html_report.add_arguments(sub.add_parser("report", help="a self-contained HTML report of a prepared directory"))
     train_cli.add_arguments(sub.add_parser("train", help="train on CONFIG's data (prepared first when missing or "
                                            "stale): full fine-tune or LoRA, checkpoints, eval, final/"))
+    # ---- after training (issue 11): estimate, merge-lora, generate, eval (train/after.py)
+    after_cli.add_estimate(sub.add_parser("estimate", help="predicted peak GPU memory of CONFIG's training run, "
+                                          "broken down, from the model's config alone"))
+    after_cli.add_merge(sub.add_parser("merge-lora", help="fold the LoRA adapter of final/ (or --checkpoint) into "
+                                       "its base model: output_dir/merged/"))
+    after_cli.add_generate(sub.add_parser("generate", help="generate a reply with final/ (or --checkpoint), "
+                                          "rendered with the training chat template"))
+    after_cli.add_eval(sub.add_parser("eval", help="val loss (overall and per dataset) of final/ or a checkpoint"))
     args = parser.parse_args(argv)
+    if args.command in ("estimate", "merge-lora", "generate", "eval"):
+        return after_cli.main(args.command, args)
     if args.command == "fetch-tokenizers":
         from dataprep.fetch_tokenizers import main as fetch_main
 
