@@ -65,7 +65,7 @@ class Shape:
 
 
 def lora_targets(cfg: Config) -> set[str]:
-    """The decoder Linears LoRA adapts, by name, as train/model.py's _add_lora chooses them."""
+    """The decoder Linears LoRA adapts, by name, as train/model.py's add_lora chooses them."""
     targets = {t.rsplit(".", 1)[-1] for t in cfg.lora_target_modules or []}
     if cfg.lora_target_linear:
         targets |= set(ATTENTION_LINEARS + MLP_LINEARS)

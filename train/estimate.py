@@ -1,7 +1,7 @@
 """`tessera estimate CONFIG`: predicted peak GPU memory of one training process, from the model's config alone.
 
 The model is built on the meta device (`from_config` under `torch.device("meta")`, LoRA added by the trainer's own
-`_add_lora`), so every parameter is counted exactly, per module, and no weight is loaded or allocated. The rest
+`add_lora`), so every parameter is counted exactly, per module, and no weight is loaded or allocated. The rest
 is arithmetic on the counts, in bytes, in the order a step allocates them:
 
     persistent   weights (trained ones fp32; frozen ones at the load dtype, nf4/int8 + quantisation state under
@@ -179,13 +179,13 @@ def model_config(cfg: Config, config_dir: Path) -> Any:
     from transformers import AutoConfig
 
     if cfg.base_model_init is not None:
-        from train.model import ModelError, _config_from
+        from train.model import ModelError, config_from
 
         fields = dict(cfg.base_model_init)
         if "vocab_size" not in fields:
             fields["vocab_size"] = _tokenizer_vocab(cfg, config_dir)
         try:
-            return _config_from(fields)
+            return config_from(fields)
         except ModelError as e:
             raise EstimateError(str(e)) from None
     folder = cfg.base_model_config or cfg.base_model
@@ -210,7 +210,7 @@ def count_parameters(cfg: Config, hf_config: Any) -> Counts:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train.model import _add_lora
+    from train.model import add_lora
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config)
@@ -218,7 +218,7 @@ def count_parameters(cfg: Config, hf_config: Any) -> Counts:
         output = model.get_output_embeddings()
         out_weight = output.weight if output is not None else None
         if cfg.adapter is not None:
-            model = _add_lora(model, cfg)
+            model = add_lora(model, cfg)
     c = Counts()
     seen: set[int] = set()
     for name, module in model.named_modules():

@@ -32,15 +32,6 @@ def evaluate_weights(cfg: Config, weights: Path, prepared: Path) -> tuple[dict[s
             notes.append(f"{prepared} was prepared again since this run trained (fingerprint "
                          f"{data.manifest.get('fingerprint', '')[:12]}, the run used {trained_on[:12]}): the val "
                          "split may hold other rows than the run's evaluations")
-    # Two trainer APIs while branches merge: the single-process one (evaluate(model, data, cfg, accelerator))
-    # and the distributed one (train/distributed.py: evaluate(model, data, cfg, world, precision)). Checked by
-    # file, not by import: an editable install can resolve train.distributed from another checkout.
-    if not (Path(__file__).parent / "distributed.py").is_file():
-        from train.loop import _accelerator
-
-        acc = _accelerator(cfg)
-        model = load_model_from(weights, cfg).to(acc.device)
-        return evaluate(acc.prepare(model), data, cfg, acc), notes
     from train.distributed import Precision, setup_world
 
     world = setup_world(cfg)

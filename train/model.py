@@ -54,7 +54,7 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
         # Saved once and reloaded on resume, so a restarted run trains the same initial weights; rebuilt when
         # output_dir holds another init (a changed base_model_init or seed).
         if not (base_dir / "tessera_init.json").is_file() or (base_dir / "tessera_init.json").read_text() != recipe:
-            config = _config_from(fields)
+            config = config_from(fields)
             torch.manual_seed(cfg.seed)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             if is_main:
@@ -99,7 +99,7 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
         # LoRA's initial weights come from the seed, not from whatever the RNG did before: the same on every
         # rank (FSDP2 keeps each rank's own shard of them) and on every run.
         torch.manual_seed(cfg.seed)
-        model = _add_lora(model, cfg)
+        model = add_lora(model, cfg)
     elif cfg.adapter is not None:
         raise ModelError(f"adapter: {cfg.adapter} needs bitsandbytes on a GPU (a later issue); use adapter: lora")
     params = sum(p.numel() for p in model.parameters())
@@ -110,7 +110,7 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
     return LoadedModel(model, info, base_dir)
 
 
-def _config_from(fields: dict[str, Any]) -> Any:
+def config_from(fields: dict[str, Any]) -> Any:
     """A transformers config from base_model_init; unknown fields are errors (transformers would keep a typo
     like hidden_sise silently as an extra attribute)."""
     fields = dict(fields)
@@ -129,7 +129,7 @@ def _config_from(fields: dict[str, Any]) -> Any:
     return AutoConfig.for_model(model_type, **fields)
 
 
-def _add_lora(model: PreTrainedModel, cfg: Config) -> torch.nn.Module:
+def add_lora(model: PreTrainedModel, cfg: Config) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
     targets = set(cfg.lora_target_modules or [])
