@@ -52,7 +52,7 @@ def test_fsdp_keys_current_and_old_names() -> None:
 
 @pytest.mark.parametrize(("keys", "message"), [
     ({"fsdp_config": {"offload_params": True, "fsdp_offload_params": False}},
-     "fsdp_config gives offload_params twice with different values"),
+     "fsdp_config.fsdp_offload_params: False and fsdp_config.offload_params: True are two spellings"),
     ({"fsdp_version": 2, "fsdp_config": {"fsdp_version": 1}}, "fsdp_version 2 and fsdp_config.fsdp_version 1 differ"),
     ({"fsdp_version": 1, "fsdp_config": {}}, "fsdp_version: 1 (FSDP1) is not supported: set fsdp_version: 2"),
     ({"fsdp_version": 2}, "fsdp_version is set but FSDP is not: add fsdp_config"),
