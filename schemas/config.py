@@ -241,9 +241,13 @@ class PretrainingDataset(_Model):
 
     path: str
     """A file, a directory or a glob, as in datasets[]."""
-    type: Literal["pretrain"] = "pretrain"
+    type: Literal["pretrain", "completion"] = "pretrain"
+    """pretrain; `completion` (an SFT-style entry, as Axolotl also accepts here) means the same: documents
+    concatenated and cut into sequence_len rows."""
     text_column: str = "text"
     """Column with each document's text."""
+    field: str | None = None
+    """Same as text_column (the name a completion entry uses)."""
     split: str = "train"
     name: str | None = None
     data_files: list[str] | None = None
@@ -254,7 +258,7 @@ class PretrainingDataset(_Model):
     """Accepted for Axolotl compatibility; nothing is downloaded or run."""
 
     def as_dataset(self) -> DatasetConfig:
-        return DatasetConfig(path=self.path, type="pretrain", field=self.text_column, split=self.split,
+        return DatasetConfig(path=self.path, type="pretrain", field=self.field or self.text_column, split=self.split,
                              name=self.name, data_files=self.data_files, ds_type=self.ds_type)
 
 

@@ -172,3 +172,11 @@ def test_yaml_traps_are_warned_about(tmp_path: Path) -> None:
         f"{cfg}:7: system_prompt: a folded block (>) turns newlines into spaces; use a literal block (|) to keep "
         "the prompt's line breaks",
     ]
+
+
+def test_pretraining_dataset_entry_of_type_completion_reads_like_pretrain() -> None:
+    """Axolotl's examples also write pretraining_dataset entries as `type: completion` with `field`."""
+    cfg = config_from_dict({"tokenizer_config": "t", "pretraining_dataset": [
+        {"path": "docs.jsonl", "type": "completion", "field": "body"}]})
+    [ds] = [d for d in cfg.datasets if d.type == "pretrain"]
+    assert (ds.path, ds.field) == ("docs.jsonl", "body")
