@@ -1,0 +1,173 @@
+"""Micro-batch assembly for train/data.py: the rows of many micro-batches at once -> Batches.
+
+A numpy call costs about as much as copying 1,000 tokens and a torch call two or three times that, so the
+per-micro-batch cost, not the copying, used to bound the loader (~50 µs a micro-batch at micro_batch_size 1).
+Here the micro-batches of a chunk (about CHUNK_TOKENS tokens) are built together:
+
+    rows         where each row's tokens, sample ids and runs are (split.where, Runs): one fancy index
+    tokens       one strided copy per row: input_ids, labels and position_ids of a row, int32 in the shard,
+                 widened to int64 in the same copy, into one [4, chunk tokens] int64 buffer, each micro-batch
+                 a [4, B*T] slice of it; a padded row gets one more copy of a padding block
+    sample_ids   one np.repeat over the chunk's runs (a row's samples plus its padding run) into row 3
+    cu_seqlens   one cumsum over the same runs, made relative to each micro-batch's first token
+    scalars      max_seqlen, num_tokens, num_trainable: one reduceat each
+    tensors      torch.from_numpy and Tensor.split once per chunk; per micro-batch one view + unbind
+
+Each micro-batch's tensors are views of the chunk's buffer, so a chunk's memory (32 bytes a token) lives as long
+as one of its Batches does. What is yielded does not depend on the chunking: the same values, shapes and dtypes
+as building every micro-batch on its own (tests/train/test_data.py compares with a plain per-row loader).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from schemas.shard import IGNORE_INDEX
+
+PAD_TOKEN_ID = 0  # any id the model can embed works: padding is never attended to from, nor trained
+# ~256k tokens a chunk: 8 MiB of int64 buffers, big enough that the per-chunk numpy calls (~30) cost < 1 µs a
+# micro-batch at micro_batch_size 1, small enough to stay in the L2/L3 caches while it is filled.
+CHUNK_TOKENS = 1 << 18
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # int64 [B, T]
+    labels: torch.Tensor  # int64 [B, T], aligned with input_ids as in the shards (not shifted); -100 = not trained
+    position_ids: torch.Tensor  # int64 [B, T], restart at 0 per sample; a padding tail is its own run
+    sample_ids: torch.Tensor  # int64 [B, T], samples.parquet sample_id of each token, -1 on padding
+    cu_seqlens: torch.Tensor  # int32 [n+1], boundaries over the flattened B*T tokens (padding runs included)
+    max_seqlen: int
+    num_tokens: int  # non-padding tokens
+    num_trainable: int  # label != -100
+
+
+@dataclass
+class Chunk:
+    """One record batch of a shard: numpy views straight into the memory-mapped file."""
+
+    path: Path  # the shard, for error messages
+    ids: np.ndarray  # int32 values of input_ids, all rows back to back
+    labels: np.ndarray
+    positions: np.ndarray
+    # [3, tokens] int32 view of the three columns above, when the file lays them out at one stride (pyarrow's
+    # writer does: equal offsets, equal buffer sizes, back to back), so that a row is one copy, not three.
+    tokens: np.ndarray | None
+    cu: np.ndarray  # int32 values of cu_seqlens
+    sids: np.ndarray  # int64 values of sample_ids
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The samples ("runs") of every row of a split, gathered once per split: run k of row r has sample id
+    sid[start[r] + k] and length length[start[r] + k] (from its cu_seqlens); row r has count[r] runs."""
+
+    start: np.ndarray  # int64 [rows]
+    count: np.ndarray  # int64 [rows]
+    sid: np.ndarray  # int64 [runs]
+    length: np.ndarray  # int32 [runs]
+
+
+def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """concatenate(arange(s, s + c) for s, c in zip(starts, counts)), without a Python loop."""
+    firsts = np.cumsum(counts) - counts
+    return np.repeat(starts - firsts, counts) + np.arange(int(counts.sum()))
+
+
+_pad = np.zeros((3, 0), np.int32)
+
+
+def _padding(width: int) -> np.ndarray:
+    """Rows of input_ids, labels and position_ids of a padding tail, at least `width` long."""
+    global _pad
+    if _pad.shape[1] < width:
+        width = max(width, 1024)
+        _pad = np.stack([np.full(width, PAD_TOKEN_ID, np.int32), np.full(width, IGNORE_INDEX, np.int32),
+                         np.arange(width, dtype=np.int32)])
+    return _pad
+
+
+def padding_batch() -> Batch:
+    """For a rank left without a row in an epoch's last round: one padding token, nothing counted."""
+    def one(value: int) -> torch.Tensor:
+        return torch.full((1, 1), value, dtype=torch.int64)
+
+    return Batch(one(PAD_TOKEN_ID), one(IGNORE_INDEX), one(0), one(-1), torch.tensor([0, 1], dtype=torch.int32),
+                 1, 0, 0)
+
+
+def assemble(chunks: list[Chunk], where: np.ndarray, runs: Runs, rows: np.ndarray,
+             counts: np.ndarray) -> list[Batch]:
+    """The Batches of consecutive micro-batches: micro-batch j holds the next counts[j] of `rows` (indices into
+    the split); a micro-batch of 0 rows is a padding batch."""
+    if not counts.all():
+        built = iter(assemble(chunks, where, runs, rows, counts[counts > 0]) if counts.any() else [])
+        return [next(built) if k else padding_batch() for k in counts.tolist()]
+    counts = counts.astype(np.int64)
+    w = where[rows].astype(np.int64)
+    length = w[:, 2] - w[:, 1]
+    first = np.cumsum(counts) - counts  # each micro-batch's first row
+    width = np.maximum.reduceat(length, first)  # T: each micro-batch is padded to its longest row
+    row_width = np.repeat(width, counts)
+    size = counts * width
+    offset = np.cumsum(size) - size  # where each micro-batch starts in the chunk buffer
+    dst = np.repeat(offset - first * width, counts) + np.arange(len(rows)) * row_width
+    total = int(size.sum())
+    # Rows are gathered as int32 and widened in one call: a casting copy costs a few µs more per call than a
+    # plain one, which is more than the bulk cast of a row's tokens.
+    tokens = np.empty((3, total), np.int32)
+    pad = _padding(int((row_width - length).max()))
+    # The one per-row loop: a strided copy of three int32 columns and, for a short row, its padding.
+    for c, s, e, d, t in zip(w[:, 0].tolist(), w[:, 1].tolist(), w[:, 2].tolist(), dst.tolist(),
+                             row_width.tolist(), strict=True):
+        src = chunks[c]
+        n = e - s
+        if src.tokens is not None:
+            tokens[:, d:d + n] = src.tokens[:, s:e]
+        else:
+            tokens[0, d:d + n], tokens[1, d:d + n], tokens[2, d:d + n] = (
+                src.ids[s:e], src.labels[s:e], src.positions[s:e])
+        if n < t:
+            tokens[:, d + n:d + t] = pad[:, :t - n]
+
+    # Runs in chunk order: each row's samples, then a padding run (sample id -1) when the row is short.
+    nruns = runs.count[rows]
+    padded = length < row_width
+    slots = nruns + padded
+    slot_first = np.cumsum(slots) - slots
+    real, source = ranges(slot_first, nruns), ranges(runs.start[rows], nruns)
+    run_len, run_sid = np.empty(int(slots.sum()), np.int64), np.empty(int(slots.sum()), np.int64)
+    run_len[real], run_sid[real] = runs.length[source], runs.sid[source]
+    tails = (slot_first + nruns)[padded]
+    run_len[tails], run_sid[tails] = (row_width - length)[padded], -1
+    buf = np.empty((4, total), np.int64)  # input_ids, labels, position_ids, sample_ids
+    buf[:3] = tokens
+    buf[3] = np.repeat(run_sid, run_len)
+
+    per_batch = np.add.reduceat(slots, first)  # runs of each micro-batch
+    run_first = np.cumsum(per_batch) - per_batch
+    ends = np.cumsum(run_len) - np.repeat(offset, per_batch)  # run ends relative to their micro-batch
+    cu = np.zeros(len(run_len) + len(counts), np.int32)  # each micro-batch's cu_seqlens: 0, then its run ends
+    cu[np.arange(len(run_len)) + np.repeat(np.arange(1, len(counts) + 1), per_batch)] = ends
+    max_seqlen = np.maximum.reduceat(run_len, run_first).tolist()
+    num_tokens = np.add.reduceat(length, first).tolist()
+    num_trainable = np.add.reduceat(w[:, 7], first).tolist()
+
+    cus = torch.from_numpy(cu).split((per_batch + 1).tolist())
+    sizes = size.tolist()
+    if (counts == 1).all():
+        # One row each (micro_batch_size 1, the usual choice with packing): [1, T] views come straight out of
+        # one split per field, with no torch call per micro-batch (each costs as much as copying ~2,000 tokens).
+        fields = [torch.from_numpy(buf[k:k + 1]).split(sizes, dim=1) for k in range(4)]
+        return [Batch(*f, c, m, n, tr) for *f, c, m, n, tr in zip(*fields, cus, max_seqlen, num_tokens,
+                                                                   num_trainable, strict=True)]
+    out = []
+    for v, c, b, t, m, n, tr in zip(torch.from_numpy(buf).split(sizes, dim=1), cus, counts.tolist(),
+                                    width.tolist(), max_seqlen, num_tokens, num_trainable, strict=True):
+        ids, labels, positions, sids = v.view(4, b, t).unbind(0)
+        out.append(Batch(ids, labels, positions, sids, c, m, n, tr))
+    return out
