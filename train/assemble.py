@@ -62,14 +62,17 @@ class Chunk:
 
 
 @dataclass(frozen=True)
-class Runs:
-    """The samples ("runs") of every row of a split, gathered once per split: run k of row r has sample id
-    sid[start[r] + k] and length length[start[r] + k] (from its cu_seqlens); row r has count[r] runs."""
+class Rows:
+    """What assembly needs about every row of a split, gathered once per split (data.py, _rows) so that a
+    chunk gets it for all its rows with one fancy index: table[r] = (chunk, start, end, trained, first run,
+    runs). Run k of row r is a sample with id sid[first + k] and length length[first + k] (from cu_seqlens)."""
 
-    start: np.ndarray  # int64 [rows]
-    count: np.ndarray  # int64 [rows]
+    table: np.ndarray  # int64 [rows, 6], the columns below
     sid: np.ndarray  # int64 [runs]
-    length: np.ndarray  # int32 [runs]
+    length: np.ndarray  # int64 [runs]
+
+
+CHUNK, START, END, TRAINED, FIRST_RUN, RUNS = range(6)
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -100,28 +103,47 @@ def padding_batch() -> Batch:
                  1, 0, 0)
 
 
-def assemble(chunks: list[Chunk], where: np.ndarray, runs: Runs, rows: np.ndarray,
-             counts: np.ndarray) -> list[Batch]:
-    """The Batches of consecutive micro-batches: micro-batch j holds the next counts[j] of `rows` (indices into
-    the split); a micro-batch of 0 rows is a padding batch."""
+def assemble(chunks: list[Chunk], rows: Rows, picked: np.ndarray, counts: np.ndarray) -> list[Batch]:
+    """The Batches of consecutive micro-batches: micro-batch j holds the next counts[j] of `picked` (row
+    indices into the split); a micro-batch of 0 rows is a padding batch."""
     if not counts.all():
-        built = iter(assemble(chunks, where, runs, rows, counts[counts > 0]) if counts.any() else [])
+        built = iter(assemble(chunks, rows, picked, counts[counts > 0]) if counts.any() else [])
         return [next(built) if k else padding_batch() for k in counts.tolist()]
-    counts = counts.astype(np.int64)
-    w = where[rows].astype(np.int64)
-    length = w[:, 2] - w[:, 1]
-    first = np.cumsum(counts) - counts  # each micro-batch's first row
-    width = np.maximum.reduceat(length, first)  # T: each micro-batch is padded to its longest row
-    row_width = np.repeat(width, counts)
-    size = counts * width
-    offset = np.cumsum(size) - size  # where each micro-batch starts in the chunk buffer
-    dst = np.repeat(offset - first * width, counts) + np.arange(len(rows)) * row_width
+    info = rows.table[picked]
+    length = info[:, END] - info[:, START]
+    nruns = info[:, RUNS]
+    source = ranges(info[:, FIRST_RUN], nruns)
+    one_row = len(counts) == len(picked)
+    if one_row:  # one row per micro-batch (micro_batch_size 1, the usual choice with packing): no padding
+        width = row_width = size = length
+        run_len, run_sid, per_batch, num_tokens, num_trainable = (
+            rows.length[source], rows.sid[source], nruns, length, info[:, TRAINED])
+    else:
+        first = np.cumsum(counts) - counts  # each micro-batch's first row
+        width = np.maximum.reduceat(length, first)  # T: each micro-batch is padded to its longest row
+        row_width = np.repeat(width, counts)
+        size = counts * width
+        # Runs in chunk order: each row's samples, then a padding run (sample id -1) when the row is short.
+        padded = length < row_width
+        slots = nruns + padded
+        slot_first = np.cumsum(slots) - slots
+        run_len, run_sid = np.empty(int(slots.sum()), np.int64), np.empty(int(slots.sum()), np.int64)
+        real = ranges(slot_first, nruns)
+        run_len[real], run_sid[real] = rows.length[source], rows.sid[source]
+        tails = (slot_first + nruns)[padded]
+        run_len[tails], run_sid[tails] = (row_width - length)[padded], -1
+        per_batch = np.add.reduceat(slots, first)
+        num_tokens, num_trainable = np.add.reduceat(length, first), np.add.reduceat(info[:, TRAINED], first)
+    offset = np.cumsum(size) - size  # where each micro-batch starts in the chunk's arrays
+    # where each row starts: its micro-batch's start plus its place in it times the micro-batch's width
+    dst = offset if one_row else np.repeat(offset - first * width, counts) + np.arange(len(picked)) * row_width
+
     tokens = np.empty((3, int(size.sum())), np.int64)  # input_ids, labels, position_ids
-    pad = _padding(int((row_width - length).max()))
+    pad = _padding(0 if one_row else int((row_width - length).max()))
     # The one per-row loop: a strided copy of three int32 columns, widened to int64 as it copies (measured: 20%
     # less CPU than gathering int32 and widening the chunk in one call), and for a short row its padding.
-    for c, s, e, d, t in zip(w[:, 0].tolist(), w[:, 1].tolist(), w[:, 2].tolist(), dst.tolist(),
-                             row_width.tolist(), strict=True):
+    for c, s, e, d, t in zip(info[:, CHUNK].tolist(), info[:, START].tolist(), info[:, END].tolist(),
+                             dst.tolist(), row_width.tolist(), strict=True):
         src = chunks[c]
         n = e - s
         if src.tokens is not None:
@@ -131,47 +153,32 @@ def assemble(chunks: list[Chunk], where: np.ndarray, runs: Runs, rows: np.ndarra
                 src.ids[s:e], src.labels[s:e], src.positions[s:e])
         if n < t:
             tokens[:, d + n:d + t] = pad[:, :t - n]
-
-    # Runs in chunk order: each row's samples, then a padding run (sample id -1) when the row is short.
-    nruns = runs.count[rows]
-    padded = length < row_width
-    slots = nruns + padded
-    slot_first = np.cumsum(slots) - slots
-    real, source = ranges(slot_first, nruns), ranges(runs.start[rows], nruns)
-    run_len, run_sid = np.empty(int(slots.sum()), np.int64), np.empty(int(slots.sum()), np.int64)
-    run_len[real], run_sid[real] = runs.length[source], runs.sid[source]
-    tails = (slot_first + nruns)[padded]
-    run_len[tails], run_sid[tails] = (row_width - length)[padded], -1
     sample_ids = np.repeat(run_sid, run_len)
 
-    per_batch = np.add.reduceat(slots, first)  # runs of each micro-batch
     run_first = np.cumsum(per_batch) - per_batch
     ends = np.cumsum(run_len) - np.repeat(offset, per_batch)  # run ends relative to their micro-batch
-    cu = np.zeros(len(run_len) + len(counts), np.int32)  # each micro-batch's cu_seqlens: 0, then its run ends
-    cu[np.arange(len(run_len)) + np.repeat(np.arange(1, len(counts) + 1), per_batch)] = ends
-    max_seqlen = np.maximum.reduceat(run_len, run_first).tolist()
-    num_tokens = np.add.reduceat(length, first).tolist()
-    num_trainable = np.add.reduceat(w[:, 7], first).tolist()
-
-    return _tensors(tokens, sample_ids, cu, counts, width, size, per_batch, max_seqlen, num_tokens, num_trainable)
+    cu = np.zeros(len(run_len) + len(size), np.int32)  # each micro-batch's cu_seqlens: 0, then its run ends
+    cu[np.arange(len(run_len)) + np.repeat(np.arange(1, len(size) + 1), per_batch)] = ends
+    scalars = (np.maximum.reduceat(run_len, run_first).tolist(), num_tokens.tolist(), num_trainable.tolist())
+    return _tensors(tokens, sample_ids, cu, None if one_row else (counts, width), size, per_batch, *scalars)
 
 
 @torch.no_grad()  # integer tensors never need autograd; views made without it cost ~30% less to create
-def _tensors(tokens: np.ndarray, sample_ids: np.ndarray, cu: np.ndarray, counts: np.ndarray, width: np.ndarray,
+def _tensors(tokens: np.ndarray, sample_ids: np.ndarray, cu: np.ndarray, shapes: tuple[np.ndarray, ...] | None,
              size: np.ndarray, per_batch: np.ndarray, *scalars: list[int]) -> list[Batch]:
     """The Batches as views of the chunk's arrays: five tensors each, the fewest a Batch can hold, since
     creating and freeing a tensor costs about as much as copying 1,000 tokens."""
     cus = torch.from_numpy(cu).split((per_batch + 1).tolist())
     sizes = size.tolist()
-    if (counts == 1).all():
+    if shapes is None:
         # One row each (micro_batch_size 1, the usual choice with packing): [1, T] views come straight out of
         # one split per field, with no torch call per micro-batch.
         fields = [torch.from_numpy(a[None]).split(sizes, dim=1) for a in (*tokens, sample_ids)]
         return [Batch(*f, c, m, n, tr) for *f, c, m, n, tr in zip(*fields, cus, *scalars, strict=True)]
     out = []
     for v, sids, c, b, t, m, n, tr in zip(torch.from_numpy(tokens).split(sizes, dim=1),
-                                          torch.from_numpy(sample_ids).split(sizes), cus, counts.tolist(),
-                                          width.tolist(), *scalars, strict=True):
+                                          torch.from_numpy(sample_ids).split(sizes), cus, *(x.tolist() for x in shapes),
+                                          *scalars, strict=True):
         ids, labels, positions = v.view(3, b, t).unbind(0)
         out.append(Batch(ids, labels, positions, sids.view(b, t), c, m, n, tr))
     return out

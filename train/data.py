@@ -35,7 +35,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +46,7 @@ import torch
 
 from dataprep.outdir import NotPrepared, open_prepared_dir
 from schemas.shard import FORMAT_VERSION, SHARD_SCHEMA
-from train.assemble import CHUNK_TOKENS, PAD_TOKEN_ID, Batch, Chunk, Runs, assemble, ranges
+from train.assemble import CHUNK_TOKENS, PAD_TOKEN_ID, Batch, Chunk, Rows, assemble, ranges
 
 __all__ = ["PAD_TOKEN_ID", "Batch", "DataError", "LoaderState", "PreparedData", "batches_per_epoch",
            "check_tokenizer", "iterate_batches", "open_prepared"]
@@ -62,8 +62,10 @@ class DataError(Exception):
     """A prepared directory that cannot be trained on; the message names the file and the fix."""
 
 
-@dataclass(frozen=True)
-class LoaderState:
+class LoaderState(NamedTuple):
+    """Immutable; a NamedTuple rather than a frozen dataclass because one is made per micro-batch and a frozen
+    dataclass costs ~7x as much to create (object.__setattr__ per field)."""
+
     epoch: int = 0  # 0-based epoch
     index: int = 0  # micro-batches this rank has already taken in this epoch
 
@@ -75,6 +77,9 @@ class LoaderState:
         return cls(epoch=int(d["epoch"]), index=int(d["index"]))
 
 
+START = LoaderState()  # a fresh run's position
+
+
 @dataclass
 class _Split:
     chunks: list[Chunk]
@@ -83,7 +88,7 @@ class _Split:
     # about its rows in one call.
     where: np.ndarray
     lengths: np.ndarray  # [N]
-    runs: Runs | None = None  # built on first use by iterate_batches (_runs)
+    assembly: Rows | None = None  # built on first use by iterate_batches (_rows)
 
     @property
     def rows(self) -> int:
@@ -287,7 +292,7 @@ def batches_per_epoch(data: PreparedData, split: str, micro_batch_size: int, wor
 
 
 def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, seed: int, rank: int = 0,
-                    world_size: int = 1, start: LoaderState = LoaderState(), shuffle: bool = True,
+                    world_size: int = 1, start: LoaderState = START, shuffle: bool = True,
                     epochs: int | None = None) -> Iterator[tuple[Batch, LoaderState]]:
     """Yields (batch, state_after); state_after resumes at the next micro-batch, so a checkpoint that stores
     it resumes exactly. epochs=None cycles forever."""
@@ -303,7 +308,7 @@ def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, se
                         f"micro_batch_size/world_size; resume with the same ones or start fresh")
     if index == n:
         epoch, index = epoch + 1, 0
-    runs = _runs(rows)
+    table = _rows(rows)
     # Micro-batches are built a chunk at a time (train/assemble.py); the chunk's size bounds its buffer even if
     # every row were padded to the longest one.
     per_chunk = max(1, CHUNK_TOKENS // (micro_batch_size * max(1, int(rows.lengths.max()))))
@@ -312,8 +317,8 @@ def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, se
                  else np.arange(rows.rows))
         for first in range(index, n, per_chunk):
             last = min(first + per_chunk, n)
-            batches = assemble(rows.chunks, rows.where, runs,
-                               *_deal_range(order, first, last, micro_batch_size, rank, world_size))
+            batches = assemble(rows.chunks, table, *_deal_range(order, first, last, micro_batch_size, rank,
+                                                                world_size))
             for i, batch in enumerate(batches, first + 1):
                 yield batch, LoaderState(epoch, i) if i < n else LoaderState(epoch + 1, 0)
         epoch, index = epoch + 1, 0
@@ -344,26 +349,29 @@ def _deal(order: np.ndarray, i: int, mbs: int, rank: int, world_size: int) -> np
     return order[first:first + q + (rank < extra)]
 
 
-def _runs(split: _Split) -> Runs:
-    """Every row's samples (ids and lengths from its cu_seqlens) of a split, gathered once; rows whose
-    sample_ids and cu_seqlens disagree are refused here, before the first batch."""
-    if split.runs is not None:
-        return split.runs
-    chunk = split.where[:, 0]
+def _rows(split: _Split) -> Rows:
+    """What train/assemble.py needs about every row of a split (its samples' ids and lengths from cu_seqlens
+    included), gathered once; rows whose sample_ids and cu_seqlens disagree are refused here, before the first
+    batch."""
+    if split.assembly is not None:
+        return split.assembly
+    w = split.where.astype(np.int64)
+    chunk = w[:, 0]
     cu_base = np.cumsum([0] + [len(c.cu) for c in split.chunks])[chunk]
     sid_base = np.cumsum([0] + [len(c.sids) for c in split.chunks])[chunk]
-    cu_start, cu_end = cu_base + split.where[:, 5], cu_base + split.where[:, 6]
-    start, count = sid_base + split.where[:, 3], (split.where[:, 4] - split.where[:, 3]).astype(np.int64)
+    cu_start, cu_end = cu_base + w[:, 5], cu_base + w[:, 6]
+    start, count = sid_base + w[:, 3], w[:, 4] - w[:, 3]
     cu = np.concatenate([c.cu for c in split.chunks]).astype(np.int64)
     bad = (cu_end - cu_start - 1 != count) | (cu_end <= cu_start)
     if not bad.any():
         bad = (cu[cu_start] != 0) | (cu[cu_end - 1] != split.lengths)
-    length = np.zeros(sum(len(c.sids) for c in split.chunks), np.int32)
+    length = np.zeros(sum(len(c.sids) for c in split.chunks), np.int64)
     if not bad.any():
         length[ranges(start, count)] = np.diff(cu)[ranges(cu_start, count)]
         bad[np.repeat(np.arange(split.rows), count)[length[ranges(start, count)] <= 0]] = True
     if bad.any():
         files = sorted({str(split.chunks[c].path) for c in np.unique(chunk[bad]).tolist()})
         raise DataError(f"{', '.join(files)}: rows whose sample_ids and cu_seqlens disagree; {PREPARE_FIX}")
-    split.runs = Runs(start, count, np.concatenate([c.sids for c in split.chunks]).astype(np.int64), length)
-    return split.runs
+    table = np.stack([chunk, w[:, 1], w[:, 2], w[:, 7], start, count], axis=1)
+    split.assembly = Rows(table, np.concatenate([c.sids for c in split.chunks]).astype(np.int64), length)
+    return split.assembly
