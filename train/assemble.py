@@ -1,21 +1,24 @@
 """Micro-batch assembly for train/data.py: the rows of many micro-batches at once -> Batches.
 
-A numpy call costs about as much as copying 1,000 tokens and a torch call two or three times that, so the
-per-micro-batch cost, not the copying, used to bound the loader (~50 µs a micro-batch at micro_batch_size 1).
-Here the micro-batches of a chunk (about CHUNK_TOKENS tokens) are built together:
+On this 2-core VM a numpy call costs about as much as copying 1,000 tokens, and creating and freeing a torch
+tensor about as much again, so per-micro-batch calls, not the copying, bounded the loader (~50 µs a
+micro-batch at micro_batch_size 1). Here the micro-batches of a chunk (about CHUNK_TOKENS tokens) are built
+together, and each step is a fixed number of calls per chunk, except the copy, which is one per row:
 
-    rows         where each row's tokens, sample ids and runs are (split.where, Runs): one fancy index
-    tokens       one strided copy per row: input_ids, labels and position_ids of a row, int32 in the shard,
-                 widened to int64 in the same copy, into one [4, chunk tokens] int64 buffer, each micro-batch
-                 a [4, B*T] slice of it; a padded row gets one more copy of a padding block
-    sample_ids   one np.repeat over the chunk's runs (a row's samples plus its padding run) into row 3
+    rows         Rows.table[picked]: chunk, token range, trained tokens and runs of every row, one fancy index
+    tokens       per row one strided copy of its input_ids, labels and position_ids (int32 in the shard, the
+                 [3, tokens] view of Chunk.tokens) into a [3, chunk tokens] int64 array, widened as it copies;
+                 a short row gets one more copy of a padding block
+    sample_ids   one np.repeat over the chunk's runs (each row's samples, plus its padding run)
     cu_seqlens   one cumsum over the same runs, made relative to each micro-batch's first token
-    scalars      max_seqlen, num_tokens, num_trainable: one reduceat each
-    tensors      torch.from_numpy and Tensor.split once per chunk; per micro-batch one view + unbind
+    scalars      max_seqlen, num_tokens, num_trainable: one reduceat each (none at micro_batch_size 1)
+    tensors      torch.from_numpy and Tensor.split once per array per chunk; at micro_batch_size 1 the splits
+                 are the Batch's [1, T] tensors, otherwise one view + unbind per micro-batch
 
-Each micro-batch's tensors are views of the chunk's buffer, so a chunk's memory (32 bytes a token) lives as long
-as one of its Batches does. What is yielded does not depend on the chunking: the same values, shapes and dtypes
-as building every micro-batch on its own (tests/train/test_data.py compares with a plain per-row loader).
+Each micro-batch's tensors are views of the chunk's arrays (32 bytes a token), which live as long as one of
+its Batches does. What is yielded does not depend on the chunking: the same values, shapes and dtypes as
+building every micro-batch on its own (tests/train/test_data_reference.py compares with a plain per-row loader
+at several chunk sizes).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ import torch
 from schemas.shard import IGNORE_INDEX
 
 PAD_TOKEN_ID = 0  # any id the model can embed works: padding is never attended to from, nor trained
-# ~256k tokens a chunk: 8 MiB of int64 buffers, big enough that the per-chunk numpy calls (~30) cost < 1 µs a
-# micro-batch at micro_batch_size 1, small enough to stay in the L2/L3 caches while it is filled.
+# ~256k tokens a chunk (8 MiB of arrays): the per-chunk calls (~50) then cost < 1 µs a row; measured, 2^14-2^17
+# were 10-40% slower at micro_batch_size 8-32, 2^20 no faster at 1.
 CHUNK_TOKENS = 1 << 18
 
 
