@@ -315,18 +315,25 @@ def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, se
         epoch, index = epoch + 1, 0
     table = _rows(rows)
     # Micro-batches are built a chunk at a time (train/assemble.py); the chunk's size bounds its buffer even if
-    # every row were padded to the longest one.
+    # every row were padded to the longest one. A chunk may span epochs, so a small split (the demo's 23 rows)
+    # does not pay the per-chunk calls every epoch.
     per_chunk = max(1, CHUNK_TOKENS // (micro_batch_size * max(1, int(rows.lengths.max()))))
+    order, order_epoch = None, -1
     while epochs is None or epoch < epochs:
-        order = (np.random.default_rng([seed, epoch]).permutation(rows.rows) if shuffle
-                 else np.arange(rows.rows))
-        for first in range(index, n, per_chunk):
-            last = min(first + per_chunk, n)
-            batches = assemble(rows.chunks, table, *_deal_range(order, first, last, micro_batch_size, rank,
-                                                                world_size))
-            for i, batch in enumerate(batches, first + 1):
-                yield batch, LoaderState(epoch, i) if i < n else LoaderState(epoch + 1, 0)
-        epoch, index = epoch + 1, 0
+        picked, counts, states = [], [], []
+        while len(states) < per_chunk and (epochs is None or epoch < epochs):
+            if order_epoch != epoch:
+                order, order_epoch = (np.random.default_rng([seed, epoch]).permutation(rows.rows) if shuffle
+                                      else np.arange(rows.rows)), epoch
+            last = min(index + per_chunk - len(states), n)
+            p, c = _deal_range(order, index, last, micro_batch_size, rank, world_size)
+            picked.append(p)
+            counts.append(c)
+            states += [LoaderState(epoch, i) for i in range(index + 1, last)]
+            epoch, index = (epoch + 1, 0) if last == n else (epoch, last)
+            states.append(LoaderState(epoch, index))
+        batches = assemble(rows.chunks, table, np.concatenate(picked), np.concatenate(counts))
+        yield from zip(batches, states, strict=True)
 
 
 def _deal_range(order: np.ndarray, first: int, last: int, mbs: int, rank: int,
