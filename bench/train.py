@@ -5,6 +5,7 @@ of the demo model when the trainer provides one.
     python bench/train.py --tokens 300e6 --mbs 1,8,32  # more data, more micro-batch sizes
     python bench/train.py --drop-caches                # cold = echo 1 > /proc/sys/vm/drop_caches (root; the
                                                        # whole machine's page cache) instead of fadvise
+    python bench/train.py --mbs 1,8,32 --runs 3 --steps 0   # the loader rows of bench/RESULTS.md
 
 What it does, in order:
 
@@ -17,6 +18,16 @@ What it does, in order:
               iterate_batches (shuffled: the training path, random row order over the files) is timed, from
               open_prepared to the last Batch.
     warm      the same epoch again, pages cached: best of --repeat.
+    once      one open_prepared, then --repeat + 1 epochs on it (what a training run does): best of them.
+    demo      the demo shards themselves (23 rows, in the cache), opened once, cycled for ~20M tokens: best of
+              --repeat.
+    floor     the same shuffled rows read with nothing but the per-token work no loader can skip: per row, its
+              input_ids, labels and position_ids as numpy views of the memory-mapped shards (pyarrow, zero-copy)
+              widened into one reused int64 buffer; no micro-batch, sample ids, cu_seqlens or tensors. Best of
+              --repeat. loader / floor is the number that least depends on the load (both share the machine).
+    --runs N  all of the above N times; the summary gives best and median tokens/s per row, and the median
+              ratio to the floor of the same run. The load average (os.getloadavg, as `uptime`) is printed
+              before each micro_batch_size.
     step      the demo model's CPU step time: examples/demo.yaml's model and trainer keys (Qwen2, hidden 64,
               2 layers, the Qwen2.5 vocabulary, micro_batch_size 1) through train.loop.train on the demo
               shards for --steps steps, no eval or checkpoints: median step_time_s, step 1 excluded.
@@ -38,6 +49,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +57,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -136,28 +149,64 @@ def resident(files: list[Path]) -> str:
     return f"{res / 2**20:,.0f} MiB of {total / 2**20:,.0f} MiB"
 
 
-def epoch(prepared: Path, mbs: int, seed: int, opened_data: Any = None) -> dict[str, float]:
-    """One epoch; with opened_data, on a dataset already open (as a training run reads its epochs: the memory
-    maps' pages are already mapped, so no page faults), else from open_prepared on."""
-    cpu0 = psutil.cpu_times()
-    own0 = time.process_time()
-    start = time.perf_counter()
-    data = opened_data if opened_data is not None else open_prepared(prepared)
-    opened = time.perf_counter() - start
-    tokens = batches = 0
-    for batch, _ in iterate_batches(data, "train", mbs, seed=seed, epochs=1):
-        tokens += batch.num_tokens
-        batches += 1
-    seconds = time.perf_counter() - start
-    own = time.process_time() - own0
-    cpu1 = psutil.cpu_times()
+def measured(work: Any) -> dict[str, float]:
+    """Runs work() -> (tokens, open seconds) and times it: wall, this process's CPU, and the other processes'
+    share of the machine meanwhile (on a shared box, tokens per CPU-second of this process is the number that
+    depends least on how much of a core the scheduler gave it)."""
+    cpu0, own0, start = psutil.cpu_times(), time.process_time(), time.perf_counter()
+    tokens, opened = work()
+    seconds, own, cpu1 = time.perf_counter() - start, time.process_time() - own0, psutil.cpu_times()
     busy = sum(getattr(cpu1, k) - getattr(cpu0, k) for k in ("user", "system", "nice"))
-    assert batches == batches_per_epoch(data, "train", mbs)
-    # Other processes' share of the machine while this ran: on a shared box, tokens per CPU-second of this
-    # process is the number that does not depend on how much of a core the scheduler gave it.
     other = max(0.0, busy - own) / seconds / (psutil.cpu_count() or 1)
-    return {"tokens": tokens, "batches": batches, "open_s": opened, "seconds": seconds, "cpu_s": own,
-            "tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / own, "other_load": other}
+    return {"tokens": tokens, "open_s": opened, "seconds": seconds, "cpu_s": own, "tokens_per_s": tokens / seconds,
+            "tokens_per_cpu_s": tokens / own, "other_load": other}
+
+
+def epoch(prepared: Path, mbs: int, seed: int, opened_data: Any = None, epochs: int = 1) -> dict[str, float]:
+    """`epochs` epochs; with opened_data, on a dataset already open (as a training run reads its epochs: the
+    memory maps' pages are already mapped, so no page faults), else from open_prepared on."""
+    def work() -> tuple[int, float]:
+        start = time.perf_counter()
+        data = opened_data if opened_data is not None else open_prepared(prepared)
+        opened = time.perf_counter() - start
+        tokens = batches = 0
+        for batch, _ in iterate_batches(data, "train", mbs, seed=seed, epochs=epochs):
+            tokens += batch.num_tokens
+            batches += 1
+        assert batches == epochs * batches_per_epoch(data, "train", mbs)
+        return tokens, opened
+
+    return measured(work)
+
+
+def floor(prepared: Path, seed: int) -> dict[str, float]:
+    """The floor (module docstring): the epoch's rows in iterate_batches' order for `seed` (the permutation
+    drawn from (seed, 0)), each row's three token columns copied once into an int64 buffer. Opening and indexing
+    the shards are not timed."""
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    columns, where = [], []
+    for s in (s for s in manifest["shards"] if s["split"] == "train"):
+        reader = ipc.open_file(pa.memory_map(str(prepared / s["file"]), "r"))
+        for i in range(reader.num_record_batches):
+            b = reader.get_batch(i)
+            columns.append([b.column(k).values.to_numpy(zero_copy_only=True)
+                            for k in ("input_ids", "labels", "position_ids")])
+            off = b.column("input_ids").offsets.to_numpy()
+            where += [(len(columns) - 1, x, y) for x, y in zip(off[:-1].tolist(), off[1:].tolist(), strict=True)]
+    order = np.random.default_rng([seed, 0]).permutation(len(where)).tolist()
+    out = np.empty((3, max(y - x for _, x, y in where)), np.int64)
+
+    def work() -> tuple[int, float]:
+        tokens = 0
+        for j in order:
+            c, x, y = where[j]
+            ids, labels, positions = columns[c]
+            n = y - x
+            out[0, :n], out[1, :n], out[2, :n] = ids[x:y], labels[x:y], positions[x:y]
+            tokens += n
+        return tokens, 0.0
+
+    return measured(work)
 
 
 def row(r: dict[str, float]) -> str:
@@ -173,8 +222,6 @@ def step_time(out: Path, steps: int) -> str:
         from train.loop import train
     except ImportError:
         return "skipped: train/loop.py is not on this branch (the trainer branch adds it)"
-    import statistics
-
     import yaml
 
     from schemas.config import load_config
@@ -277,6 +324,7 @@ def main() -> int:
     p.add_argument("--tokens", type=float, default=100e6, help="train tokens in the benchmark shards")
     p.add_argument("--mbs", default="1,8", help="micro-batch sizes, comma-separated")
     p.add_argument("--repeat", type=int, default=3, help="warm epochs per micro-batch size (best counts)")
+    p.add_argument("--runs", type=int, default=1, help="repeat every loader measurement; summary: best, median")
     p.add_argument("--drop-caches", action="store_true", help="cold = drop the whole page cache (root)")
     p.add_argument("--steps", type=int, default=10, help="demo-model training steps for the step time (0: skip)")
     p.add_argument("--dist-steps", type=int, default=0, help="steps of the demo model with 2 processes (DDP, "
@@ -291,21 +339,49 @@ def main() -> int:
     print(f"data: {prepared}: {rows:,} train rows, {tokens:,} tokens ({tokens / rows:,.0f} per row), "
           f"{size / 2**30:.2f} GiB of shards")
     del data
-    print("| micro_batch_size | cache | open s | epoch s | CPU s | tokens/s | tokens per CPU-s | other load | target |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
-    for mbs in (int(x) for x in args.mbs.split(",")):
-        how = evict(prepared, args.drop_caches)
-        cold = epoch(prepared, mbs, seed=0)
-        print(f"| {mbs} | cold ({how}) | {row(cold)} | |")
-        warm = max((epoch(prepared, mbs, seed=1 + r) for r in range(args.repeat)), key=lambda r: r["tokens_per_s"])
-        met = "met" if warm["tokens_per_s"] >= TARGET else "not met"
-        print(f"| {mbs} | warm (best of {args.repeat}) | {row(warm)} | {met} (≥ 50M tokens/s) |")
-        data = open_prepared(prepared)  # one open, several epochs: what a training run does
-        run = max((epoch(prepared, mbs, seed=1 + r, opened_data=data) for r in range(args.repeat + 1)),
-                  key=lambda r: r["tokens_per_s"])
-        met = "met" if run["tokens_per_s"] >= TARGET else "not met"
-        print(f"| {mbs} | warm, opened once (best of {args.repeat + 1} epochs) | {row(run)} | {met} (≥ 50M tokens/s) |")
-        del data
+    results: dict[tuple[int, str], list[float]] = {}
+    ratios: dict[tuple[int, str], list[float]] = {}
+    for run in range(args.runs):
+        if args.runs > 1:
+            print(f"\nrun {run + 1} of {args.runs}")
+        print("| micro_batch_size | cache | open s | epoch s | CPU s | tokens/s | tokens per CPU-s | other load | "
+              "target |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+        for mbs in (int(x) for x in args.mbs.split(",")):
+            load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+            print(f"| {mbs} | load average before: {load} | | | | | | | |")
+            how = evict(prepared, args.drop_caches)
+            rows_ = {"cold": epoch(prepared, mbs, seed=0)}
+            rows_["warm"] = max((epoch(prepared, mbs, seed=1 + r) for r in range(args.repeat)),
+                                key=lambda r: r["tokens_per_s"])
+            data = open_prepared(prepared)  # one open, several epochs: what a training run does
+            rows_["warm, opened once"] = max((epoch(prepared, mbs, seed=1 + r, opened_data=data)
+                                              for r in range(args.repeat + 1)), key=lambda r: r["tokens_per_s"])
+            del data
+            demo = open_prepared(args.out / "demo")  # the bundled example's 23 rows, cycled for ~20M tokens
+            cycles = max(1, round(20e6 / demo.num_tokens("train")))
+            rows_["demo"] = max((epoch(args.out / "demo", mbs, seed=1 + r, opened_data=demo, epochs=cycles)
+                                 for r in range(args.repeat)), key=lambda r: r["tokens_per_s"])
+            del demo
+            rows_["floor"] = max((floor(prepared, seed=1 + r) for r in range(args.repeat)),
+                                 key=lambda r: r["tokens_per_s"])
+            names = {"cold": f"cold ({how})", "warm": f"warm (best of {args.repeat})",
+                     "warm, opened once": f"warm, opened once (best of {args.repeat + 1} epochs)",
+                     "demo": f"demo shards, opened once, {cycles} epochs (best of {args.repeat})",
+                     "floor": f"floor: per-row read + widen, no batch (best of {args.repeat})"}
+            for kind, r in rows_.items():
+                met = "" if kind in ("cold", "floor") else (
+                    f"{'met' if r['tokens_per_s'] >= TARGET else 'not met'} (≥ 50M tokens/s)")
+                print(f"| {mbs} | {names[kind]} | {row(r)} | {met} |")
+                results.setdefault((mbs, kind), []).append(r["tokens_per_s"])
+                ratios.setdefault((mbs, kind), []).append(r["tokens_per_s"] / rows_["floor"]["tokens_per_s"])
+    if args.runs > 1:
+        print(f"\nsummary of {args.runs} runs: tokens/s best / median; loader / floor of the same run, median")
+        print("| micro_batch_size | cache | best tokens/s | median tokens/s | / floor (median) |")
+        print("|---:|---|---:|---:|---:|")
+        for (mbs, kind), v in results.items():
+            print(f"| {mbs} | {kind} | {max(v) / 1e6:,.1f}M | {statistics.median(v) / 1e6:,.1f}M | "
+                  f"{statistics.median(ratios[(mbs, kind)]):.0%} |")
     print("step:", step_time(args.out, args.steps) if args.steps else "skipped (--steps 0)")
     if args.dist_steps:
         print("\n".join(dist_step_time(args.out, args.dist_steps)))

@@ -18,6 +18,11 @@ Micro-batches are padded to their longest row. Padding has input id PAD_TOKEN_ID
 and position_ids 0,1,2,... so position-based masking treats it as one more document; cu_seqlens includes it
 as a sequence. Token columns are int32 in the shards and become int64 only here, while the batch is built.
 
+Batches are built a chunk of consecutive micro-batches at a time, across epochs too (train/assemble.py: ~256k
+tokens, one copy per row, a fixed number of numpy/torch calls per chunk), then yielded one by one; the first
+iteration of a split also gathers every row's sample ids and run lengths once (_rows). A chunk starts wherever
+iteration starts, so a resumed run builds exactly the batches it would have built.
+
 Worked example, micro_batch_size 2, rows [a a a b b] (samples 7, 8) and [c c c] (sample 9):
 
     input_ids     a a a b b | c c c 0 0
@@ -35,7 +40,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -45,24 +50,27 @@ import pyarrow.parquet as pq
 import torch
 
 from dataprep.outdir import NotPrepared, open_prepared_dir
-from schemas.shard import FORMAT_VERSION, IGNORE_INDEX, SHARD_SCHEMA
+from schemas.shard import FORMAT_VERSION, SHARD_SCHEMA
+from train.assemble import CHUNK_TOKENS, PAD_TOKEN_ID, Batch, Chunk, Rows, assemble, ranges
 
-PAD_TOKEN_ID = 0  # any id the model can embed works: padding is never attended to from, nor trained
+__all__ = ["PAD_TOKEN_ID", "Batch", "DataError", "LoaderState", "PreparedData", "batches_per_epoch",
+           "check_tokenizer", "iterate_batches", "open_prepared"]
+
 # Files that define a tokenizer's vocabulary; the other tokenizer files (tokenizer_config.json with a chat
 # template, special_tokens_map.json) legitimately differ between a base model and the prepared tokenizer/.
 VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "tekken.json", "vocab.json", "merges.txt", "vocab.txt",
                "spiece.model", "sentencepiece.bpe.model")
 PREPARE_FIX = "run `tessera prepare CONFIG --force` to rebuild it"
-_RAMP = np.arange(1 << 16, dtype=np.int64)  # padding positions 0, 1, 2, ... (sliced, not rebuilt per row)
-_PADDING_ID = np.array([-1], np.int64)  # the sample id of a padding run
 
 
 class DataError(Exception):
     """A prepared directory that cannot be trained on; the message names the file and the fix."""
 
 
-@dataclass(frozen=True)
-class LoaderState:
+class LoaderState(NamedTuple):
+    """Immutable; a NamedTuple rather than a frozen dataclass because one is made per micro-batch and a frozen
+    dataclass costs ~7x as much to create (object.__setattr__ per field)."""
+
     epoch: int = 0  # 0-based epoch
     index: int = 0  # micro-batches this rank has already taken in this epoch
 
@@ -74,39 +82,18 @@ class LoaderState:
         return cls(epoch=int(d["epoch"]), index=int(d["index"]))
 
 
-@dataclass
-class Batch:
-    input_ids: torch.Tensor  # int64 [B, T]
-    labels: torch.Tensor  # int64 [B, T], aligned with input_ids as in the shards (not shifted); -100 = not trained
-    position_ids: torch.Tensor  # int64 [B, T], restart at 0 per sample; a padding tail is its own run
-    sample_ids: torch.Tensor  # int64 [B, T], samples.parquet sample_id of each token, -1 on padding
-    cu_seqlens: torch.Tensor  # int32 [n+1], boundaries over the flattened B*T tokens (padding runs included)
-    max_seqlen: int
-    num_tokens: int  # non-padding tokens
-    num_trainable: int  # label != -100
-
-
-@dataclass
-class _Chunk:
-    """One record batch of a shard: numpy views straight into the memory-mapped file."""
-
-    path: Path  # the shard, for error messages
-
-    ids: np.ndarray  # int32 values of input_ids, all rows back to back
-    labels: np.ndarray
-    positions: np.ndarray
-    cu: np.ndarray  # int32 values of cu_seqlens
-    sids: np.ndarray  # int64 values of sample_ids
+START = LoaderState()  # a fresh run's position
 
 
 @dataclass
 class _Split:
-    chunks: list[_Chunk]
+    chunks: list[Chunk]
     # Per row (not per token), int32 [N, 8]: its chunk; where its tokens, sample ids and cu_seqlens start and
     # end in that chunk's values; its trained tokens. One array, so that a micro-batch gets everything it needs
     # about its rows in one call.
     where: np.ndarray
     lengths: np.ndarray  # [N]
+    assembly: Rows | None = None  # built on first use by iterate_batches (_rows)
 
     @property
     def rows(self) -> int:
@@ -161,7 +148,7 @@ def open_prepared(prepared_dir: Path) -> PreparedData:
     except NotPrepared:
         root = Path(prepared_dir).resolve()  # not complete: _read_manifest says exactly what is wrong and the fix
     manifest = _read_manifest(root)
-    chunks: dict[str, list[tuple[_Chunk, pa.RecordBatch]]] = {}
+    chunks: dict[str, list[tuple[Chunk, pa.RecordBatch]]] = {}
     for info in manifest["shards"]:
         chunks.setdefault(info["split"], []).extend(_open_shard(root, info))
     names = [d["path"] for d in manifest["config"]["datasets"]]
@@ -192,7 +179,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
-def _open_shard(root: Path, info: dict[str, Any]) -> list[tuple[_Chunk, pa.RecordBatch]]:
+def _open_shard(root: Path, info: dict[str, Any]) -> list[tuple[Chunk, pa.RecordBatch]]:
     path = root / info["file"]
     if not path.is_file():
         raise DataError(f"{path} is listed in the manifest but missing; {PREPARE_FIX}")
@@ -201,15 +188,18 @@ def _open_shard(root: Path, info: dict[str, Any]) -> list[tuple[_Chunk, pa.Recor
         raise DataError(f"{path} has {size:,} bytes, the manifest says {info['bytes']:,} (replaced or truncated "
                         f"since prepare); {PREPARE_FIX}")
     try:
-        reader = ipc.open_file(pa.memory_map(str(path), "r"))
+        source = pa.memory_map(str(path), "r")
+        reader = ipc.open_file(source)
         batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        source.seek(0)
+        whole = source.read_buffer()  # the whole mapping, zero-copy: what Chunk.tokens views
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{path} is not a readable Arrow file ({e}); {PREPARE_FIX}") from None
     version = (reader.schema.metadata or {}).get(b"tessera.format_version", b"?").decode()
     if not reader.schema.equals(SHARD_SCHEMA, check_metadata=False) or version != str(FORMAT_VERSION):
         raise DataError(f"{path}: shard schema or format_version {version} is not the one this Tessera reads "
                         f"({FORMAT_VERSION}); {PREPARE_FIX}")
-    chunks = [(_chunk(path, b), b) for b in batches]
+    chunks = [(_chunk(path, b, whole), b) for b in batches]
     rows = sum(b.num_rows for b in batches)
     tokens = sum(len(c.ids) for c, _ in chunks)
     if rows != info["rows"] or tokens != info["tokens"]:
@@ -228,12 +218,26 @@ def _offsets(batch: pa.RecordBatch, name: str) -> np.ndarray:
     return batch.column(name).offsets.to_numpy(zero_copy_only=True)
 
 
-def _chunk(path: Path, b: pa.RecordBatch) -> _Chunk:
-    return _Chunk(path, _values(b, "input_ids"), _values(b, "labels"), _values(b, "position_ids"),
-                  _values(b, "cu_seqlens"), _values(b, "sample_ids"))
+def _chunk(path: Path, b: pa.RecordBatch, whole: pa.Buffer) -> Chunk:
+    ids, labels, positions = (_values(b, k) for k in ("input_ids", "labels", "position_ids"))
+    return Chunk(path, ids, labels, positions, _tokens(b, whole, ids, labels, positions), _values(b, "cu_seqlens"),
+                 _values(b, "sample_ids"))
 
 
-def _index(chunks: list[tuple[_Chunk, pa.RecordBatch]]) -> _Split:
+def _tokens(b: pa.RecordBatch, whole: pa.Buffer, *columns: np.ndarray) -> np.ndarray | None:
+    """The three int32 token columns as one [3, tokens] view when they sit at one stride in the file with the
+    same list offsets (so a row's slice is the same in all three), else None (three copies per row)."""
+    at = [c.__array_interface__["data"][0] for c in columns]
+    step = at[1] - at[0]
+    same = all(np.array_equal(_offsets(b, "input_ids"), _offsets(b, k)) for k in ("labels", "position_ids"))
+    if not (same and len(columns[0]) and step > 0 and step % 4 == 0 and at[2] - at[1] == step
+            and whole.address <= at[0] and at[2] + 4 * len(columns[0]) <= whole.address + whole.size):
+        return None
+    return np.ndarray((3, len(columns[0])), np.int32, buffer=whole, offset=at[0] - whole.address,
+                      strides=(step, 4))
+
+
+def _index(chunks: list[tuple[Chunk, pa.RecordBatch]]) -> _Split:
     parts = []
     for i, (_, b) in enumerate(chunks):
         tok, sid, cu = _offsets(b, "input_ids"), _offsets(b, "sample_ids"), _offsets(b, "cu_seqlens")
@@ -293,7 +297,7 @@ def batches_per_epoch(data: PreparedData, split: str, micro_batch_size: int, wor
 
 
 def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, seed: int, rank: int = 0,
-                    world_size: int = 1, start: LoaderState = LoaderState(), shuffle: bool = True,
+                    world_size: int = 1, start: LoaderState = START, shuffle: bool = True,
                     epochs: int | None = None) -> Iterator[tuple[Batch, LoaderState]]:
     """Yields (batch, state_after); state_after resumes at the next micro-batch, so a checkpoint that stores
     it resumes exactly. epochs=None cycles forever."""
@@ -309,13 +313,40 @@ def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, se
                         f"micro_batch_size/world_size; resume with the same ones or start fresh")
     if index == n:
         epoch, index = epoch + 1, 0
+    table = _rows(rows)
+    # Micro-batches are built a chunk at a time (train/assemble.py); the chunk's size bounds its buffer even if
+    # every row were padded to the longest one. A chunk may span epochs, so a small split (the demo's 23 rows)
+    # does not pay the per-chunk calls every epoch.
+    per_chunk = max(1, CHUNK_TOKENS // (micro_batch_size * max(1, int(rows.lengths.max()))))
+    order, order_epoch = None, -1
     while epochs is None or epoch < epochs:
-        order = (np.random.default_rng([seed, epoch]).permutation(rows.rows) if shuffle
-                 else np.arange(rows.rows))
-        for i in range(index, n):
-            batch = _make_batch(rows, _deal(order, i, micro_batch_size, rank, world_size))
-            yield batch, LoaderState(epoch, i + 1) if i + 1 < n else LoaderState(epoch + 1, 0)
-        epoch, index = epoch + 1, 0
+        picked, counts, states = [], [], []
+        while len(states) < per_chunk and (epochs is None or epoch < epochs):
+            if order_epoch != epoch:
+                order, order_epoch = (np.random.default_rng([seed, epoch]).permutation(rows.rows) if shuffle
+                                      else np.arange(rows.rows)), epoch
+            last = min(index + per_chunk - len(states), n)
+            p, c = _deal_range(order, index, last, micro_batch_size, rank, world_size)
+            picked.append(p)
+            counts.append(c)
+            states += [LoaderState(epoch, i) for i in range(index + 1, last)]
+            epoch, index = (epoch + 1, 0) if last == n else (epoch, last)
+            states.append(LoaderState(epoch, index))
+        batches = assemble(rows.chunks, table, np.concatenate(picked), np.concatenate(counts))
+        yield from zip(batches, states, strict=True)
+
+
+def _deal_range(order: np.ndarray, first: int, last: int, mbs: int, rank: int,
+                world_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of micro-batches first..last-1 of `rank`, back to back, and how many each has: _deal for each,
+    with the full rounds taken in one slice."""
+    per_round = mbs * world_size
+    full = min(last, len(order) // per_round)
+    rows = [order[first * per_round:full * per_round].reshape(-1, per_round)[:, rank * mbs:(rank + 1) * mbs]
+            .ravel()] if full > first else []
+    rows += [_deal(order, i, mbs, rank, world_size) for i in range(max(first, full), last)]
+    counts = [mbs] * max(0, full - first) + [len(r) for r in rows[1 if full > first else 0:]]
+    return np.concatenate(rows), np.array(counts, np.int64)
 
 
 def _deal(order: np.ndarray, i: int, mbs: int, rank: int, world_size: int) -> np.ndarray:
@@ -330,67 +361,29 @@ def _deal(order: np.ndarray, i: int, mbs: int, rank: int, world_size: int) -> np
     return order[first:first + q + (rank < extra)]
 
 
-def _make_batch(split: _Split, rows: np.ndarray) -> Batch:
-    if not len(rows):
-        return _padding_batch()
-    meta = split.where[rows].tolist()
-    if len(meta) == 1:
-        return _one_row(split, meta[0])
-    b, t = len(meta), max(m[2] - m[1] for m in meta)
-    # Not np.full: only padding tails are filled, so each token is written once.
-    ids, labels, positions = np.empty((b, t), np.int64), np.empty((b, t), np.int64), np.empty((b, t), np.int64)
-    # Per row: three slice copies (int32 -> int64, the per-token work) and views of its cu_seqlens and sample
-    # ids, collected in lists; everything else is a handful of numpy calls per micro-batch, because a numpy
-    # call costs about as much as copying 1,000 tokens. A padded row adds a run of its own: boundary t, id -1.
-    cu_parts, cu_counts, id_parts = [], [], []
-    for i, (chunk, s, e, ss, se, cs, ce, _) in enumerate(meta):
-        c = split.chunks[chunk]
-        n = e - s
-        ids[i, :n] = c.ids[s:e]
-        labels[i, :n] = c.labels[s:e]
-        positions[i, :n] = c.positions[s:e]
-        cu_parts.append(c.cu[cs + 1:ce])  # boundaries after the row's start, relative to it
-        id_parts.append(c.sids[ss:se])
-        if n < t:
-            ids[i, n:] = PAD_TOKEN_ID
-            labels[i, n:] = IGNORE_INDEX
-            positions[i, n:] = _RAMP[:t - n] if t - n <= len(_RAMP) else np.arange(t - n)
-            cu_parts.append(_RAMP[t:t + 1] if t < len(_RAMP) else np.array([t]))
-            id_parts.append(_PADDING_ID)
-        cu_counts.append(ce - cs - 1 + (n < t))
-    cu = np.empty(sum(cu_counts) + 1, np.int64)
-    cu[0] = 0
-    np.add(np.concatenate(cu_parts), np.repeat(np.arange(0, b * t, t), cu_counts), out=cu[1:])
-    run_lengths = cu[1:] - cu[:-1]
-    run_ids = np.concatenate(id_parts)
-    if len(run_ids) != len(run_lengths):
-        files = sorted({str(split.chunks[m[0]].path) for m in meta})
+def _rows(split: _Split) -> Rows:
+    """What train/assemble.py needs about every row of a split (its samples' ids and lengths from cu_seqlens
+    included), gathered once; rows whose sample_ids and cu_seqlens disagree are refused here, before the first
+    batch."""
+    if split.assembly is not None:
+        return split.assembly
+    w = split.where.astype(np.int64)
+    chunk = w[:, 0]
+    cu_base = np.cumsum([0] + [len(c.cu) for c in split.chunks])[chunk]
+    sid_base = np.cumsum([0] + [len(c.sids) for c in split.chunks])[chunk]
+    cu_start, cu_end = cu_base + w[:, 5], cu_base + w[:, 6]
+    start, count = sid_base + w[:, 3], w[:, 4] - w[:, 3]
+    cu = np.concatenate([c.cu for c in split.chunks]).astype(np.int64)
+    bad = (cu_end - cu_start - 1 != count) | (cu_end <= cu_start)
+    if not bad.any():
+        bad = (cu[cu_start] != 0) | (cu[cu_end - 1] != split.lengths)
+    length = np.zeros(sum(len(c.sids) for c in split.chunks), np.int64)
+    if not bad.any():
+        length[ranges(start, count)] = np.diff(cu)[ranges(cu_start, count)]
+        bad[np.repeat(np.arange(split.rows), count)[length[ranges(start, count)] <= 0]] = True
+    if bad.any():
+        files = sorted({str(split.chunks[c].path) for c in np.unique(chunk[bad]).tolist()})
         raise DataError(f"{', '.join(files)}: rows whose sample_ids and cu_seqlens disagree; {PREPARE_FIX}")
-    sample_ids = np.repeat(run_ids, run_lengths).reshape(b, t)
-    return Batch(torch.from_numpy(ids), torch.from_numpy(labels), torch.from_numpy(positions),
-                 torch.from_numpy(sample_ids), torch.from_numpy(cu.astype(np.int32)), int(run_lengths.max()),
-                 sum(m[2] - m[1] for m in meta), sum(m[7] for m in meta))
-
-
-def _one_row(split: _Split, where: list[int]) -> Batch:
-    """micro_batch_size 1 (the usual choice with packing): no padding, the shard's own cu_seqlens."""
-    chunk, s, e, ss, se, cs, ce, trained = where
-    c = split.chunks[chunk]
-    cu = c.cu[cs:ce].copy()  # a copy: torch.from_numpy would share the read-only memory map
-    run_lengths = cu[1:] - cu[:-1]
-    sample_ids = np.repeat(c.sids[ss:se], run_lengths)
-    if len(sample_ids) != e - s:
-        raise DataError(f"{c.path}: rows whose sample_ids and cu_seqlens disagree; {PREPARE_FIX}")
-    return Batch(torch.from_numpy(c.ids[s:e].astype(np.int64)[None]),
-                 torch.from_numpy(c.labels[s:e].astype(np.int64)[None]),
-                 torch.from_numpy(c.positions[s:e].astype(np.int64)[None]), torch.from_numpy(sample_ids[None]),
-                 torch.from_numpy(cu), int(run_lengths.max()), e - s, trained)
-
-
-def _padding_batch() -> Batch:
-    """For a rank left without a row in an epoch's last round: one padding token, nothing counted."""
-    def one(value: int) -> torch.Tensor:
-        return torch.full((1, 1), value, dtype=torch.int64)
-
-    return Batch(one(PAD_TOKEN_ID), one(IGNORE_INDEX), one(0), one(-1), torch.tensor([0, 1], dtype=torch.int32),
-                 1, 0, 0)
+    table = np.stack([chunk, w[:, 1], w[:, 2], w[:, 7], start, count], axis=1)
+    split.assembly = Rows(table, np.concatenate([c.sids for c in split.chunks]).astype(np.int64), length)
+    return split.assembly
