@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -28,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
+
+from dataprep.fetch_tokenizers import fixtures_root, locked
 
 AXOLOTL_VERSION = "0.21.0"
 WHEEL_FILE = f"axolotl-{AXOLOTL_VERSION}-py3-none-any.whl"
@@ -40,19 +40,7 @@ LIBRARY = Path(__file__).parent / "templates"
 
 
 def cache_root() -> Path:
-    base = Path(os.environ.get("TESSERA_CACHE") or Path.home() / ".cache" / "tessera")
-    return base / "fixtures" / f"axolotl-{AXOLOTL_VERSION}"
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return fixtures_root() / f"axolotl-{AXOLOTL_VERSION}"
 
 
 def _sha256(data: bytes) -> str:
@@ -88,7 +76,7 @@ def ensure_templates() -> dict[str, str]:
         info = json.loads(marker.read_text())
         if info.get("wheel_sha256") == WHEEL_SHA256:
             return dict(info["templates"])
-    with _locked(root):
+    with locked(root):
         with contextlib.suppress(OSError, ValueError):  # another process may have finished meanwhile
             info = json.loads(marker.read_text())
             if info.get("wheel_sha256") == WHEEL_SHA256:

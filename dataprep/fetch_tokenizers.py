@@ -253,13 +253,17 @@ class VectorMismatchError(RuntimeError):
 # cache, download, extraction
 
 
+def fixtures_root() -> Path:
+    """Where every offline fixture is cached: $TESSERA_CACHE or ~/.cache/tessera, then fixtures/."""
+    return Path(os.environ.get("TESSERA_CACHE") or Path.home() / ".cache" / "tessera") / "fixtures"
+
+
 def cache_root() -> Path:
-    base = Path(os.environ.get("TESSERA_CACHE") or Path.home() / ".cache" / "tessera")
-    return base / "fixtures" / f"{SDIST_NAME}-{SDIST_VERSION}"
+    return fixtures_root() / f"{SDIST_NAME}-{SDIST_VERSION}"
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def locked(root: Path) -> Iterator[None]:
     # One builder at a time per cache (parallel pytest workers, two shells): the others wait, then find
     # the finished folder.
     root.mkdir(parents=True, exist_ok=True)
@@ -353,7 +357,7 @@ def _write_json(path: Path, obj: Any) -> None:
 def template_path(name: str) -> Path:
     """Path to an official chat template from the sdist by file stem, e.g. "Qwen-Qwen2.5-7B-Instruct"."""
     root = cache_root()
-    with _locked(root):
+    with locked(root):
         _ensure_extracted(root)
     path = root / "templates" / f"{name}.jinja"
     if not path.exists():
@@ -820,7 +824,7 @@ def ensure_family(family: str) -> Built:
     dest = root / fam.name
     src = _read_source(dest)
     if src is None:
-        with _locked(root):
+        with locked(root):
             src = _read_source(dest)  # another process may have built it while we waited
             if src is None:
                 return build_family(fam, root, _ensure_extracted(root))
@@ -832,7 +836,7 @@ def reference_vectors(family: str) -> list[tuple[str, list[int]]]:
     """llama.cpp's (text, ids) reference pairs for `family`'s vocab (extracting the sdist if needed)."""
     fam = _family(family)
     root = cache_root()
-    with _locked(root):
+    with locked(root):
         _ensure_extracted(root)
     return read_vectors(root / "models" / fam.gguf)
 
