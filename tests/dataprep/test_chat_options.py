@@ -77,25 +77,25 @@ def test_eot_tokens_and_train_on_eot_split_from_train_on_eos() -> None:
     """Phi-3.5 ends turns with <|end|> and the conversation with EOS <|endoftext|>."""
     rows = [{"messages": CHAT[1:]}]
     tail = "Rome.<|end|><|endoftext|>"
-    [legacy] = run("phi3.5", "phi_35", rows)  # train_on_eos governs the end-of-turn token, as before
-    assert trained_text("phi3.5", "phi_35", legacy).endswith("Rome.<|end|>")
-    [split] = run("phi3.5", "phi_35", rows, train_on_eot="turn")  # + EOS after the last turn (train_on_eos turn)
-    assert trained_text("phi3.5", "phi_35", split).endswith(tail)
-    [no_eos] = run("phi3.5", "phi_35", rows, train_on_eot="turn", train_on_eos="none")
-    assert trained_text("phi3.5", "phi_35", no_eos).endswith("Rome.<|end|>")
-    [last_eot] = run("phi3.5", "phi_35", rows, train_on_eot="last")
-    assert trained_text("phi3.5", "phi_35", last_eot).endswith(tail)
-    assert "Paris.<|end|>" not in trained_text("phi3.5", "phi_35", last_eot)
+    [legacy] = run("phi3.5", "phi_35_official", rows)  # train_on_eos governs the end-of-turn token, as before
+    assert trained_text("phi3.5", "phi_35_official", legacy).endswith("Rome.<|end|>")
+    [split] = run("phi3.5", "phi_35_official", rows, train_on_eot="turn")  # + EOS after the last turn (train_on_eos turn)
+    assert trained_text("phi3.5", "phi_35_official", split).endswith(tail)
+    [no_eos] = run("phi3.5", "phi_35_official", rows, train_on_eot="turn", train_on_eos="none")
+    assert trained_text("phi3.5", "phi_35_official", no_eos).endswith("Rome.<|end|>")
+    [last_eot] = run("phi3.5", "phi_35_official", rows, train_on_eot="last")
+    assert trained_text("phi3.5", "phi_35_official", last_eot).endswith(tail)
+    assert "Paris.<|end|>" not in trained_text("phi3.5", "phi_35_official", last_eot)
 
 
 def test_eot_tokens_top_level(prepare: Prepare, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "d.jsonl", [{"messages": CHAT}])
     phi = str(tokenizer_dir("phi3.5"))
-    result = prepare({"tokenizer_config": phi, "chat_template": "phi_35", "eot_tokens": ["<|end|>"],
+    result = prepare({"tokenizer_config": phi, "chat_template": "phi_35_official", "eot_tokens": ["<|end|>"],
                       "datasets": [{"path": "d.jsonl", "type": "chat_template"}]})
     assert result.manifest["probes"][0]["end_of_turn"] == ["<|end|>"]
     with pytest.raises(PrepareError, match="tokens of this tokenizer, not one"):
-        prepare({"tokenizer_config": phi, "chat_template": "phi_35", "eot_tokens": ["[/END]"],
+        prepare({"tokenizer_config": phi, "chat_template": "phi_35_official", "eot_tokens": ["[/END]"],
                  "datasets": [{"path": "d.jsonl", "type": "chat_template"}]}, out_name="o2")
     with pytest.raises(PrepareError, match=r"train_on_eos .* and train_on_eot .* must agree"):
         prepare({"eot_tokens": ["<|im_end|>"], "datasets": [
