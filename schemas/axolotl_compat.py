@@ -26,7 +26,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.axolotl_keys import HINTS, NOT_SUPPORTED, RENAMED, SECTION_KEYS, SWITCHES, TOP_FAMILIES
+from schemas.axolotl_keys import (
+    EMPTY_IS_A_VALUE,
+    HINTS,
+    NOT_SUPPORTED,
+    RENAMED,
+    SECTION_KEYS,
+    SWITCHES,
+    TOP_FAMILIES,
+)
 
 Loc = tuple[str | int, ...]
 TOP_KEYS = frozenset(k for keys in TOP_FAMILIES.values() for k in keys)
@@ -84,7 +92,7 @@ def _walk(node: dict[Any, Any], model: type[BaseModel], section: str, loc: Loc, 
             continue
         value = node[key]
         if key in fields:
-            if value is None:
+            if value is None and (section, key) not in EMPTY_IS_A_VALUE:
                 del node[key]
             elif (sub := submodel(model, key)) is not None:
                 child = f"{section}.{key}" if section else key

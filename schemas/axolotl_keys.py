@@ -295,3 +295,8 @@ HINTS: dict[str, dict[str, str]] = {
         "text_field": "field", "text_column": "field", "train_on_roles": "roles_to_train",
     },
 }
+
+# Keys whose empty value is a setting of its own, not "the default": Axolotl's docs write `field_input:` and
+# `field_system:` empty in a custom instruct `type:` for rows that have no such column.
+EMPTY_IS_A_VALUE: frozenset[tuple[str, str]] = frozenset({("datasets.type", "field_system"),
+                                                         ("datasets.type", "field_input")})

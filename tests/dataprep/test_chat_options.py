@@ -79,7 +79,8 @@ def test_eot_tokens_and_train_on_eot_split_from_train_on_eos() -> None:
     tail = "Rome.<|end|><|endoftext|>"
     [legacy] = run("phi3.5", "phi_35_official", rows)  # train_on_eos governs the end-of-turn token, as before
     assert trained_text("phi3.5", "phi_35_official", legacy).endswith("Rome.<|end|>")
-    [split] = run("phi3.5", "phi_35_official", rows, train_on_eot="turn")  # + EOS after the last turn (train_on_eos turn)
+    # + the EOS after the last turn (train_on_eos: turn)
+    [split] = run("phi3.5", "phi_35_official", rows, train_on_eot="turn")
     assert trained_text("phi3.5", "phi_35_official", split).endswith(tail)
     [no_eos] = run("phi3.5", "phi_35_official", rows, train_on_eot="turn", train_on_eos="none")
     assert trained_text("phi3.5", "phi_35_official", no_eos).endswith("Rome.<|end|>")

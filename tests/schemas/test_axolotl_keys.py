@@ -278,7 +278,7 @@ def test_no_hint_from_another_section_or_another_meaning(raw: dict, never: str) 
 
 def test_explain_lists_the_differences_with_their_keys(tmp_path: Path) -> None:
     cfg = tmp_path / "ax.yaml"
-    cfg.write_text("base_model: ./nowhere\nchat_template: llama3\nsample_packing: true\nval_set_size: 0.1\n"
+    cfg.write_text("base_model: ./nowhere\nchat_template: llama3_1\nsample_packing: true\nval_set_size: 0.1\n"
                    "datasets:\n  - path: missing.jsonl\n    type: chat_template\n    message_property_mappings:\n"
                    "      role: from\n      content: value\ndataset_num_proc: 2\nwandb_entity: me\n"
                    "learning_rate: 1e-4\n")
@@ -289,7 +289,7 @@ def test_explain_lists_the_differences_with_their_keys(tmp_path: Path) -> None:
     assert {"dataset_exact_deduplication", "chat_template", "excess_length_strategy", "sample_packing",
             "val_set_size", "dataset_num_proc", "datasets[0].message_property_mappings.role", "(trainer keys)",
             "(not used)"} <= set(keys), run.stdout
-    assert "chat_template: Axolotl's `llama3` is the Llama 3.0 format" in run.stdout
+    assert "chat_template: llama3_1 is not an Axolotl template name" in run.stdout
     assert "(not used): accepted and not used by tessera prepare or train (Axolotl trainer, infrastructure and " \
            "logging keys): wandb_entity" in run.stdout
     assert not (tmp_path / "prepared").exists()
