@@ -36,8 +36,8 @@ QWEN_CALL = re.compile(r"<tool_call>.*?</tool_call>", re.S)
 LLAMA_CALL = re.compile(r'\{"name": .*?\}\}(?=<\|eot_id\|>)', re.S)
 FAMILIES = {
     "qwen2.5": ("qwen2.5", "qwen_25", "<|im_end|>", QWEN_CALL),
-    "qwen3": ("qwen3", "qwen3", "<|im_end|>", QWEN_CALL),
-    "llama3.1": ("llama3", "llama3", "<|eot_id|>", LLAMA_CALL),
+    "qwen3": ("qwen3", "qwen3_official", "<|im_end|>", QWEN_CALL),
+    "llama3.1": ("llama3", "llama3_1", "<|eot_id|>", LLAMA_CALL),
     "llama3.2": ("llama3", "llama3_2", "<|eot_id|>", LLAMA_CALL),
     "llama3.3": ("llama3", "llama3_3", "<|eot_id|>", LLAMA_CALL),
 }
@@ -205,8 +205,8 @@ def test_reasoning_can_be_masked(shape: str) -> None:
 def test_reasoning_is_no_longer_dropped() -> None:
     """The issue's case: a Qwen3 row's reasoning_content reaches the template and is trained, where before it
     was dropped and an empty <think></think> was trained instead."""
-    tok = hf_tokenizer("qwen3", "qwen3")
-    _, r = prepare_one("qwen3", "qwen3", REASONING_ROWS["final_reasoning"])
+    tok = hf_tokenizer("qwen3", "qwen3_official")
+    _, r = prepare_one("qwen3", "qwen3_official", REASONING_ROWS["final_reasoning"])
     trained = tok.decode([t for t in r.labels.tolist() if t != -100])
     assert trained == "<think>\n91 = 7 × 13.\n</think>\n\nNo: 91 = 7 × 13.<|im_end|>"
 
