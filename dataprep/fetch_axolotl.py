@@ -29,7 +29,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from dataprep.fetch_tokenizers import fixtures_root, locked
+from dataprep.fixture_cache import fixtures_root, locked
 
 AXOLOTL_VERSION = "0.21.0"
 WHEEL_FILE = f"axolotl-{AXOLOTL_VERSION}-py3-none-any.whl"

@@ -34,8 +34,6 @@ missing); `template_path("Qwen-Qwen2.5-7B-Instruct")` returns an official templa
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -47,7 +45,6 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +52,7 @@ from typing import Any
 import gguf
 from tokenizers import Tokenizer
 
+from dataprep.fixture_cache import fixtures_root, locked
 from dataprep.shards import sha256_file
 
 SDIST_NAME = "llama-cpp-python"
@@ -253,26 +251,8 @@ class VectorMismatchError(RuntimeError):
 # cache, download, extraction
 
 
-def fixtures_root() -> Path:
-    """Where every offline fixture is cached: $TESSERA_CACHE or ~/.cache/tessera, then fixtures/."""
-    return Path(os.environ.get("TESSERA_CACHE") or Path.home() / ".cache" / "tessera") / "fixtures"
-
-
 def cache_root() -> Path:
     return fixtures_root() / f"{SDIST_NAME}-{SDIST_VERSION}"
-
-
-@contextlib.contextmanager
-def locked(root: Path) -> Iterator[None]:
-    # One builder at a time per cache (parallel pytest workers, two shells): the others wait, then find
-    # the finished folder.
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _download_sdist(root: Path) -> Path:
