@@ -49,7 +49,6 @@ def write_samples(path: Path, table: SampleTable, layout: Layout, placement: Pla
     dup_of = np.full(len(table), -1, np.int64)
     dup_of[dup["rows"]] = layout.first_id[dup["kept"]]
     reasons = [*table.reasons, None]
-    hashes = hex_hashes(c["content_hash"])
     statuses = [str(s) for s in STATUSES]
     work = path.parent / "_work" / "samples.parquet"
     with pq.ParquetWriter(work, SAMPLES_SCHEMA) as writer:
@@ -79,7 +78,7 @@ def write_samples(path: Path, table: SampleTable, layout: Layout, placement: Pla
                 _strings(statuses, c["status"][t]),
                 _strings(reasons, np.where(reason >= 0, reason, len(reasons) - 1)),
                 _nullable(dup_of[t], dup_of[t] >= 0, pa.int64()),
-                _hash_column(hashes, c["has_hash"], t),
+                _hash_column(c["content_hash"], c["has_hash"], t),
                 _nullable(num_tokens, num_tokens >= 0, pa.int32()),
                 _nullable(trainable, trainable >= 0, pa.int32()),
                 _strings(["train", "val", None], np.where(in_shards, is_val, 2)),
@@ -103,19 +102,19 @@ def hex_hashes(hashes: np.ndarray) -> pl.Series:
     return pl.Series(fixed.cast(pa.binary())).bin.encode("hex")
 
 
-def _hash_column(hashes: pl.Series, has: np.ndarray, t: np.ndarray) -> pa.Array:
-    values = hashes.gather(t).to_arrow().cast(pa.string())
+def _hash_column(hashes: np.ndarray, has: np.ndarray, t: np.ndarray) -> pa.Array:
+    values = hex_hashes(hashes[t]).to_arrow().cast(pa.string())
     return pc.if_else(pa.array(has[t]), values, pa.nulls(len(t), pa.string()))
 
 
 def write_duplicates(path: Path, table: SampleTable, layout: Layout, removed: Removed) -> None:
     dup = removed.duplicates()
     hashes = hex_hashes(table.columns["content_hash"][dup["rows"]]).to_arrow().cast(pa.string())
-    exact = dup["kind"] == "exact"
+    exact = ~dup["near"]
     columns = [
         pa.array(layout.first_id[dup["rows"]], pa.int64()),
         pa.array(layout.first_id[dup["kept"]], pa.int64()),
-        pa.array(dup["kind"].astype(str), pa.string()),
+        _strings(["exact", "near"], dup["near"].astype(np.int8)),
         pa.array(dup["similarity"], pa.float64()),
         pa.array(layout.first_id[dup["cluster"]], pa.int64()),
         pc.if_else(pa.array(exact, pa.bool_()), hashes, pa.nulls(len(hashes), pa.string())),

@@ -138,7 +138,9 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
             p["prefix_preserving"]]
         for p in manifest.get("probes", []) if p.get("format") == "chat_template"))
     stages = ", ".join(
-        f"{r['name']} {r['rows_in']:,}" + (f" -> {r['rows_out']:,}" if r["rows_out"] != r["rows_in"] else "")
+        f"{r['name']} {r['rows_in']:,}" + (f" -> {r['rows_out']:,} ("
+                                           + ", ".join(f"{k} {v:,}" for k, v in r["rejected_by_reason"].items())
+                                           + ")" if r["rows_out"] != r["rows_in"] else "")
         for r in manifest.get("stages", []))
     return [
         *([f"templates: {probes}"] if probes else []),

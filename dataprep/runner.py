@@ -40,7 +40,7 @@ class Removed:
 
     dup_rows: list[np.ndarray] = field(default_factory=list)
     dup_kept: list[np.ndarray] = field(default_factory=list)
-    dup_kind: list[np.ndarray] = field(default_factory=list)
+    dup_near: list[np.ndarray] = field(default_factory=list)  # kind: near (True) or exact
     dup_similarity: list[np.ndarray] = field(default_factory=list)
     dup_cluster: list[np.ndarray] = field(default_factory=list)
     quarantined: list[dict[str, np.ndarray]] = field(default_factory=list)  # rows, message, field, original
@@ -48,12 +48,12 @@ class Removed:
     def duplicates(self) -> dict[str, np.ndarray]:
         """Columns sorted by table row."""
         if not self.dup_rows:
-            return {"rows": np.zeros(0, np.int64), "kept": np.zeros(0, np.int64), "kind": np.zeros(0, object),
+            return {"rows": np.zeros(0, np.int64), "kept": np.zeros(0, np.int64), "near": np.zeros(0, bool),
                     "similarity": np.zeros(0), "cluster": np.zeros(0, np.int64)}
         rows = np.concatenate(self.dup_rows)
         order = np.argsort(rows, kind="stable")
         return {"rows": rows[order], "kept": np.concatenate(self.dup_kept)[order],
-                "kind": np.concatenate(self.dup_kind)[order],
+                "near": np.concatenate(self.dup_near)[order],
                 "similarity": np.concatenate(self.dup_similarity)[order],
                 "cluster": np.concatenate(self.dup_cluster)[order]}
 
@@ -120,10 +120,10 @@ def _record_duplicates(removed: Removed, r: Rejected, rows: np.ndarray, reasons:
         raise ValueError(f"stage {name}: duplicates need audit['kept_sample_id']")
     n = len(rows)
     kept = np.asarray(r.audit["kept_sample_id"], dtype=np.int64)
-    default_kind = np.where(reasons == str(Reason.duplicate), "exact", "near").astype(object)
+    near = np.asarray(r.audit["kind"]) == "near" if "kind" in r.audit else reasons != str(Reason.duplicate)
     removed.dup_rows.append(rows)
     removed.dup_kept.append(kept)
-    removed.dup_kind.append(np.asarray(r.audit["kind"], dtype=object) if "kind" in r.audit else default_kind)
+    removed.dup_near.append(np.broadcast_to(near, (n,)).copy())
     removed.dup_similarity.append(np.asarray(r.audit.get("similarity", np.ones(n)), dtype=np.float64))
     removed.dup_cluster.append(np.asarray(r.audit.get("cluster_id", kept), dtype=np.int64))
 
