@@ -45,10 +45,13 @@ def cut_rows(offset: np.ndarray, length: np.ndarray, completion: np.ndarray, pre
     form one stream; a document's pieces end where the stream crosses a multiple of sequence_len."""
     n = len(length)
     length = length.astype(np.int64)
+    big = completion & (length > sequence_len)
+    if not pretrain.any() and not big.any():  # nothing to cut (supervised data): one piece per row
+        return Pieces(np.arange(n), offset.astype(np.int64), offset + length, np.full(n, -1, np.int64),
+                      np.zeros(n, bool))
     stream_start = np.zeros(n, np.int64)
     stream_start[pretrain] = np.cumsum(length[pretrain]) - length[pretrain]
     count = np.ones(n, np.int64)
-    big = completion & (length > sequence_len)
     count[big] = -(-length[big] // sequence_len)
     count[pretrain] = -(-(stream_start[pretrain] + length[pretrain]) // sequence_len) - (
         stream_start[pretrain] // sequence_len)

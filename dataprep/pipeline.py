@@ -46,7 +46,7 @@ from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.rowpass import BATCH_SIZE, read_rows
 from dataprep.runner import run_stages
-from dataprep.shards import Placement, Samples, ShardInfo, sha256_file, write_split
+from dataprep.shards import Placement, Samples, ShardInfo, SpillReader, sha256_file, write_split
 from dataprep.table import KEPT
 from dataprep.transform import RowProcessor, tokenizer_for
 from schemas.config import TRAINER_KEYS, Config
@@ -280,7 +280,8 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     if not (table.columns["status"] == KEPT).any():
         raise PrepareError("no row was kept after the stages: see the summary above; nothing to train on")
     pieces = layout.pieces
-    samples = Samples(layout.sample_ids, pieces.start, pieces.end, pieces.chunk >= 0, table.ids, table.labels)
+    samples = Samples(layout.sample_ids, pieces.start, pieces.end, pieces.chunk >= 0,
+                      SpillReader(work / "ids.bin", work / "labels.bin"))
     placement = Placement.empty(len(pieces))
     shards: list[ShardInfo] = []
     with timer("write") as stage, progress.bar("write", total=len(layout.rows)) as bar:

@@ -1,13 +1,14 @@
 """Token spill and shard writing.
 
 Kept rows' ids and labels are appended to two flat int32 files as they are produced (TokenSpill), so
-memory does not grow with the dataset; the writer then reads the samples back as token ranges through np.memmap
+memory does not grow with the dataset; the writer then reads the samples back as token ranges (SpillReader, pread)
 and writes Arrow IPC shards (schemas/shard.py) of at most `SHARD_TOKENS` tokens each.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,38 @@ class TokenSpill:
                 np.memmap(self.labels_path, dtype=np.int32, mode="r", shape=(self.total,)))
 
 
+class SpillReader:
+    """Reads token ranges of the spill with pread, not through a memory map: packed rows take samples from all
+    over the spill, and every page a map touches (with the kernel's fault-around, 64 KB per touch) would count
+    in this process's RSS until the map is gone (a 1M-row run: the whole ~300 MB spill)."""
+
+    def __init__(self, ids_path: Path, labels_path: Path):
+        self.paths = (ids_path, labels_path)
+
+    def gather(self, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, labels) of the token ranges [start, end), back to back; adjacent ranges are read at once."""
+        lengths = end - start
+        total = int(lengths.sum())
+        out = (np.empty(total, np.int32), np.empty(total, np.int32))
+        if total == 0:
+            return out
+        cut = np.flatnonzero(start[1:] != end[:-1]) + 1  # runs of ranges that follow each other in the spill
+        first, last = np.concatenate([[0], cut]), np.concatenate([cut, [len(start)]]) - 1
+        run_start, run_end = start[first], end[last]
+        at = np.concatenate([[0], np.cumsum(run_end - run_start)])
+        for path, array in zip(self.paths, out, strict=True):
+            view = memoryview(array).cast("B")
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                for a, b, o in zip(run_start.tolist(), run_end.tolist(), at.tolist(), strict=False):
+                    n = (b - a) * 4
+                    if os.preadv(fd, [view[o * 4:o * 4 + n]], a * 4) != n:
+                        raise OSError(f"{path}: the token spill is shorter than expected (was it modified?)")
+            finally:
+                os.close(fd)
+        return out
+
+
 @dataclass
 class ShardInfo:
     file: str
@@ -104,8 +137,7 @@ class Samples:
     start: np.ndarray
     end: np.ndarray
     mask_first: np.ndarray
-    ids: np.ndarray  # the spill (memmaps)
-    labels: np.ndarray
+    spill: SpillReader
 
 
 def write_split(out_dir: Path, split: str, rows: Rows, samples: Samples, placement: Placement) -> list[ShardInfo]:
@@ -145,27 +177,26 @@ def _batch(order: np.ndarray, first: np.ndarray, first_row: int, shard_index: in
     seg_start, seg_len = samples.start[order], samples.end[order] - samples.start[order]
     bounds = np.concatenate([[0], np.cumsum(seg_len)])  # sample boundaries in this batch's flat arrays
     row_offsets = bounds[first]  # token offset of each row
-    flat = np.repeat(seg_start - bounds[:-1], seg_len) + np.arange(bounds[-1])
-    positions = np.arange(len(flat)) - np.repeat(bounds[:-1], seg_len)
+    ids, row_labels = samples.spill.gather(seg_start, seg_start + seg_len)
+    positions = np.arange(len(ids)) - np.repeat(bounds[:-1], seg_len)
     # cu_seqlens of row r: the sample boundaries from its first sample to its end, relative to its start.
     cu = np.concatenate([bounds[first[r]:first[r + 1] + 1] - row_offsets[r] for r in range(n_rows)])
     cu_offsets = first + np.arange(n_rows + 1)
-    row_labels = np.asarray(samples.labels[flat])
     row_labels[bounds[:-1][samples.mask_first[order]]] = IGNORE_INDEX
     trained_tokens = row_labels != IGNORE_INDEX
-    trained = np.add.reduceat(trained_tokens, row_offsets[:-1]) if len(flat) else per_row * 0
+    trained = np.add.reduceat(trained_tokens, row_offsets[:-1]) if len(ids) else per_row * 0
 
     placement.shard[order] = shard_index
     placement.shard_row[order] = first_row + np.repeat(np.arange(n_rows), per_row)
     placement.row_offset[order] = bounds[:-1] - np.repeat(row_offsets[:-1], per_row)
-    if len(flat):
+    if len(ids):
         placement.trainable[order] = np.add.reduceat(trained_tokens, bounds[:-1])
 
     def lists(values: np.ndarray, offs: np.ndarray, kind: pa.DataType) -> pa.ListArray:
         return pa.ListArray.from_arrays(pa.array(offs.astype(np.int32)), pa.array(values, kind))
 
     return pa.RecordBatch.from_arrays([
-        lists(samples.ids[flat], row_offsets, pa.int32()),
+        lists(ids, row_offsets, pa.int32()),
         lists(row_labels, row_offsets, pa.int32()),
         lists(positions.astype(np.int32), row_offsets, pa.int32()),
         lists(cu.astype(np.int32), cu_offsets, pa.int32()),

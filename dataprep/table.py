@@ -1,8 +1,9 @@
 """The sample table: what the row pass produced, one row per input row, as fixed-width columns.
 
 The row pass (parse -> format -> render -> tokenize, transform.py) hands each batch's RowResults to
-`TableBuilder.add`, which appends them as numpy columns and the kept rows' tokens to the spill (two flat int32
-files in `_work/`). Nothing per row is held as a Python object for the run: about 60 bytes of numpy per row.
+`TableBuilder.add`, which appends them as fixed-width columns to one file per column (`_work/table/`) and the
+kept rows' tokens to the spill (two flat int32 files in `_work/`): the row pass holds nothing per row. The
+stages then get the columns as numpy arrays, about 60 bytes per row; nothing per row is a Python object.
 The stages after it (stage.py) read the table; the runner writes samples.parquet and the accounting from it.
 
 Columns (`table.columns[name]`, index = table row = input order over all datasets):
@@ -118,7 +119,7 @@ class View:
 class TableBuilder:
     work: Path
     reasons: list[str] = field(default_factory=list)
-    _parts: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in _DTYPES})
+    _files: dict[str, Any] = field(default_factory=dict)
     _extra: dict[str, ipc.RecordBatchFileWriter] = field(default_factory=dict)
     _extra_types: dict[str, pa.DataType] = field(default_factory=dict)
     rows: int = 0
@@ -126,6 +127,10 @@ class TableBuilder:
     def __post_init__(self) -> None:
         self.spill = TokenSpill(self.work)
         (self.work / "extra").mkdir(exist_ok=True)
+        (self.work / "table").mkdir(exist_ok=True)
+        # Each batch's columns go to one file per column at once: small arrays kept alive for the whole row pass
+        # would pin heap memory between the batches' short-lived objects, and RSS would grow with the rows.
+        self._files = {k: open(self.work / "table" / f"{k}.bin", "wb") for k in _DTYPES}  # noqa: SIM115
 
     def add(self, dataset_index: int, source: int, results: list[Any]) -> int:
         """Append one batch's RowResults (transform.py); returns the table row of the first."""
@@ -150,7 +155,7 @@ class TableBuilder:
             for key, value in (r.extra or {}).items():
                 extra.setdefault(key, []).append((first + i, value))
         for k, v in cols.items():
-            self._parts[k].append(v)
+            self._files[k].write(v.tobytes())
         for key, pairs in extra.items():
             self._write_extra(key, pairs)
         self.rows += n
@@ -176,6 +181,8 @@ class TableBuilder:
         for writer in self._extra.values():
             writer.close()
         ids, labels = self.spill.finish()
-        columns = {k: np.concatenate(parts) if parts else np.zeros(0, _DTYPES[k]) for k, parts in self._parts.items()}
-        self._parts.clear()
+        columns = {}
+        for k, f in self._files.items():
+            f.close()
+            columns[k] = np.fromfile(self.work / "table" / f"{k}.bin", dtype=_DTYPES[k])
         return SampleTable(columns, self.reasons, ids, labels, self.work / "extra")
