@@ -28,7 +28,11 @@ from dataprep.table import KEPT, STATUSES, SampleTable
 from schemas.reasons import Reason, Status
 from schemas.shard import DUPLICATES_SCHEMA, KINDS, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
 
-BLOCK = 1 << 15  # rows per block while writing the tables: memory stays flat with the row count
+# samples.parquet's column types as they have always been on disk (Polars wrote it: large strings, every column
+# nullable), so readers see the same table as before the sample table; SAMPLES_SCHEMA names the columns.
+SAMPLES_FILE_SCHEMA = pa.schema([pa.field(f.name, pa.large_string() if f.type == pa.string() else f.type)
+                                 for f in SAMPLES_SCHEMA])
+BLOCK = 1 << 16  # rows per block while writing the tables: memory stays flat with the row count
 
 
 def _strings(values: list[str | None], codes: np.ndarray) -> pa.Array:
@@ -50,8 +54,8 @@ def write_samples(path: Path, table: SampleTable, layout: Layout, placement: Pla
     dup_of[dup["rows"]] = layout.first_id[dup["kept"]]
     reasons = [*table.reasons, None]
     statuses = [str(s) for s in STATUSES]
-    work = path.parent / "_work" / "samples.parquet"
-    with pq.ParquetWriter(work, SAMPLES_SCHEMA) as writer:
+    # pyarrow, a block at a time (one row group each): Polars' sink_parquet read a whole 1M-row file at once.
+    with pq.ParquetWriter(path, SAMPLES_FILE_SCHEMA, compression="zstd") as writer:
         for lo in range(0, len(table), BLOCK):
             hi = min(lo + BLOCK, len(table))
             t = np.repeat(np.arange(lo, hi), layout.count[lo:hi])
@@ -90,9 +94,7 @@ def write_samples(path: Path, table: SampleTable, layout: Layout, placement: Pla
                 _nullable(layout.pieces.chunk[p] if len(layout.pieces) else np.zeros(len(t)), chunked, pa.int32()),
                 _strings(list(KINDS), c["kind"][t]),
             ], schema=SAMPLES_SCHEMA)
-            writer.write_batch(batch)
-    # Through Polars, as before the sample table: the same file layout for the same rows.
-    pl.scan_parquet(work).sink_parquet(path)
+            writer.write_batch(batch.cast(SAMPLES_FILE_SCHEMA))
 
 
 def hex_hashes(hashes: np.ndarray) -> pl.Series:
