@@ -2,15 +2,19 @@
 
 numpy only (no Polars, no I/O), so each step is tested on arrays; dataprep/near_dedup.py runs it as a stage.
 
-    text ──normalise──> words ──ngram──> shingles ──sha1_32, fmix32──> h ──(a_k·h + b_k) mod 2^32, min──> sig[k]
+    text ─normalise─> words ─ngram─> shingles ─hash32─> h ─fmix32─> (a_k·h + b_k) mod 2^32 ─min─> sig[k]
 
-Signatures are datasketch's (>= 2.0, its default `affine32` scheme), reproduced in numpy and tested equal to
-`datasketch.MinHash(num_perm, seed=1).hashvalues` after `update_batch(shingles)`: each shingle's UTF-8 bytes are
-hashed with the first 4 bytes of SHA-1 (little-endian), pre-mixed with MurmurHash3's 32-bit finalizer, then
-permuted by h -> a_k·h + b_k in uint32 (the wraparound is the mod 2^32; a_k odd makes it a bijection), with a_k,
-b_k drawn from numpy's RandomState(seed) exactly as datasketch draws them. The share of equal positions of two
-signatures estimates the Jaccard similarity of the two shingle sets (standard error sqrt(J(1-J)/num_perm):
-0.035 at J=0.8 with 128 permutations).
+Signatures are datasketch's MinHash (>= 2.0, its default `affine32` scheme) with one change, the 32-bit hash
+of a shingle: datasketch's default (the first 4 bytes of its SHA-1) costs ~1.5 µs a shingle in Python, more
+than everything else together, so the shingle's UTF-8 bytes are hashed instead as a polynomial mod 2^64
+(`hash32`), computed for a whole batch at once from prefix sums over one byte buffer (~0.1 µs a shingle).
+Everything after it is datasketch's: MurmurHash3's fmix32 pre-mix, then h -> a_k·h + b_k in uint32 (the
+wraparound is the mod 2^32; a_k odd makes it a bijection) with a_k, b_k drawn from numpy's RandomState(seed)
+as datasketch draws them. tests/dataprep/test_minhash.py checks both halves: `signatures` equals
+`datasketch.MinHash(num_perm, seed=1, hashfunc=hash32).hashvalues` bit for bit, and its Jaccard estimates
+agree with those of datasketch's default SHA-1 MinHash and with exact Jaccard. The share of equal positions
+of two signatures estimates the Jaccard similarity of the two shingle sets (standard error
+sqrt(J(1-J)/num_perm): 0.035 at J=0.8 with 128 permutations).
 
 LSH banding: the num_perm positions are cut into `bands` bands of `rows` positions; two samples are candidates
 when all `rows` values of at least one band are equal. For a pair of Jaccard similarity s that happens with
@@ -18,26 +22,23 @@ probability
 
     P(candidate | s) = 1 - (1 - s^rows)^bands                                   (the S-curve)
 
-(bands, rows) are chosen as datasketch's `_optimal_param` does: among bands·rows <= num_perm, the pair that
-minimises the area above the curve left of the threshold (false positives, ∫0^t P ds) plus the area below it
-right of the threshold (false negatives, ∫t^1 1-P ds), with equal weights. Both integrands are polynomials in s
-of degree rows·bands <= num_perm, so Gauss-Legendre quadrature with num_perm/2+1 nodes is exact (scipy's quad,
-which datasketch uses, is not needed). threshold 0.8, num_perm 128 gives bands 9, rows 13: P = 0.5 at s ≈ 0.83,
-P > 0.97 from s = 0.9, P < 0.01 below s = 0.63. Candidates are then verified: the estimated Jaccard of the
-two signatures must be >= threshold.
+(bands, rows) minimise, as datasketch's `_optimal_param` does, the weighted area above the curve left of the
+threshold (false positives, ∫0^t P ds) plus the area below it right of the threshold (false negatives,
+∫t^1 1-P ds), over bands·rows <= num_perm. Both integrands are polynomials in s of degree rows·bands <= num_perm,
+so Gauss-Legendre quadrature with num_perm/2+1 nodes is exact (scipy's quad, which datasketch uses, is not
+needed). Candidates are verified (estimated Jaccard >= threshold), so a false positive of the bands costs one
+signature comparison while a false negative loses a duplicate for good: the stage weighs them LSH_WEIGHTS.
 
-Clusters: verified pairs are edges; connected components (union-find, vectorised: each root hooks to the
-smallest root it touches, then paths are compressed, until no edge joins two roots) make transitive duplicates
-one cluster (A~B and B~C put A, B, C together even when A≁C). One sample per cluster is kept by the `keep`
-rule; every other one points at it. Everything is sorted by sample position, so the result depends only on
+Clusters: verified pairs are edges; connected components (union-find, vectorised: each root hooks under the
+smallest root an edge gives it, then paths are compressed, until no edge joins two roots) make transitive
+duplicates one cluster (A~B and B~C put A, B, C together even when A≁C). One sample per cluster is kept by the
+`keep` rule; every other one points at it. Everything is ordered by row position, so the result depends only on
 the signatures and their order, never on how many workers computed them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,10 +46,13 @@ import numpy as np
 
 SEED = 1  # datasketch.MinHash's default seed
 MAX_HASH = np.uint32(0xFFFFFFFF)  # a position no shingle reached: every position of an empty text
-IMPLEMENTATION = "numpy MinHash, datasketch-compatible hashing (affine32: sha1_hash32, fmix32, a*h+b mod 2^32), seed 1"
+IMPLEMENTATION = ("numpy MinHash: datasketch affine32 permutations (fmix32, a*h+b mod 2^32, RandomState seed 1) "
+                  "over hash32, a polynomial hash of the shingle bytes mod 2^64")
 # A bucket of more near-identical samples than this compares each with its WINDOW predecessors (in sample
 # order) instead of all k(k-1)/2 pairs: chains still join them into one cluster, at O(k·WINDOW) cost.
 WINDOW = 64
+# (false positive, false negative) weights of the S-curve areas (see the module docstring).
+LSH_WEIGHTS = (0.1, 0.9)
 PAIR_CHUNK = 1 << 16  # candidate pairs verified per step: 2 x 64k x num_perm x 4 bytes = 64 MB at 128
 
 Keep = Literal["first", "longest", "most_trained"]
@@ -167,11 +171,14 @@ def signatures(texts: list[str], num_perm: int, ngram: int, seed: int = SEED) ->
     h = fmix32(h)
     starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
     a, b = permutations(num_perm, seed)
-    column = np.empty(len(present), dtype=np.uint32)
+    by_perm = np.empty((num_perm, len(present)), dtype=np.uint32)
+    permuted = np.empty_like(h)
     for k in range(num_perm):
-        # reduceat over a contiguous vector per permutation: ~4x faster than one (shingles, num_perm) block.
-        np.minimum.reduceat(h * a[k] + b[k], starts, out=column)
-        out[present, k] = column
+        # one contiguous vector per permutation: ~4x faster than a (shingles, num_perm) block
+        np.multiply(h, a[k], out=permuted)
+        permuted += b[k]
+        np.minimum.reduceat(permuted, starts, out=by_perm[k])
+    out[present] = by_perm.T
     return out
 
 
@@ -211,6 +218,11 @@ def optimal_params(threshold: float, num_perm: int, false_positive_weight: float
              + false_negative_weight * integral(threshold, 1.0, True))
     b, r = pairs[int(np.argmin(error))]  # argmin takes the first minimum: datasketch's loop order (b, then r)
     return int(b), int(r)
+
+
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) the stage uses: optimal_params with LSH_WEIGHTS."""
+    return optimal_params(threshold, num_perm, *LSH_WEIGHTS)
 
 
 # ---- banding -> candidate pairs
