@@ -65,7 +65,7 @@ def generate(path: Path, rows: int, seed: int) -> None:
             writer.write_table(pa.table({
                 "input_ids": pa.ListArray.from_arrays(pa.array(offs), pa.array(np.concatenate(pieces))),
                 "labels": pa.ListArray.from_arrays(pa.array(offs), pa.array(np.concatenate(labels))),
-            }, schema=schema))
+            }, schema=schema), row_group_size=10_000)  # the loader reads a row group at a time
     tmp.rename(path)
 
 
@@ -110,7 +110,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for rows in [int(r) for r in args.rows.split(",")]:
-        data = args.out / f"rows-{rows}-seed-{args.seed}.parquet"
+        data = args.out / f"rows-{rows}-seed-{args.seed}-v2.parquet"
         if not data.exists():
             t = time.perf_counter()
             generate(data, rows, args.seed)

@@ -28,7 +28,7 @@ from dataprep.table import KEPT, STATUSES, SampleTable
 from schemas.reasons import Reason, Status
 from schemas.shard import DUPLICATES_SCHEMA, KINDS, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
 
-BLOCK = 1 << 17  # rows per block while writing the tables: memory stays flat with the row count
+BLOCK = 1 << 15  # rows per block while writing the tables: memory stays flat with the row count
 
 
 def _strings(values: list[str | None], codes: np.ndarray) -> pa.Array:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -65,7 +66,7 @@ def pack_best_fit(lengths: np.ndarray, sample_ids: np.ndarray, capacity: int) ->
     # best fit is one bisect away. Within a room value the oldest row wins (heap of row numbers).
     by_room: dict[int, list[int]] = {}
     rooms: list[int] = []
-    for pos, size in enumerate(lengths[order].tolist()):
+    for pos, size in _each(lengths[order]):
         if size > capacity:
             raise ValueError(f"sample of {size} tokens does not fit sequence_len {capacity}")
         at = bisect.bisect_left(rooms, size)
@@ -86,6 +87,12 @@ def pack_best_fit(lengths: np.ndarray, sample_ids: np.ndarray, capacity: int) ->
                 bisect.insort(rooms, left)
             heapq.heappush(by_room[left], row)
     return Rows(order[np.argsort(row_of, kind="stable")], _bounds(np.bincount(row_of, minlength=n_rows)))
+
+
+def _each(values: np.ndarray, block: int = 1 << 16) -> Iterator[tuple[int, int]]:
+    """(position, value) as Python ints, a block at a time: no list as long as the dataset."""
+    for lo in range(0, len(values), block):
+        yield from enumerate(values[lo:lo + block].tolist(), start=lo)
 
 
 def one_per_row(sample_ids: np.ndarray) -> Rows:

@@ -94,15 +94,19 @@ def _apply(table: SampleTable, view: View, outcome: Outcome, removed: Removed, n
             raise ValueError(f"stage {name}: a sample is rejected more than once")
         done[at] = True
         rows = view.rows[at]
-        reasons = r.reasons()
-        names, inverse, counts = np.unique(reasons.astype(str), return_inverse=True, return_counts=True)
-        codes = np.array([table.reason_code(str(n)) for n in names], np.int16)
         table.columns["status"][rows] = STATUS_CODE[r.status]
-        table.columns["reason"][rows] = codes[inverse.reshape(-1)]
-        for n, c in zip(names.tolist(), counts.tolist(), strict=True):
-            by_reason[n] = by_reason.get(n, 0) + c
+        if isinstance(r.reason, str):  # one reason for all: no array of strings as long as the rejections
+            table.columns["reason"][rows] = table.reason_code(r.reason)
+            by_reason[r.reason] = by_reason.get(r.reason, 0) + len(rows)
+        else:
+            names, inverse, counts = np.unique(np.asarray(r.reason).astype(str), return_inverse=True,
+                                               return_counts=True)
+            codes = np.array([table.reason_code(str(n)) for n in names], np.int16)
+            table.columns["reason"][rows] = codes[inverse.reshape(-1)]
+            for n, c in zip(names.tolist(), counts.tolist(), strict=True):
+                by_reason[n] = by_reason.get(n, 0) + c
         if r.status is Status.duplicate:
-            _record_duplicates(removed, r, rows, reasons, name)
+            _record_duplicates(removed, r, rows, name)
         elif r.status is Status.quarantined:
             removed.quarantined.append({"rows": rows, "message": _per_row(r.message, len(at), f"removed by {name}"),
                                         "field": _per_row(r.audit.get("field"), len(at), None),
@@ -117,12 +121,16 @@ def _apply(table: SampleTable, view: View, outcome: Outcome, removed: Removed, n
     return dict(sorted(by_reason.items()))
 
 
-def _record_duplicates(removed: Removed, r: Rejected, rows: np.ndarray, reasons: np.ndarray, name: str) -> None:
+def _record_duplicates(removed: Removed, r: Rejected, rows: np.ndarray, name: str) -> None:
     if "kept_sample_id" not in r.audit:
         raise ValueError(f"stage {name}: duplicates need audit['kept_sample_id']")
     n = len(rows)
     kept = np.asarray(r.audit["kept_sample_id"], dtype=np.int64)
-    near = np.asarray(r.audit["kind"]) == "near" if "kind" in r.audit else reasons != str(Reason.duplicate)
+    if "kind" in r.audit:
+        near = np.asarray(r.audit["kind"]) == "near"
+    else:
+        near = (r.reason != str(Reason.duplicate) if isinstance(r.reason, str)
+                else np.asarray(r.reason).astype(str) != str(Reason.duplicate))
     removed.dup_rows.append(rows)
     removed.dup_kept.append(kept)
     removed.dup_near.append(np.broadcast_to(near, (n,)).copy())

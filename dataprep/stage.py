@@ -62,12 +62,6 @@ class Rejected:
     message: str | np.ndarray | None = None
     audit: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def reasons(self) -> np.ndarray:
-        """One reason string per rejected sample."""
-        if isinstance(self.reason, str):
-            return np.full(len(self.rows), self.reason, dtype=object)
-        return np.asarray(self.reason, dtype=object)
-
 
 @dataclass
 class Outcome:
