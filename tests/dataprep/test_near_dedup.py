@@ -193,3 +193,29 @@ def test_unknown_field_is_a_config_error(tmp_path: Path) -> None:
                          cwd=ROOT)
     assert run.returncode == 2 and "'answer' is not a field of any dataset here" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(("ds", "record", "fields", "expected"), [
+    ({"type": "chat_template"}, {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                                              {"role": "assistant", "content": "A"}]}, ["all"], "S\nU\nA"),
+    ({"type": "chat_template"}, {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                                              {"role": "assistant", "content": "A"}]}, ["user", "assistant"], "U\nA"),
+    ({"type": "alpaca"}, {"instruction": "I", "input": "X", "output": "O"}, ["all"], "I\nX\nO"),
+    ({"type": "alpaca"}, {"instruction": "I", "input": "X", "output": "O"}, ["output"], "O"),
+    ({"type": "alpaca_w_system"}, {"system": "S", "instruction": "I", "output": "O"}, ["system", "instruction"],
+     "S\nI"),
+    ({"type": {"field_instruction": "q", "field_output": "a", "field_input": None, "field_system": None}},
+     {"q": "Q", "a": "A"}, ["a"], "A"),
+    ({"type": "input_output"}, {"segments": [{"text": "P", "label": False}, {"text": "R"}]}, ["output"], "R"),
+    ({"type": "completion", "field": "body"}, {"body": "B"}, ["body"], "B"),
+    ({}, {"input_ids": [5, 6, 7]}, ["all"], "5 6 7"),
+])
+def test_dedup_text_per_type(ds: dict[str, Any], record: dict[str, Any], fields: list[str], expected: str) -> None:
+    """The text each dataset type compares (dataprep/dedup_text.py); never the prompt template's own words."""
+    from dataprep.dedup_text import dedup_text
+    from dataprep.formats import to_sample
+
+    cfg = config_from_dict({"tokenizer_config": "x", "datasets": [{"path": "x", **ds}],
+                            "dataset_near_deduplication": {"fields": fields}})
+    ds_cfg = cfg.datasets[0]
+    assert dedup_text(record, to_sample(record, ds_cfg, False, "</s>"), ds_cfg, fields) == expected
