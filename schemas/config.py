@@ -422,7 +422,9 @@ class Config(_Model):
         if self.dataset_near_deduplication is not None:
             from dataprep.dedup_text import field_problems  # dataprep's formats import this module
 
-            problems = field_problems(self.datasets, self.dataset_near_deduplication.fields)
+            # pretraining_dataset entries join `datasets` in a later validator
+            datasets = [*self.datasets, *(p.as_dataset() for p in self.pretraining_dataset or [])]
+            problems = field_problems(datasets, self.dataset_near_deduplication.fields)
             if problems:
                 raise ValueError("; ".join(problems))
         return self

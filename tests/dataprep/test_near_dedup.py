@@ -187,6 +187,9 @@ def test_unknown_field_is_a_config_error(tmp_path: Path) -> None:
     chat_and_alpaca = {**base, "datasets": [*base["datasets"], {"path": "b.jsonl", "type": "chat_template"}]}
     with pytest.raises(ConfigError, match=r"none of user applies to datasets\[0\] \(a.jsonl, type alpaca\)"):
         config_from_dict({**chat_and_alpaca, "dataset_near_deduplication": {"fields": ["user"]}})
+    pretrain = config_from_dict({"tokenizer_config": "x", "pretraining_dataset": "p.jsonl",
+                                 "dataset_near_deduplication": {"fields": ["text"]}})
+    assert pretrain.datasets[0].type == "pretrain"  # its text column is a field too
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(json.dumps({**base, "dataset_near_deduplication": {"fields": ["answer"]}}))
     run = subprocess.run([sys.executable, "-m", "dataprep.cli", "prepare", str(cfg)], capture_output=True, text=True,
