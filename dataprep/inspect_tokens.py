@@ -35,6 +35,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from dataprep.near_dedup_report import cluster_note
 from dataprep.query import QueryError, Vocab, open_dir, read_manifest, tokenizer_file
 from dataprep.report import escape_controls
 from dataprep.shards import ShardPathError, shard_path
@@ -118,6 +119,8 @@ def find_sample(prepared: Path, sample_id: int) -> dict[str, Any]:
         raise InspectError(f"no sample {sample_id}; sample ids are 0-{last}")
     rec: dict[str, Any] = found.row(0, named=True)
     where = f"{rec['source_file']}:{rec['source_row']}"
+    if rec["status"] == "duplicate" and (note := cluster_note(prepared, sample_id)) is not None:
+        raise InspectError(f"{note} ({where}); it was not packed: see --sample {rec['duplicate_of']}")
     if rec["status"] == "duplicate":
         raise InspectError(f"sample {sample_id} ({where}) is a duplicate of sample {rec['duplicate_of']} and was "
                            f"not packed; its tokens are those of --sample {rec['duplicate_of']}")
@@ -323,5 +326,7 @@ def build(prepared: Path, row: int | None = None, shard: str | None = None, samp
     else:
         shard_file, row_index = resolve_shard(manifest, shard), row or 0
     packed = read_row(prepared, shard_file, row_index)
-    return render(packed, Vocab(tokenizer_file(prepared)), plain, only=sample,
-                  sequence_len=manifest.get("stats", {}).get("sequence_len"))
+    lines = render(packed, Vocab(tokenizer_file(prepared)), plain, only=sample,
+                   sequence_len=manifest.get("stats", {}).get("sequence_len"))
+    note = cluster_note(prepared, sample) if sample is not None else None
+    return lines if note is None else [[(note, "bold")], *lines]

@@ -41,6 +41,7 @@ from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.layout import SplitError
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, read_batches
+from dataprep.near_dedup import near_dedup_settings
 from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
@@ -352,6 +353,7 @@ def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], s
         "shards": [asdict(s) for s in shards],
         "accounting": counts["accounting"],
         "stages": stages,
+        **({"near_deduplication": near.record()} if (near := near_dedup_settings(cfg)) else {}),
         "stats": {
             "by_reason": counts["by_reason"],
             "per_dataset": counts["per_dataset"],

@@ -19,6 +19,7 @@ import numpy as np
 
 from dataprep.dedup import exact_dedup, exact_dedup_settings
 from dataprep.layout import Layout, layout_settings, pack, split
+from dataprep.near_dedup import near_dedup, near_dedup_settings
 from dataprep.report import StageTimer
 from dataprep.stage import Outcome, Rejected, Stage
 from dataprep.table import STATUS_CODE, SampleTable, View
@@ -27,6 +28,7 @@ from schemas.reasons import Reason, Status
 
 STAGES: list[Stage] = [
     Stage("exact_dedup", exact_dedup, exact_dedup_settings),
+    Stage("near_dedup", near_dedup, near_dedup_settings),
     # near_dedup, filters, decontaminate, mix: here, in this order
     Stage("split", split, layout_settings),
     Stage("pack", pack, layout_settings),

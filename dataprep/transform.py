@@ -32,6 +32,7 @@ import numpy as np
 from dataprep.encode import TokenizerInfo, encode, encode_parts, load_tokenizer
 from dataprep.formats import Chat, RowError, Segments, Tokens, parse, to_sample
 from dataprep.load import RawRow, Unreadable
+from dataprep.near_dedup import Signer
 from dataprep.render import ChatRenderer, Rendered, compile_template, render_segments
 from schemas.config import Config
 from schemas.reasons import Reason, Status
@@ -83,6 +84,8 @@ class RowProcessor:
             template = compile_template(template_text, datetime.date.fromisoformat(cfg.chat_template_date))
             self.chat = ChatRenderer(template, tok.variables, tok.specials, self.ds.train_on_eos,
                                      cfg.train_on_inputs, self.ds.train_on_eot, cfg.eot_tokens)
+        # near-dedup: each kept row's MinHash signature, from the text its `fields` select (near_dedup.py)
+        self.signer = Signer(cfg, self.ds) if cfg.dataset_near_deduplication is not None else None
         self.chunked = self.ds.type in ("completion", "pretrain")
         self.token_limit = cfg.sequence_len * (MAX_CHUNKS if self.chunked else 1)
         self.text_limit = text_limit(tok, cfg.sequence_len) * (CHUNK_TEXT_FACTOR if self.chunked else 1)
@@ -103,9 +106,10 @@ class RowProcessor:
     def _process(self, batch: list[RawRow]) -> list[RowResult]:
         results: list[RowResult] = []
         pending: list[tuple[RowResult, Rendered]] = []
+        texts: list[tuple[RowResult, str]] = []  # near-dedup text of each row that may be kept
         for raw in batch:
             try:
-                result = self._prepare(raw, pending)
+                result = self._prepare(raw, pending, texts)
             except RowError as e:
                 result = RowResult(raw.source_row, Status.quarantined, e.reason, e.field, _clean(e.message),
                                    original=_original(raw.payload))
@@ -121,11 +125,17 @@ class RowProcessor:
         for result, raw in zip(results, batch, strict=True):
             if result.status is Status.kept:
                 self._check_length(result, raw)
+        if self.signer is not None:
+            kept = [(r, text) for r, text in texts if r.status is Status.kept]
+            self.signer.sign([r for r, _ in kept], [text for _, text in kept])
         return results
 
-    def _prepare(self, raw: RawRow, pending: list[tuple[RowResult, Rendered]]) -> RowResult:
-        """parse -> format -> length bound -> render (queued in `pending` for the batch's tokenizer call)."""
-        sample = to_sample(parse(raw.payload), self.ds, self.cfg.train_on_inputs, self.tok.eos_text)
+    def _prepare(self, raw: RawRow, pending: list[tuple[RowResult, Rendered]],
+                 texts: list[tuple[RowResult, str]]) -> RowResult:
+        """parse -> format -> length bound -> render (queued in `pending` for the batch's tokenizer call); the
+        near-dedup text goes to `texts`."""
+        record = parse(raw.payload)
+        sample = to_sample(record, self.ds, self.cfg.train_on_inputs, self.tok.eos_text)
         chars = _text_chars(sample)
         drop = self.cfg.excess_length_strategy != "truncate"  # raise: the run stops on the first too_long row
         if chars > self.text_limit and drop:
@@ -135,6 +145,8 @@ class RowProcessor:
                 f"most {per_token} characters; limit {self.text_limit:,} with a x{TEXT_MARGIN} margin): dropped "
                 "before tokenizing"))
         result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
+        if self.signer is not None:
+            texts.append((result, self.signer.text(record, sample)))
         if isinstance(sample, Tokens):
             self._pretokenized(result, sample)
         elif isinstance(sample, Segments) and sample.separate:

@@ -262,6 +262,24 @@ class PretrainingDataset(_Model):
                              name=self.name, data_files=self.data_files, ds_type=self.ds_type)
 
 
+class NearDeduplication(_Model):
+    """`dataset_near_deduplication:` (Tessera): MinHash near-duplicate removal after exact dedup, across all
+    datasets (dataprep/near_dedup.py). `true` means these defaults."""
+
+    threshold: float = Field(0.8, gt=0, le=1)
+    """Estimated Jaccard similarity of the word n-gram sets at or above which two samples are duplicates."""
+    num_perm: int = Field(128, ge=16, le=1024)
+    """MinHash permutations (signature length; 4 bytes each per sample). More: finer estimates, slower."""
+    ngram: int = Field(5, ge=1, le=64)
+    """Words per shingle, after NFC, case folding and whitespace folding."""
+    fields: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
+    """Which text is compared: `all`, or roles (system, user, assistant, tool) for chat rows, instruct fields
+    (instruction, input, output, system) or column names for other types; see dataprep/dedup_text.py."""
+    keep: Literal["first", "longest", "most_trained"] = "first"
+    """Which sample of a cluster is kept: first (lowest sample_id), longest (most tokens), most_trained (most
+    trained tokens); ties go to the lowest sample_id."""
+
+
 class SpecialTokens(_Model):
     bos_token: str | None = None
     eos_token: str | None = None
@@ -374,6 +392,9 @@ class Config(_Model):
     """Where `tessera prepare` writes its output (default prepared/<config file stem>)."""
     dataset_exact_deduplication: bool = True
     """Drop rows whose normalised content equals an earlier row's, across all datasets."""
+    dataset_near_deduplication: NearDeduplication | None = None
+    """Tessera: also remove near duplicates (MinHash LSH), off by default; `true` for the defaults, or a mapping
+    {threshold, num_perm, ngram, fields, keep}."""
     dataset_processes: int = Field(1, ge=1)
     """Worker processes for parsing, rendering and tokenizing (the CLI's --workers). Output is identical for
     any value."""
@@ -390,6 +411,23 @@ class Config(_Model):
     """Raw text to pre-train on (a list like datasets, or one path): the documents are concatenated with EOS
     between them and cut into rows of sequence_len tokens, all in the train split. Validation moves each entry
     into `datasets` as `type: pretrain` (so the resolved config lists it there)."""
+
+    @field_validator("dataset_near_deduplication", mode="before")
+    @classmethod
+    def _near_dedup_switch(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
+
+    @model_validator(mode="after")
+    def _near_dedup_fields(self) -> Config:
+        if self.dataset_near_deduplication is not None:
+            from dataprep.dedup_text import field_problems  # dataprep's formats import this module
+
+            # pretraining_dataset entries join `datasets` in a later validator
+            datasets = [*self.datasets, *(p.as_dataset() for p in self.pretraining_dataset or [])]
+            problems = field_problems(datasets, self.dataset_near_deduplication.fields)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("pretraining_dataset", mode="before")
     @classmethod

@@ -40,6 +40,8 @@ FROZEN_TOP_LEVEL_KEYS = {
     "fsdp_version",
     # chat data (issue 9): Axolotl's top-level eot_tokens
     "eot_tokens",
+    # curation (issue 10): MinHash near-dedup
+    "dataset_near_deduplication",
 }
 
 

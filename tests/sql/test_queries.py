@@ -34,7 +34,8 @@ from tests.sql.fixture import (
 IGNORE = -100
 TESTED = {"summary", "token_length_histogram", "trained_share_by_source", "packing_efficiency",
           "quarantine_reasons", "duplicate_clusters", "longest_samples", "frequent_tokens", "missing_end_of_turn",
-          "samples_containing_text"}
+          "samples_containing_text",
+          "near_duplicate_clusters"}  # on a near-dedup output: tests/dataprep/test_near_dedup.py
 
 
 @pytest.fixture(scope="module")

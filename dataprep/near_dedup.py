@@ -1,0 +1,109 @@
+"""Near-dedup (`dataset_near_deduplication`): the MinHash stage after exact dedup.
+
+    row pass (transform.py, in the worker batches)   dedup_text(row) -> signature, RowResult.extra["minhash"]
+    near_dedup(view, settings)                        banding -> verified pairs -> clusters -> one kept each
+
+The signature of every kept row is computed where the row is parsed, so the work is spread over the workers
+and nothing but num_perm uint32 values per row reaches the stage. The stage reads them as one array and runs
+dataprep/minhash.py over it (see its docstring for the S-curve and the choice of bands and rows). A removed
+sample gets status `duplicate`, reason `near_duplicate`; duplicates.parquet gets one row per removed sample:
+kept_sample_id, kind `near`, similarity (estimated Jaccard to the kept sample; below the threshold for a sample
+joined to the cluster through another one) and cluster_id = the kept sample's id, as for exact duplicates.
+
+A completion row split into chunks has one signature and is kept or removed whole. Rows without any compared
+text (e.g. `fields: [system]` and no system message) are never near duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from dataprep import minhash
+from dataprep.dedup_text import dedup_text
+from schemas.reasons import Reason, Status
+
+if TYPE_CHECKING:
+    from dataprep.formats import Sample
+    from dataprep.stage import Outcome
+    from dataprep.table import View
+    from schemas.config import Config, DatasetConfig
+
+EXTRA = "minhash"  # the RowResult.extra key and sample-table column holding a row's signature
+
+
+@dataclass(frozen=True)
+class NearDedupSettings:
+    threshold: float
+    num_perm: int
+    ngram: int
+    fields: tuple[str, ...]
+    keep: minhash.Keep
+    bands: int
+    rows: int
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest records (manifest.json `near_deduplication`)."""
+        return {**asdict(self), "fields": list(self.fields), "lsh_weights": list(minhash.LSH_WEIGHTS),
+                "implementation": minhash.IMPLEMENTATION}
+
+
+def near_dedup_settings(cfg: Config) -> NearDedupSettings | None:
+    near = cfg.dataset_near_deduplication
+    if near is None:
+        return None
+    bands, rows = minhash.lsh_params(near.threshold, near.num_perm)
+    return NearDedupSettings(near.threshold, near.num_perm, near.ngram, tuple(near.fields), near.keep, bands, rows)
+
+
+class Signer:
+    """Per dataset, in the row pass: each kept row's signature, computed for a whole batch at once."""
+
+    def __init__(self, cfg: Config, ds: DatasetConfig):
+        near = cfg.dataset_near_deduplication
+        assert near is not None
+        self.ds, self.fields, self.num_perm, self.ngram = ds, list(near.fields), near.num_perm, near.ngram
+
+    def text(self, record: dict[str, Any], sample: Sample) -> str:
+        return dedup_text(record, sample, self.ds, self.fields)
+
+    def sign(self, results: list[Any], texts: list[str]) -> None:
+        """Sets results[i].extra[EXTRA] to the signature of texts[i] (uint32, num_perm)."""
+        if not results:
+            return
+        sigs = minhash.signatures(texts, self.num_perm, self.ngram)
+        for result, sig in zip(results, sigs, strict=True):
+            result.extra = {**(result.extra or {}), EXTRA: sig}
+
+
+def signature_matrix(column: pa.Array, num_perm: int) -> np.ndarray:
+    """The view's signatures as (rows, num_perm) uint32; a row without one (null) gets MAX_HASH everywhere,
+    which minhash treats as a row without text."""
+    out = np.full((len(column), num_perm), minhash.MAX_HASH, dtype=np.uint32)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    if valid.any():
+        values = column.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
+        out[valid] = values.astype(np.uint32, copy=False).reshape(-1, num_perm)
+    return out
+
+
+def near_dedup(view: View, settings: NearDedupSettings) -> Outcome:
+    from dataprep.stage import Outcome, Rejected
+
+    if len(view) < 2:
+        return Outcome()
+    sigs = signature_matrix(view.extra(EXTRA), settings.num_perm)
+    ids = view["sample_id"]
+    rank = minhash.keep_order(settings.keep, ids, view["num_tokens"], view["num_trainable"])
+    found = minhash.near_duplicates(sigs, settings.threshold, settings.bands, settings.rows, rank)
+    if len(found.removed) == 0:
+        return Outcome()
+    kept_ids = ids[found.kept]
+    audit = {"kept_sample_id": kept_ids, "similarity": found.similarity.astype(np.float64),
+             "cluster_id": kept_ids, "kind": np.full(len(kept_ids), "near", dtype=object)}
+    return Outcome(rejected=[Rejected(found.removed, Status.duplicate, str(Reason.near_duplicate), audit=audit)])
