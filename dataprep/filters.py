@@ -205,7 +205,8 @@ def _one_line(message: str | None) -> str:
     # DuckDB's messages carry the statement and a caret line: useless for an expression shown on its own.
     lines = [ln for ln in (message or "").splitlines() if ln.strip() and not ln.startswith("LINE ")
              and not set(ln.strip()) <= {"^"}]
-    return " ".join(" ".join(lines).split())
+    text = " ".join(" ".join(lines).split()).split(" Candidate functions:")[0]
+    return text if len(text) <= 400 else text[:400] + "…"
 
 
 @dataclass
