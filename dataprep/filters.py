@@ -21,11 +21,14 @@ always gives the same output. Statements (COPY, ATTACH, PRAGMA, SET, ...) cannot
 expression; on top of that the connection has file system access switched off and its settings locked.
 
 A name that is not a documented column is taken to be a top-level field of the input rows; whether one exists
-is known only once the rows are read: `apply_filters` then fails with a config error (naming the filter and
-the field) when no row has it, before anything is written. Field types come from the values of all rows
-(DuckDB's json_group_structure): a field that is an integer in one row and text in another is JSON text.
+is known only once the rows are read: the run then fails with a config error (naming the filter and the
+field) when no row has it, before anything is written. Field types come from the values (DuckDB's
+json_group_structure over the table evaluated: the whole table, or one batch of the row pass): integers BIGINT,
+numbers (or integers and numbers) DOUBLE, true/false BOOLEAN, anything else text (VARCHAR): strings as they are,
+lists and objects as JSON text, and a field with values of several kinds as each value's text (compare with
+try_cast(field AS DOUBLE) if a numeric field is sometimes a string).
 
-One DuckDB query over the whole table evaluates every filter; no Python runs per row.
+One DuckDB query per table evaluates every filter; no Python runs per row.
 """
 
 from __future__ import annotations
@@ -226,59 +229,83 @@ class FilterResult:
                 f"{plan.filters[i].rule.where}" for i, n in zip(self.failed.tolist(), self.null.tolist(), strict=True)]
 
 
+class FilterRunner:
+    """One read-only DuckDB connection that evaluates the plan over table after table (the row pass's
+    batches, or one whole table). Records which named fields any table had, for `check_fields_seen`."""
+
+    def __init__(self, plan: FilterPlan):
+        self.plan = plan
+        self.con = _connect()
+        self.fields_seen: set[str] = set()
+
+    def run(self, table: Any) -> FilterResult:
+        """`table`: anything DuckDB scans (a pyarrow Table, Dataset or RecordBatchReader) with a `sample_id`
+        column, the BUILTIN_COLUMNS and, when the plan names fields, `fields` (each sample's JSON object of
+        them). A field this table's rows lack is NULL here. Raises FilterError when a filter fails on the data."""
+        import duckdb
+
+        con, plan = self.con, self.plan
+        con.register("_table", table)
+        try:
+            columns = self._field_columns()
+            con.execute(f"create or replace temp view samples as select *{columns} from _table")
+        except duckdb.Error as e:
+            raise FilterError(f"the filters' fields cannot be read: {_one_line(str(e))}") from None
+        cases = " ".join(f"when ({f.rule.where}\n) is null then {2 * i + 1} when not ({f.rule.where}\n) then {2 * i}"
+                         for i, f in enumerate(plan.filters))
+        query = (f"select sample_id, code from (select sample_id, case {cases} else -1 end as code from samples) "
+                 "where code >= 0 order by sample_id")
+        try:
+            out = con.sql(query).to_arrow_table()
+        except duckdb.Error:
+            _blame(con, plan)
+            raise
+        finally:
+            con.unregister("_table")
+        code = out.column("code").to_numpy().astype(np.int32)
+        return FilterResult(out.column("sample_id").to_numpy().astype(np.int64), code // 2, (code % 2) == 1)
+
+    def _field_columns(self) -> str:
+        """`, <typed extraction> AS <column>` for each named field, typed from the values in the table."""
+        if not self.plan.fields:
+            return ""
+        found = self.con.execute("select json_group_structure(fields::json) from _table").fetchone()[0]
+        structure = json.loads(found) if found else {}
+        if not isinstance(structure, dict):
+            structure = {}
+        self.fields_seen.update(k for k in self.plan.fields if k in structure)
+        parts = []
+        for key in self.plan.fields:
+            pointer = "/" + key.replace("~", "~0").replace("/", "~1")
+            path = "'" + pointer.replace("'", "''") + "'"
+            kind = structure.get(key, "NULL")
+            if kind == "NULL":  # no value in this table: NULL of no type, which binds like the setup check's
+                value = "NULL"
+            elif kind in ("BIGINT", "UBIGINT", "DOUBLE", "BOOLEAN"):
+                sql_type = {"UBIGINT": "HUGEINT"}.get(kind, kind)
+                value = f"cast(json_extract(fields, {path}) as {sql_type})"
+            else:  # text; lists and objects as JSON text; values of several types as their text
+                value = f"json_extract_string(fields, {path})"
+            parts.append(f", {value} AS {_quote(_column_of(key))}")
+        return "".join(parts)
+
+    def check_fields_seen(self) -> None:
+        """Raises FilterError for a named field no table had: almost surely a misspelt column or field."""
+        for key in self.plan.fields:
+            if key not in self.fields_seen:
+                users = ", ".join(f"'{f.rule.name}'" for f in self.plan.filters if key in f.fields)
+                raise FilterError(f"filter {users} names '{_column_of(key)}', which is neither a sample column "
+                                  f"({', '.join(BUILTIN_COLUMNS)}) nor a top-level field of any input row; check "
+                                  "the spelling (SQL names are case-insensitive, fields are not: quote them, "
+                                  "\"Score\")")
+
+
 def apply_filters(table: Any, plan: FilterPlan) -> FilterResult:
-    """Evaluates the plan over `table` (anything DuckDB scans: a pyarrow Table, Dataset or RecordBatchReader)
-    with a `sample_id` column, the BUILTIN_COLUMNS and, when the plan names fields, `fields` (each sample's JSON
-    object of them). Raises FilterError when a named field is in no row or a filter fails on the data."""
-    import duckdb
-
-    con = _connect()
-    con.register("_table", table)
-    try:
-        columns = _field_columns(con, plan)
-        con.execute(f"create temp view samples as select *{columns} from _table")
-    except duckdb.Error as e:
-        raise FilterError(f"the filters' fields cannot be read: {_one_line(str(e))}") from None
-    cases = " ".join(f"when ({f.rule.where}\n) is null then {2 * i + 1} when not ({f.rule.where}\n) then {2 * i}"
-                     for i, f in enumerate(plan.filters))
-    query = (f"select sample_id, code from (select sample_id, case {cases} else -1 end as code from samples) "
-             "where code >= 0 order by sample_id")
-    try:
-        out = con.sql(query).to_arrow_table()
-    except duckdb.Error:
-        _blame(con, plan)
-        raise
-    code = out.column("code").to_numpy().astype(np.int32)
-    return FilterResult(out.column("sample_id").to_numpy().astype(np.int64), code // 2, (code % 2) == 1)
-
-
-def _field_columns(con: duckdb.DuckDBPyConnection, plan: FilterPlan) -> str:
-    """`, <typed extraction> AS <column>` for each named field, typed from the values of every row."""
-    if not plan.fields:
-        return ""
-    found = con.execute("select json_group_structure(fields::json) from _table").fetchone()[0]
-    structure = json.loads(found) if found else {}
-    if not isinstance(structure, dict):
-        structure = {}
-    parts = []
-    for key in plan.fields:
-        if key not in structure:
-            users = ", ".join(f"'{f.rule.name}'" for f in plan.filters if key in f.fields)
-            raise FilterError(f"filter {users} names '{_column_of(key)}', which is neither a sample column "
-                              f"({', '.join(BUILTIN_COLUMNS)}) nor a top-level field of any input row; check the "
-                              "spelling (SQL names are case-insensitive, fields are not: quote them, \"Score\")")
-        pointer = "/" + key.replace("~", "~0").replace("/", "~1")
-        path = "'" + pointer.replace("'", "''") + "'"
-        kind = structure[key]
-        if kind in ("VARCHAR", "NULL"):
-            value = f"json_extract_string(fields, {path})"
-        elif kind in ("BIGINT", "UBIGINT", "DOUBLE", "BOOLEAN"):
-            sql_type = {"UBIGINT": "HUGEINT"}.get(kind, kind)
-            value = f"cast(json_extract(fields, {path}) as {sql_type})"
-        else:  # lists, objects, and fields with values of several types: JSON text
-            value = f"json_extract(fields, {path})::varchar"
-        parts.append(f", {value} AS {_quote(_column_of(key))}")
-    return "".join(parts)
+    """The plan over one whole table (see FilterRunner.run); a named field no row has is a FilterError."""
+    runner = FilterRunner(plan)
+    result = runner.run(table)
+    runner.check_fields_seen()
+    return result
 
 
 def _blame(con: duckdb.DuckDBPyConnection, plan: FilterPlan) -> None:

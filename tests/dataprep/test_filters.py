@@ -105,7 +105,7 @@ def test_row_fields_are_typed_from_their_json_values() -> None:
         "flag",  # booleans
         "json_extract(meta, '$.lang') = '\"en\"'",  # objects: JSON text
         "json_array_length(tags) = 2",  # lists: JSON text
-        "mixed = '\"two\"' or mixed = '2'",  # a number in one row, text in another: JSON text
+        "mixed = 'two' or mixed = '2'",  # a number in one row, text in another: each value's text
         "field_text = 'own'",  # the row's `text` field, shadowed by the column
         "\"Odd Key/1\" = 'y'",
     ))
