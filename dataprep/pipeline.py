@@ -37,9 +37,12 @@ import pyarrow.parquet as pq
 from jinja2 import TemplateError, TemplateSyntaxError
 
 import dataprep
-from dataprep import outdir
+from dataprep import curate, outdir
 from dataprep.chunks import Stream, split_row, stream_rows
+from dataprep.curate import Curation, Rejection
+from dataprep.decontam import DecontamError
 from dataprep.encode import TokenizerInfo, save_tokenizer
+from dataprep.filters import FilterError
 from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, line_limit, read_batches
@@ -52,6 +55,7 @@ from dataprep.transform import (
     CHUNK_TEXT_FACTOR,
     RowProcessor,
     RowResult,
+    _original,
     init_worker,
     process_in_worker,
     text_limit,
@@ -107,6 +111,7 @@ class Setup:
     warnings: list[str]
     dataset_templates: list[tuple[str, str] | None] = field(default_factory=list)  # per dataset: (name, text)
     named_templates: dict[str, str] = field(default_factory=dict)  # saved next to the default, by name
+    curation: Curation | None = None  # filters / decontaminate (curate.py)
 
     def template_for(self, dataset_index: int) -> str | None:
         """The chat template text datasets[dataset_index] is rendered with (None: not a chat dataset)."""
@@ -175,10 +180,17 @@ def setup(cfg: Config, config_path: Path) -> Setup:
     for i, ds in enumerate(cfg.datasets):
         for f in resolve_sources(ds, config_dir):
             sources.append(Source(i, f.path, _display(f.path), file_format(f.path, ds), f.rows))
+    curation = None
+    if curate.wanted(cfg):
+        try:
+            curation = Curation(cfg, config_dir)
+        except (FilterError, DecontamError) as e:
+            raise ConfigProblem(str(e)) from None
     # Only when a dataset has a template of its own does the fingerprint list them all.
     fingerprinted = template_text if not named else [template_text, *(t and t[1] for t in dataset_templates)]
     return Setup(cfg, config_dir, tok, template_name, template_text, sources,
-                 fingerprint(cfg, tok, fingerprinted, sources), probes, warnings, dataset_templates, named)
+                 fingerprint(cfg, tok, fingerprinted, sources, curation.fingerprint() if curation else []), probes,
+                 warnings, dataset_templates, named, curation)
 
 
 def _chat_templates(cfg: Config, tok: TokenizerInfo, config_dir: Path
@@ -249,7 +261,7 @@ def _token_warnings(tok: TokenizerInfo, template_text: str | None) -> list[str]:
 
 
 def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | list[str | None] | None,
-                sources: list[Source]) -> str:
+                sources: list[Source], eval_files: list[str] | None = None) -> str:
     """Everything that affects the output bytes: data config, file contents, tokenizer, template, and the
     pipeline's own code (so that a changed Tessera never reuses output of the old one)."""
     h = hashlib.sha256()
@@ -260,6 +272,8 @@ def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | list[str |
     for s in sources:
         rows = "" if s.rows is None else f":{s.rows[0]}-{s.rows[1]}"
         h.update(f"\n{s.dataset_index}:{s.display}{rows}:{sha256_file(s.path)}".encode())
+    for sha in eval_files or []:  # decontaminate: a changed eval file re-prepares
+        h.update(f"\neval:{sha}".encode())
     return h.hexdigest()
 
 
@@ -313,7 +327,8 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         for source, batch, results in _processed(st, workers, bar):
             ds = cfg.datasets[source.dataset_index]
             sample_rows, quarantine_rows, dup_rows = [], [], []
-            for raw, r in zip(batch, results, strict=True):
+            rejected = _curate(st, ds.path, source, batch, results)
+            for k, (raw, r) in enumerate(zip(batch, results, strict=True)):
                 sid = next_id
                 next_id += 1
                 dup_of = None
@@ -325,6 +340,12 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
                     else:
                         r.status, r.reason = Status.duplicate, Reason.duplicate
                         dup_rows.append({"sample_id": sid, "kept_sample_id": dup_of, "content_hash": r.content_hash})
+                rejection = rejected.get(k) if r.status is Status.kept else None  # not for duplicates
+                if rejection is not None:
+                    assert st.curation is not None
+                    st.curation.count(rejection)
+                    r.status, r.reason, r.message = Status.quarantined, rejection.reason, rejection.message  # type: ignore[assignment]
+                    r.original, r.input_ids, r.labels, r.chunks = _original(raw.payload), None, None, None
                 pieces: list[tuple[int, int]] | None = None
                 if r.status is Status.kept:
                     assert r.input_ids is not None and r.labels is not None
@@ -339,7 +360,9 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
                 elif r.status is Status.quarantined:
                     quarantine_rows.append({"sample_id": sid, "dataset": ds.path, "source_file": source.display,
                                             "source_row": raw.source_row, "reason": str(r.reason),
-                                            "field": r.field, "message": r.message, "original": r.original})
+                                            "field": r.field, "message": r.message, "original": r.original,
+                                            "eval_file": rejection and rejection.eval_file,
+                                            "eval_row": rejection and rejection.eval_row})
                 if r.reason is Reason.too_long and cfg.excess_length_strategy == "raise":
                     raise PrepareError(f"{source.display}:{raw.source_row}: {r.message} (excess_length_strategy: "
                                        "raise); raise sequence_len, shorten or remove the row, or set "
@@ -367,7 +390,12 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         stage.rows = counts.rows_in
     for w in (samples_w, quarantine_w, duplicates_w):
         w.close()
-    _check_quarantine_share(cfg, counts, tmp / "quarantine.parquet")
+    if st.curation is not None:
+        try:
+            st.curation.finish()
+        except FilterError as e:
+            raise ConfigProblem(str(e)) from None
+    _check_quarantine_share(cfg, counts, tmp / "quarantine.parquet", st.curation.total if st.curation else 0)
     if counts.kept == 0:
         raise PrepareError("no row was kept: see the summary above and quarantine reasons; nothing to train on")
 
@@ -461,6 +489,22 @@ def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list
             yield source, batch, pending.get()
 
 
+def _curate(st: Setup, dataset: str, source: Source, batch: list[RawRow],
+            results: list[RowResult]) -> dict[int, Rejection]:
+    """Filters and decontamination over one batch's kept rows: rejections by position in the batch."""
+    if st.curation is None:
+        return {}
+    at = [k for k, r in enumerate(results) if r.status is Status.kept and r.extra is not None]
+    rows = [{"dataset": dataset, "source_file": source.display, "source_row": batch[k].source_row,
+             "num_tokens": results[k].num_tokens, "num_trainable": results[k].num_trainable, **results[k].extra}
+            for k in at]
+    try:
+        found = st.curation.check(rows)
+    except FilterError as e:
+        raise ConfigProblem(str(e)) from None
+    return {at[i]: rejection for i, rejection in found.items()}
+
+
 def _sample_row(sid: int, source: Source, dataset: str, fmt: str, raw: RawRow, r: RowResult,
                 dup_of: int | None) -> dict[str, Any]:
     return {"sample_id": sid, "dataset": dataset, "dataset_index": source.dataset_index, "format": fmt,
@@ -490,16 +534,18 @@ def _count(counts: Counts, dataset: str, r: RowResult) -> None:
         counts.by_reason[str(r.reason)] += 1
 
 
-def _check_quarantine_share(cfg: Config, counts: Counts, quarantine_file: Path) -> None:
-    share = counts.quarantined / max(counts.rows_in, 1)
+def _check_quarantine_share(cfg: Config, counts: Counts, quarantine_file: Path, curated: int = 0) -> None:
+    # Rows filters or decontamination set aside are not broken input: they do not count (curate.py).
+    share = (counts.quarantined - curated) / max(counts.rows_in, 1)
     if share <= cfg.quarantine_max_fraction:
         return
-    examples = pl.read_parquet(quarantine_file).head(3)
+    examples = pl.read_parquet(quarantine_file).filter(
+        ~pl.col("reason").str.starts_with("filter:") & (pl.col("reason") != Reason.contaminated)).head(3)
     lines = [f"  {r['source_file']}:{r['source_row']} {r['reason']}: {r['message']}"
              for r in examples.iter_rows(named=True)]
     reasons = ", ".join(f"{k} {v}" for k, v in counts.by_reason.most_common() if k in {x.value for x in Reason})
     raise PrepareError(
-        f"{counts.quarantined} of {counts.rows_in} rows ({share:.0%}) were quarantined, more than "
+        f"{counts.quarantined - curated} of {counts.rows_in} rows ({share:.0%}) were quarantined, more than "
         f"quarantine_max_fraction ({cfg.quarantine_max_fraction:.0%}). Reasons: {reasons}. First rows:\n"
         + "\n".join(lines) + "\nThis is usually a field mapping that does not match the data (field_messages, "
         "message_field_role, type, ...). Fix the config, or raise quarantine_max_fraction if the data is dirty.")
@@ -543,6 +589,7 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
             "name": st.template_name, "sha256": hashlib.sha256(st.template_text.encode()).hexdigest(),
             "text": st.template_text, "date": cfg.chat_template_date},
         "probes": st.probes,
+        **({"curation": st.curation.manifest()} if st.curation is not None else {}),
         "warnings": st.warnings,
         "sources": [{"dataset": cfg.datasets[s.dataset_index].path, "file": s.display, "format": s.fmt,
                      "sha256": sha256_file(s.path), **({"rows": list(s.rows)} if s.rows else {})}

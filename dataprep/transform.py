@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from dataprep import curate
 from dataprep.encode import TokenizerInfo, encode, encode_parts, load_tokenizer
 from dataprep.formats import Chat, RowError, Segments, Tokens, parse, to_sample
 from dataprep.load import RawRow, Unreadable
 from dataprep.render import ChatRenderer, Rendered, compile_template, render_segments
+from dataprep.sample_columns import sample_columns
 from schemas.config import Config
 from schemas.reasons import Reason, Status
 from schemas.shard import IGNORE_INDEX
@@ -65,6 +67,8 @@ class RowResult:
     # completion: [start, end) token ranges of the consecutive chunks a row longer than sequence_len becomes;
     # None: the row is one sample. (pretrain rows are cut by the pipeline, which knows where each row ends.)
     chunks: list[tuple[int, int]] | None = None
+    # Per-sample columns for filters and decontamination (dataprep/sample_columns.py); None when neither is set.
+    extra: dict[str, Any] | None = None
 
 
 class RowProcessor:
@@ -84,6 +88,8 @@ class RowProcessor:
         self.chunked = self.ds.type in ("completion", "pretrain")
         self.token_limit = cfg.sequence_len * (MAX_CHUNKS if self.chunked else 1)
         self.text_limit = text_limit(tok, cfg.sequence_len) * (CHUNK_TEXT_FACTOR if self.chunked else 1)
+        self.columns = curate.wanted(cfg)
+        self.fields = curate.filter_fields(cfg) if self.columns else ()
 
     def process(self, batch: list[RawRow]) -> list[RowResult]:
         """One RowResult per raw row, in order; never raises for a row's sake."""
@@ -123,7 +129,8 @@ class RowProcessor:
 
     def _prepare(self, raw: RawRow, pending: list[tuple[RowResult, Rendered]]) -> RowResult:
         """parse -> format -> length bound -> render (queued in `pending` for the batch's tokenizer call)."""
-        sample = to_sample(parse(raw.payload), self.ds, self.cfg.train_on_inputs, self.tok.eos_text)
+        record = parse(raw.payload)
+        sample = to_sample(record, self.ds, self.cfg.train_on_inputs, self.tok.eos_text)
         chars = _text_chars(sample)
         drop = self.cfg.excess_length_strategy != "truncate"  # raise: the run stops on the first too_long row
         if chars > self.text_limit and drop:
@@ -133,6 +140,8 @@ class RowProcessor:
                 f"most {per_token} characters; limit {self.text_limit:,} with a x{TEXT_MARGIN} margin): dropped "
                 "before tokenizing"))
         result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
+        if self.columns:
+            result.extra = sample_columns(record, sample, self.ds, self.fields)
         if isinstance(sample, Tokens):
             self._pretokenized(result, sample)
         elif isinstance(sample, Segments) and sample.separate:

@@ -36,6 +36,9 @@ class Reason(StrEnum):
     bad_token_ids = "bad_token_ids"  # pre-tokenized ids out of vocab or labels of another length
     no_trainable_tokens = "no_trainable_tokens"  # nothing left to train on after masking
     row_error = "row_error"  # last resort: any other failure on this row; the message has the exception type
+    # Curation (dataprep/curate.py): a good row set aside. `filter:<name>` reasons (declarative filters) are not
+    # members: their names come from the config.
+    contaminated = "contaminated"  # shares a word n-gram with an evaluation text (decontaminate:)
     # Dropped: valid, but longer than sequence_len (excess_length_strategy: drop). Rows whose text alone is
     # too long to fit are dropped before rendering and tokenizing (num_tokens is then null; see transform.py).
     too_long = "too_long"
