@@ -145,6 +145,12 @@ def setup(cfg: Config, config_path: Path) -> Setup:
     config_dir = config_path.resolve().parent
     if not cfg.datasets:
         raise PrepareError(f"{config_path}: `datasets` is empty: nothing to prepare")
+    curation = None
+    if curate.wanted(cfg):  # filters and eval files are checked before anything else is read
+        try:
+            curation = Curation(cfg, config_dir)
+        except (FilterError, DecontamError) as e:
+            raise ConfigProblem(str(e)) from None
     tok = tokenizer_for(cfg, config_dir)
     template_name = template_text = None
     if tok.mistral is not None:
@@ -180,12 +186,6 @@ def setup(cfg: Config, config_path: Path) -> Setup:
     for i, ds in enumerate(cfg.datasets):
         for f in resolve_sources(ds, config_dir):
             sources.append(Source(i, f.path, _display(f.path), file_format(f.path, ds), f.rows))
-    curation = None
-    if curate.wanted(cfg):
-        try:
-            curation = Curation(cfg, config_dir)
-        except (FilterError, DecontamError) as e:
-            raise ConfigProblem(str(e)) from None
     # Only when a dataset has a template of its own does the fingerprint list them all.
     fingerprinted = template_text if not named else [template_text, *(t and t[1] for t in dataset_templates)]
     return Setup(cfg, config_dir, tok, template_name, template_text, sources,
