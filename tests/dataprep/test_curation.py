@@ -116,7 +116,7 @@ def test_each_planted_row_gets_its_reason(runs: tuple[Path, Result, Result]) -> 
 
 
 def test_quarantine_records_say_why_and_where(runs: tuple[Path, Result, Result]) -> None:
-    root, one, _ = runs
+    _, one, _ = runs
     q = pl.read_parquet(one.out / "quarantine.parquet").sort("sample_id")
     by_reason = {r["reason"]: r for r in q.iter_rows(named=True) if r["reason"] != "contaminated"}
     assert by_reason["filter:no_refusals"]["message"] == (
@@ -126,11 +126,13 @@ def test_quarantine_records_say_why_and_where(runs: tuple[Path, Result, Result])
     contaminated = q.filter(pl.col("reason") == "contaminated").to_dicts()
     assert [(c["source_row"], c["eval_file"], c["eval_row"]) for c in contaminated] == [
         (3, "eval/eval.jsonl", 5), (2, "eval/chat_eval.jsonl", 0)]
-    assert contaminated[0]["message"] == f"shares the 13-gram '{' '.join(LEAK.split()[:13])}' with eval/eval.jsonl row 5"
+    leak13 = " ".join(LEAK.split()[:13])
+    assert contaminated[0]["message"] == f"shares the 13-gram '{leak13}' with eval/eval.jsonl row 5"
     assert contaminated[1]["message"] == ("shares the 6-gram 'tell me about red apples and' with "
                                           "eval/chat_eval.jsonl row 0")
     assert q.filter(pl.col("reason") == "filter:scored")["message"].to_list() == [
-        "filter 'scored' is NULL for this sample: score >= 0.5", "filter 'scored' is false for this sample: score >= 0.5"]
+        "filter 'scored' is NULL for this sample: score >= 0.5",
+        "filter 'scored' is false for this sample: score >= 0.5"]
     assert q.filter(pl.col("eval_file").is_not_null()).height == 2
 
 
