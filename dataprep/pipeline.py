@@ -5,6 +5,7 @@
     cache      same fingerprint as the existing output -> reuse it
     rows       read -> parse -> format -> render -> tokenize -> length, in batches (worker processes)
     dedup      exact, on normalised content, across datasets, in input order (first occurrence is kept)
+    curate     filters and decontamination (curate.py) on each batch's kept rows, after dedup
     split      val_set_size, by hash(seed, sample_id)
     pack       best-fit decreasing (sample_packing) or one sample per row
     write      shards, samples/quarantine/duplicates tables, tokenizer/ (with the template used),
