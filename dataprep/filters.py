@@ -115,7 +115,7 @@ def _statement(where: str) -> str:
 def _check(con: duckdb.DuckDBPyConnection, rule: FilterRule) -> CheckedFilter:
     import duckdb
 
-    tree = json.loads(con.execute("select json_serialize_sql(?)", [_statement(rule.where)]).fetchone()[0])
+    tree = json.loads(con.execute("select json_serialize_sql(?)", [_statement(rule.where)]).fetchall()[0][0])
     if tree.get("error") and "Only SELECT" not in str(tree.get("error_message")):
         raise FilterError(f"`{rule.where}` is not a valid SQL expression: {_one_line(tree.get('error_message'))}")
     statements = tree.get("statements") or []
@@ -238,16 +238,18 @@ class FilterRunner:
         self.con = _connect()
         self.fields_seen: set[str] = set()
 
-    def run(self, table: Any) -> FilterResult:
+    def run(self, table: Any, types: dict[str, str] | None = None) -> FilterResult:
         """`table`: anything DuckDB scans (a pyarrow Table, Dataset or RecordBatchReader) with a `sample_id`
         column, the BUILTIN_COLUMNS and, when the plan names fields, `fields` (each sample's JSON object of
-        them). A field this table's rows lack is NULL here. Raises FilterError when a filter fails on the data."""
+        them). A field this table's rows lack is NULL here. `types`: the fields' types (`field_types`, e.g. over
+        every chunk of a larger table), else those of this table's values. Raises FilterError when a filter
+        fails on the data."""
         import duckdb
 
         con, plan = self.con, self.plan
         con.register("_table", table)
         try:
-            columns = self._field_columns()
+            columns = self._field_columns(types)
             con.execute(f"create or replace temp view samples as select *{columns} from _table")
         except duckdb.Error as e:
             raise FilterError(f"the filters' fields cannot be read: {_one_line(str(e))}") from None
@@ -265,14 +267,29 @@ class FilterRunner:
         code = out.column("code").to_numpy().astype(np.int32)
         return FilterResult(out.column("sample_id").to_numpy().astype(np.int64), code // 2, (code % 2) == 1)
 
-    def _field_columns(self) -> str:
-        """`, <typed extraction> AS <column>` for each named field, typed from the values in the table."""
+    def field_types(self, table: Any) -> dict[str, str]:
+        """The named fields' JSON types in `table` (DuckDB's json_group_structure; lists and objects as JSON);
+        combine those of several tables with `merge_types`."""
         if not self.plan.fields:
-            return ""
-        found = self.con.execute("select json_group_structure(fields::json) from _table").fetchone()[0]
+            return {}
+        self.con.register("_types", table)
+        try:
+            return self._types_of("_types")
+        finally:
+            self.con.unregister("_types")
+
+    def _types_of(self, name: str) -> dict[str, str]:
+        found = self.con.execute(f"select json_group_structure(fields::json) from {name}").fetchall()[0][0]
         structure = json.loads(found) if found else {}
         if not isinstance(structure, dict):
-            structure = {}
+            return {}
+        return {k: v if isinstance(v, str) else "JSON" for k, v in structure.items() if k in self.plan.fields}
+
+    def _field_columns(self, types: dict[str, str] | None) -> str:
+        """`, <typed extraction> AS <column>` for each named field."""
+        if not self.plan.fields:
+            return ""
+        structure = self._types_of("_table") if types is None else types
         self.fields_seen.update(k for k in self.plan.fields if k in structure)
         parts = []
         for key in self.plan.fields:
@@ -298,6 +315,20 @@ class FilterRunner:
                                   f"({', '.join(BUILTIN_COLUMNS)}) nor a top-level field of any input row; check "
                                   "the spelling (SQL names are case-insensitive, fields are not: quote them, "
                                   "\"Score\")")
+
+
+def merge_types(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
+    """Field types over two tables: equal types stay, integers and numbers are DOUBLE, NULL gives way, anything
+    else becomes text."""
+    out = dict(a)
+    for k, t in b.items():
+        was = out.get(k, "NULL")
+        if was == "NULL" or was == t:
+            out[k] = t
+        elif t != "NULL":
+            numeric = {was, t} <= {"BIGINT", "UBIGINT", "DOUBLE"}
+            out[k] = ("BIGINT" if {was, t} == {"BIGINT", "UBIGINT"} else "DOUBLE") if numeric else "VARCHAR"
+    return out
 
 
 def apply_filters(table: Any, plan: FilterPlan) -> FilterResult:

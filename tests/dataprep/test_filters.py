@@ -180,3 +180,20 @@ def test_sample_columns_per_type() -> None:
     got = _columns({"input_ids": [1, 2, 3]}, {"path": "x"})
     assert got == {"turns": 1, "system_text": "", "user_text": "", "assistant_text": "", "text": "",
                    "fields": None}
+
+
+def test_chunks_of_one_table_share_the_field_types() -> None:
+    from dataprep.filters import FilterRunner, merge_types
+
+    assert merge_types({"a": "BIGINT", "b": "NULL", "c": "VARCHAR"}, {"a": "DOUBLE", "b": "BOOLEAN", "d": "JSON"}) == {
+        "a": "DOUBLE", "b": "BOOLEAN", "c": "VARCHAR", "d": "JSON"}
+    assert merge_types({"a": "UBIGINT"}, {"a": "BIGINT"}) == {"a": "BIGINT"}
+    assert merge_types({"a": "BOOLEAN"}, {"a": "BIGINT"}) == {"a": "VARCHAR"}
+    plan = check_filters(_rules("try_cast(n as double) >= 2"))
+    runner = FilterRunner(plan)
+    first, second = _table([{"n": 2}, {"n": 1}]), _table([{"n": "3"}, {"n": 2.5}])
+    types = merge_types(runner.field_types(first), runner.field_types(second))
+    assert types == {"n": "VARCHAR"}  # an integer in one chunk, text and a number in the other: text everywhere
+    assert runner.run(first, types).sample_ids.tolist() == [11]
+    assert runner.run(second, types).sample_ids.tolist() == []
+    runner.check_fields_seen()
