@@ -67,7 +67,7 @@ class RowResult:
     # completion: [start, end) token ranges of the consecutive chunks a row longer than sequence_len becomes;
     # None: the row is one sample. (pretrain rows are cut by the pipeline, which knows where each row ends.)
     chunks: list[tuple[int, int]] | None = None
-    # Per-sample columns for filters and decontamination (dataprep/sample_columns.py); None when neither is set.
+    # Extra sample-table columns (name -> value, e.g. a MinHash signature) for the stages: see table.py.
     extra: dict[str, Any] | None = None
 
 
@@ -140,8 +140,8 @@ class RowProcessor:
                 f"most {per_token} characters; limit {self.text_limit:,} with a x{TEXT_MARGIN} margin): dropped "
                 "before tokenizing"))
         result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
-        if self.columns:
-            result.extra = sample_columns(record, sample, self.ds, self.fields)
+        if self.columns:  # filters / decontaminate: their columns, and the row for a quarantine record
+            result.extra = {**sample_columns(record, sample, self.ds, self.fields), "original": _original(raw.payload)}
         if isinstance(sample, Tokens):
             self._pretokenized(result, sample)
         elif isinstance(sample, Segments) and sample.separate:
