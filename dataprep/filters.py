@@ -23,12 +23,13 @@ expression; on top of that the connection has file system access switched off an
 A name that is not a documented column is taken to be a top-level field of the input rows; whether one exists
 is known only once the rows are read: the run then fails with a config error (naming the filter and the
 field) when no row has it, before anything is written. Field types come from the values (DuckDB's
-json_group_structure over the table evaluated: the whole table, or one batch of the row pass): integers BIGINT,
+json_group_structure over every sample the stage evaluates, curate.py): integers BIGINT,
 numbers (or integers and numbers) DOUBLE, true/false BOOLEAN, anything else text (VARCHAR): strings as they are,
 lists and objects as JSON text, and a field with values of several kinds as each value's text (compare with
 try_cast(field AS DOUBLE) if a numeric field is sometimes a string).
 
-One DuckDB query per table evaluates every filter; no Python runs per row.
+One DuckDB query per table (curate.py: per chunk of the sample table) evaluates every filter; no Python runs
+per row.
 """
 
 from __future__ import annotations
