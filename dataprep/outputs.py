@@ -153,6 +153,8 @@ def write_quarantine(path: Path, work_file: Path, table: SampleTable, layout: La
                 pa.array(joined("field"), pa.string()),
                 pa.array(joined("message"), pa.string()),
                 pa.array(joined("original"), pa.string()),
+                pa.array(joined("eval_file"), pa.string()),
+                pa.array(joined("eval_row"), pa.int64()),
             ], schema=QUARANTINE_SCHEMA))
 
 

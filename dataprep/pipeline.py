@@ -7,6 +7,8 @@
                the sample table (rowpass.py, table.py)
     stages     plain functions over the table, in the order of runner.STAGES (contract: stage.py):
                exact_dedup  on normalised content, across datasets, first occurrence kept (dedup.py)
+               filters      declarative SQL conditions, `filter:<name>` (curate.py, filters.py)
+               decontaminate  word n-grams shared with eval texts, `contaminated` (curate.py, decontam.py)
                split        val_set_size, by hash(seed, sample_id) (layout.py)
                pack         best-fit decreasing (sample_packing) or one sample per row (layout.py, pack.py)
     write      shards; samples/quarantine/duplicates tables and the accounting, from the table (outputs.py);
@@ -34,9 +36,12 @@ import polars as pl
 from jinja2 import TemplateError, TemplateSyntaxError
 
 import dataprep
-from dataprep import outdir, outputs
+from dataprep import curate, outdir, outputs
+from dataprep.curate import Curation
+from dataprep.decontam import DecontamError
 from dataprep.encode import TokenizerInfo, save_tokenizer
 from dataprep.errors import ConfigProblem, PrepareError
+from dataprep.filters import FilterError
 from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.layout import SplitError
@@ -88,6 +93,7 @@ class Setup:
     warnings: list[str]
     dataset_templates: list[tuple[str, str] | None] = field(default_factory=list)  # per dataset: (name, text)
     named_templates: dict[str, str] = field(default_factory=dict)  # saved next to the default, by name
+    curation: Curation | None = None  # filters / decontaminate (curate.py)
 
     def template_for(self, dataset_index: int) -> str | None:
         """The chat template text datasets[dataset_index] is rendered with (None: not a chat dataset)."""
@@ -107,6 +113,12 @@ def setup(cfg: Config, config_path: Path) -> Setup:
     config_dir = config_path.resolve().parent
     if not cfg.datasets:
         raise PrepareError(f"{config_path}: `datasets` is empty: nothing to prepare")
+    curation = None
+    if curate.wanted(cfg):  # filters and eval files are checked before anything else is read
+        try:
+            curation = Curation(cfg, config_dir)
+        except (FilterError, DecontamError) as e:
+            raise ConfigProblem(str(e)) from None
     tok = tokenizer_for(cfg, config_dir)
     template_name = template_text = None
     if tok.mistral is not None:
@@ -142,10 +154,13 @@ def setup(cfg: Config, config_path: Path) -> Setup:
     for i, ds in enumerate(cfg.datasets):
         for f in resolve_sources(ds, config_dir):
             sources.append(Source(i, f.path, _display(f.path), file_format(f.path, ds), f.rows))
+    if curation is not None:
+        curation.sources = [s.display for s in sources]
     # Only when a dataset has a template of its own does the fingerprint list them all.
     fingerprinted = template_text if not named else [template_text, *(t and t[1] for t in dataset_templates)]
     return Setup(cfg, config_dir, tok, template_name, template_text, sources,
-                 fingerprint(cfg, tok, fingerprinted, sources), probes, warnings, dataset_templates, named)
+                 fingerprint(cfg, tok, fingerprinted, sources, curation.fingerprint() if curation else []), probes,
+                 warnings, dataset_templates, named, curation)
 
 
 def _chat_templates(cfg: Config, tok: TokenizerInfo, config_dir: Path
@@ -216,7 +231,7 @@ def _token_warnings(tok: TokenizerInfo, template_text: str | None) -> list[str]:
 
 
 def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | list[str | None] | None,
-                sources: list[Source]) -> str:
+                sources: list[Source], eval_files: list[str] | None = None) -> str:
     """Everything that affects the output bytes: data config, file contents, tokenizer, template, and the
     pipeline's own code (so that a changed Tessera never reuses output of the old one)."""
     h = hashlib.sha256()
@@ -227,6 +242,8 @@ def fingerprint(cfg: Config, tok: TokenizerInfo, template_text: str | list[str |
     for s in sources:
         rows = "" if s.rows is None else f":{s.rows[0]}-{s.rows[1]}"
         h.update(f"\n{s.dataset_index}:{s.display}{rows}:{sha256_file(s.path)}".encode())
+    for sha in eval_files or []:  # decontaminate: a changed eval file re-prepares
+        h.update(f"\neval:{sha}".encode())
     return h.hexdigest()
 
 
@@ -275,7 +292,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     _check_rows(cfg, outputs.counts(table, datasets), work / "quarantine.parquet")
     try:
         records, layout, removed = run_stages(table, cfg, timer)
-    except SplitError as e:
+    except (SplitError, FilterError) as e:  # FilterError: a field no row has, a filter failing on the data
         raise ConfigProblem(str(e)) from None
     assert layout is not None  # pack always runs
     if not (table.columns["status"] == KEPT).any():
@@ -346,6 +363,7 @@ def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], s
             "name": st.template_name, "sha256": hashlib.sha256(st.template_text.encode()).hexdigest(),
             "text": st.template_text, "date": cfg.chat_template_date},
         "probes": st.probes,
+        **({"curation": st.curation.manifest()} if st.curation is not None else {}),
         "warnings": st.warnings,
         "sources": [{"dataset": cfg.datasets[s.dataset_index].path, "file": s.display, "format": s.fmt,
                      "sha256": sha256_file(s.path), **({"rows": list(s.rows)} if s.rows else {})}

@@ -146,7 +146,19 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         *([f"templates: {probes}"] if probes else []),
         f"reasons: {reasons}",
         *([f"stages: {stages}"] if stages else []),
+        *_curation_lines(manifest),
         f"rows: {splits} ({packing}, sequence_len {stats['sequence_len']}, "
         f"packing efficiency {stats['packing_efficiency']:.2%}, longest sample {stats['longest_sample']})",
         f"shards: {len(manifest['shards'])}; seconds: {seconds}",
     ]
+
+
+def _curation_lines(manifest: dict[str, Any]) -> list[str]:
+    """`filters: no_refusals 3, length_bounds 0; decontaminate: eval.jsonl 2 rejected` (curate.py)."""
+    cur = manifest.get("curation") or {}
+    parts = []
+    if cur.get("filters"):
+        parts.append("filters: " + ", ".join(f"{f['name']} {f['rejected']:,}" for f in cur["filters"]))
+    if cur.get("decontaminate"):
+        parts.append("decontaminate: " + ", ".join(f"{d['path']} {d['rejected']:,}" for d in cur["decontaminate"]))
+    return ["; ".join(parts) + " rejected"] if parts else []

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dataprep.curate import decontam_settings, decontam_stage, filter_settings, filter_stage
 from dataprep.dedup import exact_dedup, exact_dedup_settings
 from dataprep.layout import Layout, layout_settings, pack, split
 from dataprep.near_dedup import near_dedup, near_dedup_settings
@@ -29,7 +30,9 @@ from schemas.reasons import Reason, Status
 STAGES: list[Stage] = [
     Stage("exact_dedup", exact_dedup, exact_dedup_settings),
     Stage("near_dedup", near_dedup, near_dedup_settings),
-    # near_dedup, filters, decontaminate, mix: here, in this order
+    Stage("filters", filter_stage, filter_settings),
+    Stage("decontaminate", decontam_stage, decontam_settings),
+    # mix: here
     Stage("split", split, layout_settings),
     Stage("pack", pack, layout_settings),
 ]
@@ -45,7 +48,7 @@ class Removed:
     dup_near: list[np.ndarray] = field(default_factory=list)  # kind: near (True) or exact
     dup_similarity: list[np.ndarray] = field(default_factory=list)
     dup_cluster: list[np.ndarray] = field(default_factory=list)
-    quarantined: list[dict[str, np.ndarray]] = field(default_factory=list)  # rows, message, field, original
+    quarantined: list[dict[str, np.ndarray]] = field(default_factory=list)  # rows, message, field, original, eval_*
 
     def duplicates(self) -> dict[str, np.ndarray]:
         """Columns sorted by table row."""
@@ -110,7 +113,10 @@ def _apply(table: SampleTable, view: View, outcome: Outcome, removed: Removed, n
         elif r.status is Status.quarantined:
             removed.quarantined.append({"rows": rows, "message": _per_row(r.message, len(at), f"removed by {name}"),
                                         "field": _per_row(r.audit.get("field"), len(at), None),
-                                        "original": _per_row(r.audit.get("original"), len(at), "")})
+                                        "original": _per_row(r.audit.get("original"), len(at), ""),
+                                        # decontamination's: the eval row a contaminated sample shares text with
+                                        "eval_file": _per_row(r.audit.get("eval_file"), len(at), None),
+                                        "eval_row": _per_row(r.audit.get("eval_row"), len(at), None)})
     for col, values in outcome.columns.items():
         if col in table.columns and col not in table.added:
             raise ValueError(f"stage {name}: column {col!r} is one of the sample table's own")

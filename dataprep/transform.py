@@ -29,11 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from dataprep import curate
 from dataprep.encode import TokenizerInfo, encode, encode_parts, load_tokenizer
 from dataprep.formats import Chat, RowError, Segments, Tokens, parse, to_sample
 from dataprep.load import RawRow, Unreadable
 from dataprep.near_dedup import Signer
 from dataprep.render import ChatRenderer, Rendered, compile_template, render_segments
+from dataprep.sample_columns import sample_columns
 from schemas.config import Config
 from schemas.reasons import Reason, Status
 from schemas.shard import IGNORE_INDEX
@@ -89,6 +91,8 @@ class RowProcessor:
         self.chunked = self.ds.type in ("completion", "pretrain")
         self.token_limit = cfg.sequence_len * (MAX_CHUNKS if self.chunked else 1)
         self.text_limit = text_limit(tok, cfg.sequence_len) * (CHUNK_TEXT_FACTOR if self.chunked else 1)
+        self.columns = curate.wanted(cfg)
+        self.fields = curate.filter_fields(cfg) if self.columns else ()
 
     def process(self, batch: list[RawRow]) -> list[RowResult]:
         """One RowResult per raw row, in order; never raises for a row's sake."""
@@ -147,6 +151,8 @@ class RowProcessor:
         result = RowResult(raw.source_row, Status.kept, content_hash=content_hash(sample))
         if self.signer is not None:
             texts.append((result, self.signer.text(record, sample)))
+        if self.columns:  # filters / decontaminate: their columns, and the row for a quarantine record
+            result.extra = {**sample_columns(record, sample, self.ds, self.fields), "original": _original(raw.payload)}
         if isinstance(sample, Tokens):
             self._pretokenized(result, sample)
         elif isinstance(sample, Segments) and sample.separate:

@@ -280,6 +280,30 @@ class NearDeduplication(_Model):
     trained tokens); ties go to the lowest sample_id."""
 
 
+class FilterRule(_Model):
+    """One entry of `filters:` (Tessera): kept samples for which `where` is not true are quarantined with reason
+    `filter:<name>` (dataprep/filters.py documents the columns)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    """Names the filter in the reason code (`filter:<name>`) and the report: letters, digits, `_`, `.`, `-`."""
+    where: str = Field(min_length=1, max_length=10_000)
+    """A DuckDB SQL expression over the per-sample columns, e.g. `num_trainable between 8 and 4000`. A sample is
+    kept when it is true; false or NULL quarantines it. Read-only: no subqueries, no file or setting access."""
+
+
+class DecontaminateSource(_Model):
+    """One entry of `decontaminate:` (Tessera): an evaluation file whose texts training samples must not share
+    a word n-gram with (dataprep/decontam.py)."""
+
+    path: str
+    """An evaluation data file (jsonl, json, parquet, csv, arrow), relative to the config file."""
+    field: str
+    """The eval rows' top-level text field, or a list of messages (`messages`: every message's content)."""
+    ngram: int = Field(13, ge=1, le=1000)
+    """Words per n-gram: a training sample sharing any n consecutive (normalised) words with an eval text is
+    quarantined as `contaminated`. An eval text shorter than n words matches a sample equal to it."""
+
+
 class SpecialTokens(_Model):
     bos_token: str | None = None
     eos_token: str | None = None
@@ -444,6 +468,23 @@ class Config(_Model):
         if len(wanted) == 1 and None not in wanted and "chat_template" not in self.model_fields_set:
             self.chat_template = wanted.pop()
         return self
+
+    # ---- curation: declarative filters and decontamination (data keys: they change the prepared bytes)
+    filters: list[FilterRule] | None = None
+    """Tessera: per-sample SQL conditions, applied in order after deduplication; the first failing one names the
+    quarantine reason (`filter:<name>`)."""
+    decontaminate: list[DecontaminateSource] | None = None
+    """Tessera: evaluation files to keep out of training (reason `contaminated`); their sha256 is part of the
+    fingerprint, so a changed eval file re-prepares."""
+
+    @field_validator("filters")
+    @classmethod
+    def _unique_filter_names(cls, value: list[FilterRule] | None) -> list[FilterRule] | None:
+        names = [f.name for f in value or []]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"filter names must be unique; {', '.join(twice)} appear more than once")
+        return value
 
     # ---- trainer (read by `tessera train`; preparing ignores them: every key from here to the end of the
     # class must be in TRAINER_KEYS, which keeps them out of the prepare fingerprint; a test checks it)

@@ -76,6 +76,9 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("field", pa.string()),  # the offending field, e.g. messages[2].content
         pa.field("message", pa.string(), nullable=False),  # what is wrong and how to fix it
         pa.field("original", pa.string(), nullable=False),  # the row as read (invalid bytes replaced)
+        # contaminated rows (decontaminate:): the eval file (as in the config) and its 0-based row sharing text
+        pa.field("eval_file", pa.string()),
+        pa.field("eval_row", pa.int64()),
     ]
 )
 

@@ -75,7 +75,7 @@ def test_registry_is_consistent() -> None:
         assert key in known_keys(section), f"{section}.{key} is not supported but not an Axolotl key"
     # A top-level field Axolotl does not have is Tessera's own (its docstring says so), or a misspelt Axolotl key
     tessera_only = {"chat_template_date", "quarantine_max_fraction", "base_model_init",
-                    "dataset_near_deduplication"}
+                    "dataset_near_deduplication", "filters", "decontaminate"}
     assert set(Config.model_fields) - TOP_KEYS == tessera_only, \
         "a new top-level field is not an Axolotl key: check its spelling, or add it to tessera_only here"
     assert {"path", "type", "field_messages", "roles_to_train"} <= set(SECTION_KEYS["datasets"])

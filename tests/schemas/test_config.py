@@ -38,6 +38,8 @@ FROZEN_TOP_LEVEL_KEYS = {
     "pretraining_dataset",
     # distributed (issue 11)
     "fsdp_version",
+    # curation: filters and decontamination (issue 10)
+    "filters", "decontaminate",
     # chat data (issue 9): Axolotl's top-level eot_tokens
     "eot_tokens",
     # curation (issue 10): MinHash near-dedup
