@@ -5,6 +5,7 @@
     cache      same fingerprint as the existing output -> reuse it
     rows       read -> parse -> format -> render -> tokenize -> length, in batches (worker processes)
     dedup      exact, on normalised content, across datasets, in input order (first occurrence is kept)
+    mix        datasets[].weight: drop or repeat whole input rows (mix.py, mix_table.py)
     split      val_set_size, by hash(seed, sample_id)
     pack       best-fit decreasing (sample_packing) or one sample per row
     write      shards, samples/quarantine/duplicates tables, tokenizer/ (with the template used),
@@ -43,6 +44,7 @@ from dataprep.encode import TokenizerInfo, save_tokenizer
 from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, line_limit, read_batches
+from dataprep.mix_table import COPIES_FILE, apply_weights
 from dataprep.pack import choose_validation, one_per_row, pack_best_fit
 from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
@@ -124,6 +126,8 @@ class Counts:
     truncated: int = 0
     samples: int = 0  # kept samples: kept rows, with a chunked row counted once per chunk
     chunked: int = 0  # kept rows split into several samples (completion, pretrain)
+    repeated: int = 0  # copies added by datasets[].weight > 1 (samples, not input rows)
+    mixing: dict[str, dict[str, Any]] = field(default_factory=dict)  # per dataset, before/after weighting
     by_reason: Counter[str] = field(default_factory=Counter)
     per_dataset: dict[str, Counter[str]] = field(default_factory=dict)
 
@@ -309,6 +313,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     next_id = 0
     stream = Stream(cfg.sequence_len)  # pretrain rows: one stream of documents, cut into sequence_len rows
     chunk_of: dict[int, int] = {}  # sample_id of a completion chunk after the first -> the first chunk's
+    row_trainable: dict[int, int] = {}  # chunked row -> its trained tokens before the cut (for mixing's counts)
     with timer("rows") as stage, progress.bar("rows", total=None) as bar:
         for source, batch, results in _processed(st, workers, bar):
             ds = cfg.datasets[source.dataset_index]
@@ -349,6 +354,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
                     sample_rows.append(_sample_row(sid, source, ds.path, ds.format, raw, r, dup_of))
                     continue
                 counts.chunked += 1
+                row_trainable[sid] = r.num_trainable or 0
                 for k, (chunk_ids, chunk_labels, chunk_row) in enumerate(split_row(
                         r.input_ids, r.labels, pieces, _sample_row(sid, source, ds.path, ds.format, raw, r, None))):
                     spill.add(sid + k, chunk_ids, chunk_labels)
@@ -372,25 +378,36 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         raise PrepareError("no row was kept: see the summary above and quarantine reasons; nothing to train on")
 
     with timer("split+pack") as stage:
+        weighting = apply_weights(cfg, tmp / "_work", spill, next_id, counts, row_trainable)
+        counts.mixing = weighting.stats
+        if counts.kept == 0:
+            raise PrepareError("no row is left after datasets[].weight: every kept row was weighted out; raise the "
+                               "weights")
         sample_ids, offsets, ids, labels = spill.finish()
         lengths = np.diff(offsets)
+        live = weighting.live  # not weighted out; copies are after the originals
         in_stream = np.isin(sample_ids, np.asarray(stream.sample_ids, dtype=np.int64))
         is_val = np.zeros(len(sample_ids), dtype=bool)  # pretrain documents are all train, as in Axolotl
-        # The split is chosen per input row: a chunked row's chunks go together (no train/val leak).
+        # The split is chosen per input row: a chunked row's chunks go together, and copies made by weight
+        # follow their original (no train/val leak either way).
+        chosen = live & ~in_stream
+        chosen[len(weighting.mixed.keep):] = False
         if chunk_of:
-            rows_of, row = np.unique([chunk_of.get(i, i) for i in sample_ids[~in_stream].tolist()],
+            rows_of, row = np.unique([chunk_of.get(i, i) for i in sample_ids[chosen].tolist()],
                                      return_inverse=True)
-            is_val[~in_stream] = choose_validation(rows_of.astype(np.int64), cfg.val_set_size, cfg.seed)[row]
+            is_val[chosen] = choose_validation(rows_of.astype(np.int64), cfg.val_set_size, cfg.seed)[row]
         else:
-            is_val[~in_stream] = choose_validation(sample_ids[~in_stream], cfg.val_set_size, cfg.seed)
-        if len(sample_ids) and is_val.all():
-            raise ConfigProblem(f"val_set_size {cfg.val_set_size:g} puts all {len(sample_ids):,} kept samples in "
+            is_val[chosen] = choose_validation(sample_ids[chosen], cfg.val_set_size, cfg.seed)
+        is_val = is_val[weighting.original]
+        if live.any() and is_val[live].all():
+            n_live = int(live.sum())
+            raise ConfigProblem(f"val_set_size {cfg.val_set_size:g} puts all {n_live:,} kept samples in "
                                 "the validation split and none in train; lower val_set_size (a fraction < 1, or "
-                                f"a count below {len(sample_ids):,})")
+                                f"a count below {n_live:,})")
         placement = Placement.empty(len(sample_ids))
         layouts = {}
         for split, mask in (("train", ~is_val), ("val", is_val)):
-            idx = np.flatnonzero(mask & ~in_stream)
+            idx = np.flatnonzero(mask & ~in_stream & live)
             rows = [] if len(idx) == 0 else (pack_best_fit(lengths[idx], sample_ids[idx], cfg.sequence_len)
                                               if cfg.sample_packing else one_per_row(sample_ids[idx]))
             layout = [[int(idx[i]) for i in row] for row in rows]
@@ -403,12 +420,12 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         for split, rows in layouts.items():
             shards += write_split(tmp / "shards", split, rows, sample_ids, offsets, ids, labels, placement)
             bar.advance(1)
-        _finish_samples(tmp, sample_ids, is_val, placement)
+        _finish_samples(tmp, sample_ids, is_val, placement, live, weighting.dropped_ids)
         stage.rows = sum(s.rows for s in shards)
     del ids, labels  # release the memmaps before the work folder is deleted
     shutil.rmtree(tmp / "_work")
     saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
-    manifest = _manifest(st, counts, shards, lengths, timer, saved)
+    manifest = _manifest(st, counts, shards, lengths[live], timer, saved)
     # Written last: its presence means the directory is complete.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
@@ -466,7 +483,8 @@ def _sample_row(sid: int, source: Source, dataset: str, fmt: str, raw: RawRow, r
     return {"sample_id": sid, "dataset": dataset, "dataset_index": source.dataset_index, "format": fmt,
             "source_file": source.display, "source_row": raw.source_row, "status": str(r.status),
             "reason": str(r.reason) if r.reason else None, "duplicate_of": dup_of, "content_hash": r.content_hash,
-            "num_tokens": r.num_tokens, "num_trainable": r.num_trainable, "chunk": None}
+            "num_tokens": r.num_tokens, "num_trainable": r.num_trainable, "chunk": None,
+            "repeat_of": None}
 
 
 def _count(counts: Counts, dataset: str, r: RowResult) -> None:
@@ -505,8 +523,10 @@ def _check_quarantine_share(cfg: Config, counts: Counts, quarantine_file: Path) 
         "message_field_role, type, ...). Fix the config, or raise quarantine_max_fraction if the data is dirty.")
 
 
-def _finish_samples(tmp: Path, sample_ids: np.ndarray, is_val: np.ndarray, placement: Placement) -> None:
-    """samples.parquet = the rows' records joined with where each kept sample went (a lazy Polars join)."""
+def _finish_samples(tmp: Path, sample_ids: np.ndarray, is_val: np.ndarray, placement: Placement,
+                    live: np.ndarray, weighted_out: np.ndarray) -> None:
+    """samples.parquet = the rows' records (and weight's copies) joined with where each kept sample went (a
+    lazy Polars join); rows weighted out become dropped."""
     names = pl.Series("shard_name", [*placement.names, None], dtype=pl.String)
     shard_idx = np.where(placement.shard >= 0, placement.shard, len(placement.names))
     where = pl.DataFrame({
@@ -515,8 +535,15 @@ def _finish_samples(tmp: Path, sample_ids: np.ndarray, is_val: np.ndarray, place
         "shard_new": names.gather(shard_idx),
         "shard_row_new": placement.shard_row,
         "row_offset_new": placement.row_offset,
-    })
-    (pl.scan_parquet(tmp / "_work" / "samples.parquet")
+    }).filter(pl.Series(live))
+    samples = pl.scan_parquet(tmp / "_work" / "samples.parquet")
+    if (tmp / "_work" / COPIES_FILE).exists():
+        samples = pl.concat([samples, pl.scan_parquet(tmp / "_work" / COPIES_FILE)])
+    if len(weighted_out):
+        out = pl.col("sample_id").is_in(pl.Series(weighted_out))
+        samples = samples.with_columns(status=pl.when(out).then(pl.lit(str(Status.dropped))).otherwise("status"),
+                                       reason=pl.when(out).then(pl.lit(str(Reason.weighted_out))).otherwise("reason"))
+    (samples
      .join(where.lazy(), on="sample_id", how="left")
      .with_columns(split=pl.col("split_new"), shard=pl.col("shard_new"), shard_row=pl.col("shard_row_new"),
                    row_offset=pl.col("row_offset_new"))
@@ -558,6 +585,8 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
             "truncated": counts.truncated,
             "samples": counts.samples,
             "chunked_rows": counts.chunked,
+            "repeated_samples": counts.repeated,
+            "mixing": counts.mixing,
             "tokens": total_tokens,
             "trainable_tokens": trainable,
             "trainable_share": trainable / total_tokens if total_tokens else 0.0,

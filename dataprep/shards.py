@@ -20,6 +20,7 @@ from schemas.shard import IGNORE_INDEX, SHARD_SCHEMA
 
 SHARD_TOKENS = 1 << 23  # ~8M tokens: ~100 MB per shard file (ids, labels, positions)
 BATCH_ROWS = 1024  # record batch size inside a shard
+REPEAT_TOKENS = 1 << 22  # TokenSpill.repeat copies about this many tokens (16 MiB of ids) per write
 
 
 class ShardPathError(ValueError):
@@ -54,6 +55,31 @@ class TokenSpill:
         self._labels.write(labels.tobytes())
         self.offsets.append(self.offsets[-1] + len(ids))
         self.sample_ids.append(sample_id)
+
+    def repeat(self, entries: np.ndarray, sample_ids: np.ndarray) -> None:
+        """Append copies of entries already added (`entries` index them, in add order) as new samples
+        `sample_ids`: weighted mixing's repeats (mix.py). Read back from the files in pieces of about
+        REPEAT_TOKENS tokens, so memory does not grow with the copies."""
+        self._ids.flush()
+        self._labels.flush()
+        total = self.offsets[-1]
+        if total == 0 or len(entries) == 0:
+            return
+        ids = np.memmap(self.ids_path, dtype=np.int32, mode="r", shape=(total,))
+        labels = np.memmap(self.labels_path, dtype=np.int32, mode="r", shape=(total,))
+        offsets = np.asarray(self.offsets, dtype=np.int64)
+        starts, ends = offsets[entries], offsets[entries + 1]
+        copied = np.cumsum(ends - starts)
+        cut = np.searchsorted(copied, np.arange(REPEAT_TOKENS, int(copied[-1]), REPEAT_TOKENS), side="right")
+        for part in np.split(np.arange(len(entries)), cut):
+            if len(part) == 0:
+                continue
+            flat = np.concatenate([np.arange(starts[i], ends[i]) for i in part.tolist()])
+            self._ids.write(np.ascontiguousarray(ids[flat]).tobytes())
+            self._labels.write(np.ascontiguousarray(labels[flat]).tobytes())
+            self.offsets.extend((self.offsets[-1] + np.cumsum(ends[part] - starts[part])).tolist())
+            self.sample_ids.extend(sample_ids[part].tolist())
+        del ids, labels
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(sample_ids, offsets, ids memmap, labels memmap)."""

@@ -29,6 +29,7 @@ TrainOnEos = Literal["turn", "last", "all", "none"]
 # dataprep/instruct_types.py. `pretrain` is what pretraining_dataset entries become.
 FORMAT_TYPES = ("chat_template", "input_output", "completion", "pretrain")
 MAX_SEQUENCE_LEN = 2**24
+MAX_WEIGHT = 100  # datasets[].weight: copies are written out in full, so a typo like 1000 must not fill the disk
 
 
 class _Model(BaseModel):
@@ -98,6 +99,13 @@ class DatasetConfig(_Model):
     `train`. Tessera makes the validation split itself (val_set_size)."""
     name: str | None = None
     """The config of a Hub dataset folder (README.md `configs:` config_name); default: its default config."""
+
+    # mixing (README "Mixing datasets", dataprep/mix.py)
+    weight: float = Field(1.0, gt=0, le=MAX_WEIGHT)
+    """Tessera: how much of this dataset to train on, applied after deduplication and before the split: 0.3
+    keeps a seeded 30% of its kept samples (exactly round(0.3 × n), half to even), 2.5 repeats every sample
+    twice plus a seeded, distinct half of them once more. A completion row cut into chunks is weighted as one
+    (its chunks go together). Not yet for type: pretrain."""
 
     # chat_template
     field_messages: str | None = None
@@ -213,6 +221,11 @@ class DatasetConfig(_Model):
             used += [k for k, default in chat_flags.items() if getattr(self, k) != default]
             if used:
                 raise ValueError(f"{', '.join(used)} only apply to type: chat_template (type is {self.type!r})")
+        if self.weight != 1 and self.type == "pretrain":
+            # The pretrain stream is cut into sequence_len rows while the rows are read, before weighting could
+            # drop or repeat a document: see README "Mixing datasets".
+            raise ValueError(f"weight {self.weight:g}: weighting is not supported for pretrain documents yet; "
+                             "remove weight, or repeat/subsample the files themselves")
         if self.field is not None and self.type not in ("completion", "pretrain"):
             raise ValueError("`field` only applies to type: completion")
         if self.conversation is not None and self.type != "alpaca_chat" and self.legacy_type is None:
