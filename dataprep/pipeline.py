@@ -540,7 +540,7 @@ def _finish_samples(tmp: Path, sample_ids: np.ndarray, is_val: np.ndarray, place
     if (tmp / "_work" / COPIES_FILE).exists():
         samples = pl.concat([samples, pl.scan_parquet(tmp / "_work" / COPIES_FILE)])
     if len(weighted_out):
-        out = pl.col("sample_id").is_in(pl.Series(weighted_out))
+        out = pl.col("sample_id").is_in(pl.Series(weighted_out).implode())
         samples = samples.with_columns(status=pl.when(out).then(pl.lit(str(Status.dropped))).otherwise("status"),
                                        reason=pl.when(out).then(pl.lit(str(Reason.weighted_out))).otherwise("reason"))
     (samples
