@@ -76,8 +76,11 @@ def apply_weights(cfg: Config, work: Path, spill: TokenSpill, next_id: int, coun
         _write_copies(work, sample_ids[mixed.copy_of], copy_ids)
     counts.repeated = len(copy_ids)
     dropped = ~mixed.keep
-    if dropped.any():
-        _count_weighted_out(cfg, counts, kept.filter(pl.Series(dropped)), row_trainable)
+    if mixed.changed:
+        first = sample_ids - kept["chunk"].fill_null(0).to_numpy()
+        copy_first = copy_ids - kept["chunk"].fill_null(0).to_numpy()[mixed.copy_of]
+        _count(cfg, counts, _per_dataset(kept.filter(pl.Series(dropped)), first[dropped], row_trainable),
+               _per_dataset(kept[mixed.copy_of], copy_first, row_trainable))
     return Weighting(mixed, copy_ids, sample_ids[dropped], stats)
 
 
@@ -93,27 +96,45 @@ def _write_copies(work: Path, originals: np.ndarray, copy_ids: np.ndarray) -> No
     pq.write_table(rows.to_arrow().cast(SAMPLES_SCHEMA), work / COPIES_FILE)
 
 
-def _count_weighted_out(cfg: Config, counts: Counts, rows: pl.DataFrame, row_trainable: dict[int, int]) -> None:
-    """Rows weighted out leave kept for dropped: the accounting counts input rows (a chunked row once)."""
-    first = rows.filter(pl.col("chunk").fill_null(0) == 0)
-    per_row = (rows.with_columns(row=pl.col("sample_id") - pl.col("chunk").fill_null(0))
-               .group_by("row").agg(pl.col("num_tokens").sum(), pl.col("num_trainable").sum(),
-                                    pl.len().alias("samples"))
-               .join(first.select(pl.col("sample_id").alias("row"), "dataset_index", "reason", "chunk"), on="row"))
-    for r in per_row.iter_rows(named=True):
+def _per_dataset(samples: pl.DataFrame, first_ids: np.ndarray, row_trainable: dict[int, int]) -> pl.DataFrame:
+    """Input rows (or copies of them) per dataset: how many, their samples, tokens and trained tokens, chunked
+    and truncated ones. `first_ids` is the id of each sample's first chunk (itself when not chunked): one row
+    or one copy of it. A chunked row's trained tokens are those the row pass counted (row_trainable)."""
+    rows = (samples.with_columns(first=pl.Series(first_ids), row=pl.col("sample_id") - pl.col("chunk").fill_null(0))
+            .group_by("first")
+            .agg(pl.col("row").first(), pl.col("dataset_index").first(), pl.col("num_tokens").sum(),
+                 pl.col("num_trainable").sum(), pl.len().alias("samples"),
+                 pl.col("chunk").is_not_null().any().alias("chunked"),
+                 (pl.col("reason") == str(Reason.truncated)).any().alias("truncated")))
+    if row_trainable:
+        before_cut = pl.DataFrame({"row": list(row_trainable), "row_trainable": list(row_trainable.values())},
+                                  schema={"row": pl.Int64, "row_trainable": pl.Int64})
+        rows = (rows.join(before_cut, on="row", how="left")
+                .with_columns(num_trainable=pl.coalesce("row_trainable", "num_trainable")))
+    return (rows.group_by("dataset_index")
+            .agg(pl.len().alias("rows"), pl.col("samples").sum(), pl.col("num_tokens").sum(),
+                 pl.col("num_trainable").sum(), pl.col("chunked").sum(), pl.col("truncated").sum())
+            .sort("dataset_index"))
+
+
+def _count(cfg: Config, counts: Counts, weighted_out: pl.DataFrame, copies: pl.DataFrame) -> None:
+    """Rows weighted out leave kept for dropped (the accounting counts input rows, a chunked row once); the
+    per-dataset tokens count what is in the shards, copies included."""
+    for r in weighted_out.iter_rows(named=True):  # one row per dataset
         per = counts.per_dataset[cfg.datasets[r["dataset_index"]].path]
-        trained = row_trainable.get(r["row"], r["num_trainable"])
-        per["kept"] -= 1
-        per["dropped"] += 1
+        per["kept"] -= r["rows"]
+        per["dropped"] += r["rows"]
         per["tokens"] -= r["num_tokens"]
-        per["trainable"] -= trained
+        per["trainable"] -= r["num_trainable"]
+        counts.kept -= r["rows"]
+        counts.dropped += r["rows"]
         counts.samples -= r["samples"]
-        if r["chunk"] is not None:
-            counts.chunked -= 1
-        if r["reason"] == str(Reason.truncated):
-            counts.truncated -= 1
-            counts.by_reason[str(Reason.truncated)] -= 1
-    counts.kept -= len(per_row)
-    counts.dropped += len(per_row)
-    counts.by_reason[str(Reason.weighted_out)] += len(per_row)
+        counts.chunked -= r["chunked"]
+        counts.truncated -= r["truncated"]
+        counts.by_reason[str(Reason.truncated)] -= r["truncated"]
+        counts.by_reason[str(Reason.weighted_out)] += r["rows"]
     counts.by_reason = +counts.by_reason  # a reason at 0 is not listed
+    for r in copies.iter_rows(named=True):
+        per = counts.per_dataset[cfg.datasets[r["dataset_index"]].path]
+        per["tokens"] += r["num_tokens"]
+        per["trainable"] += r["num_trainable"]

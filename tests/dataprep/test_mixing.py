@@ -106,6 +106,9 @@ def test_weights_give_exact_counts_and_the_accounting_balances(mixed: Result) ->
     chat_times = (samples.filter((pl.col("dataset") == "chat.jsonl") & (pl.col("status") == "kept"))
                   .group_by("source_row").len()["len"].sort().to_list())
     assert chat_times == [2] * 5 + [3] * 5  # the fractional 50% is five distinct rows
+    # Per dataset, tokens are what is in the shards, copies included.
+    assert sum(d["tokens"] for d in stats["per_dataset"].values()) == stats["tokens"]
+    assert stats["chunked_rows"] == 12
     mixing = stats["mixing"]
     assert [mixing[d]["samples_after"] for d in ("alpaca.jsonl", "chat.jsonl")] == [12, 25]
     assert mixing["long.jsonl"]["samples_after"] == stats["samples"] - 22 + len(copies) - 15
@@ -149,6 +152,19 @@ def test_chunked_rows_are_weighted_and_copied_whole(mixed: Result) -> None:
             assert copies["repeat_of"].to_list() == originals["sample_id"].to_list()
             assert np.all(np.diff(copies["sample_id"].to_numpy()) == 1)  # consecutive, like the originals
             assert copies["split"].n_unique() == 1 and copies["split"][0] == originals["split"][0]
+
+
+def test_chunked_rows_weighted_out_leave_every_count(tmp_path: Path, qwen_dir: Path) -> None:
+    result = run(tmp_path, {"datasets": [{"path": "long.jsonl", "type": "completion", "weight": 0.5}],
+                            "sequence_len": 64, "sample_packing": True}, qwen_dir)
+    stats, acc = result.manifest["stats"], result.manifest["accounting"]
+    assert acc["balanced"] and (acc["kept"], acc["dropped"]) == (6, 6) and stats["chunked_rows"] == 6
+    samples = pl.read_parquet(result.out / "samples.parquet")
+    kept = samples.filter(pl.col("status") == "kept")
+    assert stats["samples"] == len(shard_samples(result)) == len(kept)
+    assert stats["per_dataset"]["long.jsonl"]["tokens"] == stats["tokens"] == kept["num_tokens"].sum()
+    out = samples.filter(pl.col("reason") == "weighted_out")
+    assert out["source_row"].n_unique() == 6 and len(out) > 6  # every chunk of a weighted-out row is dropped
 
 
 def test_deterministic_across_workers_and_reruns_seed_changes_selection(tmp_path: Path, qwen_dir: Path,
