@@ -1,10 +1,13 @@
 """Rows that become several samples: completion texts longer than sequence_len, and pretrain documents.
 
 - completion (Axolotl's completion.py): the tokenized text (BOS, text, EOS) is cut into consecutive chunks of
-  sequence_len tokens, no overlap; only the last chunk ends with EOS. transform.py computes the chunks.
-- pretrain (Axolotl's `pretraining_dataset`): the documents (each BOS, text, EOS) form one stream cut into rows
-  of exactly sequence_len tokens; a document that crosses a row's end is split there. `Stream` decides the cuts
-  in input order while the rows are read, and `stream_rows` lays the pieces back into those rows.
+  sequence_len tokens, no overlap; only the last chunk ends with EOS (transform.py bounds a row at 64 chunks).
+- pretrain (Axolotl's `pretraining_dataset`): the kept documents (each BOS, text, EOS) form one stream cut into
+  rows of exactly sequence_len tokens; a document that crosses a row's end is split there, and `stream_rows`
+  lays the pieces back into those rows.
+
+The rows are cut after the stages (`cut_rows`, vectorised over the sample table), so a duplicate or filtered
+row is one sample, and the stream holds only kept documents.
 
 Each piece is a sample of its own: its own sample_id (consecutive for one row), its own samples.parquet row
 (same source_file and source_row, `chunk` 0, 1, ...), positions restarting at 0 and, as for every sample, its
@@ -14,50 +17,64 @@ row; `stats.samples` in the manifest counts the samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.shard import IGNORE_INDEX
+
+@dataclass
+class Pieces:
+    """The samples the kept rows become, in sample_id order: a row is one piece unless it is split (chunk k >= 0).
+    Token offsets are absolute in the spill."""
+
+    row: np.ndarray  # position of the piece's row in the view
+    start: np.ndarray  # first token (spill offset)
+    end: np.ndarray
+    chunk: np.ndarray  # k-th piece of a split row; -1: the row is one piece
+    stream: np.ndarray  # a pretrain piece (laid out by stream_rows)
+
+    def __len__(self) -> int:
+        return len(self.row)
 
 
-class Stream:
-    """pretrain documents as one stream, cut into rows of exactly sequence_len tokens."""
+def cut_rows(offset: np.ndarray, length: np.ndarray, completion: np.ndarray, pretrain: np.ndarray,
+             sequence_len: int) -> Pieces:
+    """Pieces of kept rows (offset, length in the spill; per-row type masks), vectorised.
 
-    def __init__(self, sequence_len: int):
-        self.sequence_len, self.fill = sequence_len, 0
-        self.sample_ids: list[int] = []  # every pretrain sample, in input order
+    completion: consecutive sequence_len pieces when longer than sequence_len. pretrain: the documents, in order,
+    form one stream; a document's pieces end where the stream crosses a multiple of sequence_len."""
+    n = len(length)
+    length = length.astype(np.int64)
+    stream_start = np.zeros(n, np.int64)
+    stream_start[pretrain] = np.cumsum(length[pretrain]) - length[pretrain]
+    count = np.ones(n, np.int64)
+    big = completion & (length > sequence_len)
+    count[big] = -(-length[big] // sequence_len)
+    count[pretrain] = -(-(stream_start[pretrain] + length[pretrain]) // sequence_len) - (
+        stream_start[pretrain] // sequence_len)
+    row = np.repeat(np.arange(n), count)
+    k = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)
+    rel_start = np.zeros(len(row), np.int64)
+    rel_end = length[row].copy()
+    comp = completion[row]
+    rel_start[comp] = k[comp] * sequence_len
+    rel_end[comp] = np.minimum(rel_start[comp] + sequence_len, length[row][comp])
+    pre = pretrain[row]
+    first_line = stream_start[row][pre] // sequence_len + k[pre]  # the stream row this piece sits in
+    rel_start[pre] = np.maximum(first_line * sequence_len, stream_start[row][pre]) - stream_start[row][pre]
+    rel_end[pre] = np.minimum((first_line + 1) * sequence_len, stream_start[row][pre] + length[row][pre]) \
+        - stream_start[row][pre]
+    chunk = np.where(count[row] > 1, k, -1)
+    base = offset[row]
+    return Pieces(row, base + rel_start, base + rel_end, chunk, pre)
 
-    def cut(self, n: int) -> list[tuple[int, int]]:
-        """[start, end) pieces of a document of n tokens that continues the stream."""
-        pieces, pos = [], 0
-        while pos < n:
-            take = min(n - pos, self.sequence_len - self.fill)
-            pieces.append((pos, pos + take))
-            pos += take
-            self.fill = (self.fill + take) % self.sequence_len
-        return pieces
 
-
-def split_row(input_ids: np.ndarray, labels: np.ndarray, pieces: list[tuple[int, int]],
-              record: dict[str, Any]) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
-    """(ids, labels, samples.parquet record) per piece; the caller numbers them."""
-    for k, (a, b) in enumerate(pieces):
-        piece_labels = labels[a:b].copy()
-        piece_labels[0] = IGNORE_INDEX  # the first token of every sample is never a target (schemas/shard.py)
-        trainable = int(np.count_nonzero(piece_labels != IGNORE_INDEX))
-        yield input_ids[a:b], piece_labels, {**record, "num_tokens": b - a, "num_trainable": trainable, "chunk": k}
-
-
-def stream_rows(idx: np.ndarray, lengths: np.ndarray, sequence_len: int) -> list[list[int]]:
-    """The pretrain pieces (indices into `lengths`, in input order) back in the sequence_len rows Stream cut."""
-    rows: list[list[int]] = []
-    fill = sequence_len
-    for i in idx.tolist():
-        if fill >= sequence_len:
-            rows.append([])
-            fill = 0
-        rows[-1].append(i)
-        fill += int(lengths[i])
-    return rows
+def stream_rows(stream_pieces: np.ndarray, lengths: np.ndarray, sequence_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pretrain pieces (indices, in sample order, with their lengths) back in the sequence_len rows of the
+    stream: (order, bounds) as pack.py's layouts. Pieces were cut at row ends, so each lies in one row."""
+    if len(stream_pieces) == 0:
+        return stream_pieces.astype(np.int64), np.zeros(1, np.int64)
+    pos = np.cumsum(lengths) - lengths
+    line = pos // sequence_len
+    counts = np.bincount(line)
+    return stream_pieces.astype(np.int64), np.concatenate([[0], np.cumsum(counts[counts > 0])])

@@ -5,7 +5,7 @@
 
 Sections: summary (where every input row went, tokens, trained share, packing), sample length distributions
 (all tokens vs trained tokens), trained share per dataset, packing efficiency per shard and how full the rows
-are, quarantine reasons with an example each, duplicate clusters.
+are, quarantine reasons with an example each, duplicate clusters, and the stages after the row pass.
 
 Every number comes from the sql/ library run through `dataprep.query` (the same SQL a person runs with
 `tessera query`), and each section names its file. The page has no scripts and loads nothing: styles are
@@ -259,6 +259,7 @@ def build(prepared: Path) -> str:
         f"<title>Tessera report: {_esc(name)}</title><style>{CSS}</style></head><body><main>",
         _header(prepared, manifest),
         _summary(summary, sources, missing_eot),
+        _stages(manifest),
         '<div class="grid">',
         _lengths(hist),
         _trained_share(sources),
@@ -309,6 +310,19 @@ def _summary(s: dict[str, Any], sources: list[dict[str, Any]], missing_eot: int)
                ("tokens", "tokens"), ("trained_tokens", "trained"), ("trained_share", "trained share")]
     return (f'<section id="summary"><h2>Summary</h2><div class="cards">{cards}</div>{table(sources, columns)}'
             f"{_src('summary', 'trained_share_by_source', 'missing_end_of_turn')}</section>")
+
+
+def _stages(manifest: dict[str, Any]) -> str:
+    """The manifest's stage rows: how many samples each stage after the row pass received and kept, and why it
+    removed the others (any reason a stage writes, as written)."""
+    rows = [{**r, "rejected": ", ".join(f"{k} {v:,}" for k, v in r["rejected_by_reason"].items()) or "-",
+             "seconds": f"{r['seconds']:.2f}"} for r in manifest.get("stages", [])]
+    if not rows:
+        return ""  # prepared before stages were recorded
+    columns = [("name", "stage"), ("rows_in", "rows in"), ("rows_out", "rows out"), ("rejected", "removed"),
+               ("seconds", "seconds")]
+    return (f'<section id="stages"><h2>Stages</h2>{table(rows, columns)}<p class="meta">manifest.json '
+            "<code>stages</code>: one row per stage after the row pass, in order</p></section>")
 
 
 def _lengths(hist: list[dict[str, Any]]) -> str:

@@ -18,8 +18,23 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
+
+
+class Rows(NamedTuple):
+    """Packed rows as two arrays: row r holds the samples `order[bounds[r]:bounds[r + 1]]`."""
+
+    order: np.ndarray  # indices of samples, row after row
+    bounds: np.ndarray  # len(rows) + 1 offsets into `order`
+
+    def __len__(self) -> int:  # type: ignore[override]  (the number of rows, not of fields)
+        return len(self.bounds) - 1
+
+    def lists(self) -> list[list[int]]:
+        return [self.order[a:b].tolist() for a, b in zip(self.bounds[:-1], self.bounds[1:], strict=True)]
 
 
 def choose_validation(sample_ids: np.ndarray, val_set_size: float, seed: int) -> np.ndarray:
@@ -41,16 +56,17 @@ def choose_validation(sample_ids: np.ndarray, val_set_size: float, seed: int) ->
     return mask
 
 
-def pack_best_fit(lengths: np.ndarray, sample_ids: np.ndarray, capacity: int) -> list[list[int]]:
-    """Rows as lists of indices into `lengths`; each row's lengths sum to at most `capacity`."""
+def pack_best_fit(lengths: np.ndarray, sample_ids: np.ndarray, capacity: int) -> Rows:
+    """Rows of indices into `lengths`; each row's lengths sum to at most `capacity`. A row's samples are in the
+    order they were placed (longest first)."""
     order = np.lexsort((sample_ids, -lengths.astype(np.int64)))
-    rows: list[list[int]] = []
+    row_of = np.empty(len(order), np.int64)  # row of the order[i]-th sample
+    n_rows = 0
     # Open rows grouped by remaining room; `rooms` is the sorted list of room values that have rows, so the
     # best fit is one bisect away. Within a room value the oldest row wins (heap of row numbers).
     by_room: dict[int, list[int]] = {}
     rooms: list[int] = []
-    for idx in order.tolist():
-        size = int(lengths[idx])
+    for pos, size in _each(lengths[order]):
         if size > capacity:
             raise ValueError(f"sample of {size} tokens does not fit sequence_len {capacity}")
         at = bisect.bisect_left(rooms, size)
@@ -61,17 +77,27 @@ def pack_best_fit(lengths: np.ndarray, sample_ids: np.ndarray, capacity: int) ->
                 del by_room[room]
                 rooms.pop(at)
         else:
-            room, row = capacity, len(rows)
-            rows.append([])
-        rows[row].append(idx)
+            room, row = capacity, n_rows
+            n_rows += 1
+        row_of[pos] = row
         left = room - size
         if left > 0:
             if left not in by_room:
                 by_room[left] = []
                 bisect.insort(rooms, left)
             heapq.heappush(by_room[left], row)
-    return rows
+    return Rows(order[np.argsort(row_of, kind="stable")], _bounds(np.bincount(row_of, minlength=n_rows)))
 
 
-def one_per_row(sample_ids: np.ndarray) -> list[list[int]]:
-    return [[int(i)] for i in np.argsort(sample_ids, kind="stable")]
+def _each(values: np.ndarray, block: int = 1 << 16) -> Iterator[tuple[int, int]]:
+    """(position, value) as Python ints, a block at a time: no list as long as the dataset."""
+    for lo in range(0, len(values), block):
+        yield from enumerate(values[lo:lo + block].tolist(), start=lo)
+
+
+def one_per_row(sample_ids: np.ndarray) -> Rows:
+    return Rows(np.argsort(sample_ids, kind="stable"), np.arange(len(sample_ids) + 1))
+
+
+def _bounds(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

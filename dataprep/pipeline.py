@@ -3,13 +3,14 @@
     setup      tokenizer, chat template, probes (probes.py), input files, fingerprint: every error here
                happens before any row is read
     cache      same fingerprint as the existing output -> reuse it
-    rows       read -> parse -> format -> render -> tokenize -> length, in batches (worker processes)
-    dedup      exact, on normalised content, across datasets, in input order (first occurrence is kept)
-    mix        datasets[].weight: drop or repeat whole input rows (mix.py, mix_table.py)
-    split      val_set_size, by hash(seed, sample_id)
-    pack       best-fit decreasing (sample_packing) or one sample per row
-    write      shards, samples/quarantine/duplicates tables, tokenizer/ (with the template used),
-               manifest.json last, then one rename
+    rows       read -> parse -> format -> render -> tokenize -> length, in batches (worker processes), into
+               the sample table (rowpass.py, table.py)
+    stages     plain functions over the table, in the order of runner.STAGES (contract: stage.py):
+               exact_dedup  on normalised content, across datasets, first occurrence kept (dedup.py)
+               split        val_set_size, by hash(seed, sample_id) (layout.py)
+               pack         best-fit decreasing (sample_packing) or one sample per row (layout.py, pack.py)
+    write      shards; samples/quarantine/duplicates tables and the accounting, from the table (outputs.py);
+               tokenizer/ (with the template used); manifest.json last, then one rename
 
 Everything is written under a temporary folder that becomes a version DIR points at in one rename (outdir.py),
 so a crashed run never leaves a directory that looks complete, nor loses the previous one.
@@ -20,68 +21,45 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import re
 import shutil
-from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 from jinja2 import TemplateError, TemplateSyntaxError
 
 import dataprep
-from dataprep import outdir
-from dataprep.chunks import Stream, split_row, stream_rows
+from dataprep import outdir, outputs
 from dataprep.encode import TokenizerInfo, save_tokenizer
+from dataprep.errors import ConfigProblem, PrepareError
 from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
-from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, line_limit, read_batches
-from dataprep.mix_table import COPIES_FILE, apply_weights
-from dataprep.pack import choose_validation, one_per_row, pack_best_fit
+from dataprep.layout import SplitError
+from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, read_batches
 from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
-from dataprep.shards import Placement, ShardInfo, TokenSpill, sha256_file, write_split
-from dataprep.transform import (
-    CHUNK_TEXT_FACTOR,
-    RowProcessor,
-    RowResult,
-    init_worker,
-    process_in_worker,
-    text_limit,
-    tokenizer_for,
-)
+from dataprep.rowpass import BATCH_SIZE, read_rows
+from dataprep.runner import run_stages
+from dataprep.shards import Placement, Samples, ShardInfo, sha256_file, write_split
+from dataprep.table import KEPT
+from dataprep.transform import RowProcessor, tokenizer_for
 from schemas.config import TRAINER_KEYS, Config
-from schemas.reasons import Reason, Status
-from schemas.shard import DUPLICATES_SCHEMA, FORMAT_VERSION, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
+from schemas.reasons import Reason
+from schemas.shard import FORMAT_VERSION
 from schemas.shard import __file__ as SAMPLES_SCHEMA_FILE
 
-BATCH_SIZE = 512
+__all__ = ["BATCH_SIZE", "ConfigProblem", "PrepareError", "Result", "Setup", "Source", "run_pipeline", "setup"]
+
 # Config keys that do not change the prepared bytes: left out of the fingerprint. Trainer keys are listed next to
 # their fields in schemas/config.py; the tokenizer's files are hashed themselves, so its folder name is not data.
 _NOT_DATA = {"dataset_prepared_path", "dataset_processes", "base_model_config", "model_type", "tokenizer_type",
              "trust_remote_code", "base_model", "tokenizer_config"} | TRAINER_KEYS
-
-
-class PrepareError(Exception):
-    """The run cannot produce trustworthy output (unreadable input, too much quarantined, ...)."""
-
-    exit_code = 1
-
-
-class ConfigProblem(PrepareError):
-    """A config that validates but cannot work, found during setup or split (e.g. a template that hits its
-    limits, a validation split that leaves nothing to train on): exit 2, like an invalid config."""
-
-    exit_code = 2
 
 
 @dataclass
@@ -114,22 +92,6 @@ class Setup:
         """The chat template text datasets[dataset_index] is rendered with (None: not a chat dataset)."""
         t = self.dataset_templates[dataset_index] if self.dataset_templates else None
         return t[1] if t is not None else None
-
-
-@dataclass
-class Counts:
-    rows_in: int = 0
-    kept: int = 0
-    quarantined: int = 0
-    duplicates: int = 0
-    dropped: int = 0
-    truncated: int = 0
-    samples: int = 0  # kept samples: kept rows, with a chunked row counted once per chunk
-    chunked: int = 0  # kept rows split into several samples (completion, pretrain)
-    repeated: int = 0  # copies added by datasets[].weight > 1 (samples, not input rows)
-    mixing: dict[str, dict[str, Any]] = field(default_factory=dict)  # per dataset, before/after weighting
-    by_reason: Counter[str] = field(default_factory=Counter)
-    per_dataset: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -304,256 +266,68 @@ def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, fo
 
 def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageTimer) -> dict[str, Any]:
     cfg = st.cfg
-    counts = Counts()
-    spill = TokenSpill(tmp / "_work")
-    seen: dict[str, int] = {}  # content hash -> sample_id of the kept row
-    samples_w = pq.ParquetWriter(tmp / "_work" / "samples.parquet", SAMPLES_SCHEMA)
-    quarantine_w = pq.ParquetWriter(tmp / "quarantine.parquet", QUARANTINE_SCHEMA)
-    duplicates_w = pq.ParquetWriter(tmp / "duplicates.parquet", DUPLICATES_SCHEMA)
-    next_id = 0
-    stream = Stream(cfg.sequence_len)  # pretrain rows: one stream of documents, cut into sequence_len rows
-    chunk_of: dict[int, int] = {}  # sample_id of a completion chunk after the first -> the first chunk's
-    row_trainable: dict[int, int] = {}  # chunked row -> its trained tokens before the cut (for mixing's counts)
+    work = tmp / "_work"
     with timer("rows") as stage, progress.bar("rows", total=None) as bar:
-        for source, batch, results in _processed(st, workers, bar):
-            ds = cfg.datasets[source.dataset_index]
-            sample_rows, quarantine_rows, dup_rows = [], [], []
-            for raw, r in zip(batch, results, strict=True):
-                sid = next_id
-                next_id += 1
-                dup_of = None
-                if r.status is Status.kept and cfg.dataset_exact_deduplication:
-                    assert r.content_hash is not None
-                    dup_of = seen.get(r.content_hash)
-                    if dup_of is None:
-                        seen[r.content_hash] = sid
-                    else:
-                        r.status, r.reason = Status.duplicate, Reason.duplicate
-                        dup_rows.append({"sample_id": sid, "kept_sample_id": dup_of, "content_hash": r.content_hash})
-                pieces: list[tuple[int, int]] | None = None
-                if r.status is Status.kept:
-                    assert r.input_ids is not None and r.labels is not None
-                    pieces = stream.cut(len(r.input_ids)) if ds.type == "pretrain" else r.chunks
-                    if pieces is not None and len(pieces) == 1:
-                        pieces = None
-                    if pieces is None:
-                        spill.add(sid, r.input_ids, r.labels)
-                        counts.samples += 1
-                        if ds.type == "pretrain":
-                            stream.sample_ids.append(sid)
-                elif r.status is Status.quarantined:
-                    quarantine_rows.append({"sample_id": sid, "dataset": ds.path, "source_file": source.display,
-                                            "source_row": raw.source_row, "reason": str(r.reason),
-                                            "field": r.field, "message": r.message, "original": r.original})
-                if r.reason is Reason.too_long and cfg.excess_length_strategy == "raise":
-                    raise PrepareError(f"{source.display}:{raw.source_row}: {r.message} (excess_length_strategy: "
-                                       "raise); raise sequence_len, shorten or remove the row, or set "
-                                       "excess_length_strategy to drop or truncate")
-                _count(counts, ds.path, r)
-                if pieces is None:
-                    sample_rows.append(_sample_row(sid, source, ds.path, ds.format, raw, r, dup_of))
-                    continue
-                counts.chunked += 1
-                row_trainable[sid] = r.num_trainable or 0
-                for k, (chunk_ids, chunk_labels, chunk_row) in enumerate(split_row(
-                        r.input_ids, r.labels, pieces, _sample_row(sid, source, ds.path, ds.format, raw, r, None))):
-                    spill.add(sid + k, chunk_ids, chunk_labels)
-                    sample_rows.append({**chunk_row, "sample_id": sid + k})
-                counts.samples += len(pieces)
-                next_id = sid + len(pieces)
-                if ds.type == "pretrain":
-                    stream.sample_ids.extend(range(sid, next_id))
-                else:
-                    chunk_of.update((i, sid) for i in range(sid + 1, next_id))
-            samples_w.write_table(pa.Table.from_pylist(sample_rows, SAMPLES_SCHEMA))
-            if quarantine_rows:
-                quarantine_w.write_table(pa.Table.from_pylist(quarantine_rows, QUARANTINE_SCHEMA))
-            if dup_rows:
-                duplicates_w.write_table(pa.Table.from_pylist(dup_rows, DUPLICATES_SCHEMA))
-        stage.rows = counts.rows_in
-    for w in (samples_w, quarantine_w, duplicates_w):
-        w.close()
-    _check_quarantine_share(cfg, counts, tmp / "quarantine.parquet")
-    if counts.kept == 0:
-        raise PrepareError("no row was kept: see the summary above and quarantine reasons; nothing to train on")
-
-    with timer("split+pack") as stage:
-        weighting = apply_weights(cfg, tmp / "_work", spill, next_id, counts, row_trainable)
-        counts.mixing = weighting.stats
-        if counts.kept == 0:
-            raise PrepareError("no row is left after datasets[].weight: every kept row was weighted out; raise the "
-                               "weights")
-        sample_ids, offsets, ids, labels = spill.finish()
-        lengths = np.diff(offsets)
-        live = weighting.live  # not weighted out; copies are after the originals
-        in_stream = np.isin(sample_ids, np.asarray(stream.sample_ids, dtype=np.int64))
-        is_val = np.zeros(len(sample_ids), dtype=bool)  # pretrain documents are all train, as in Axolotl
-        # The split is chosen per input row: a chunked row's chunks go together, and copies made by weight
-        # follow their original (no train/val leak either way).
-        chosen = live & ~in_stream
-        chosen[len(weighting.mixed.keep):] = False
-        if chunk_of:
-            rows_of, row = np.unique([chunk_of.get(i, i) for i in sample_ids[chosen].tolist()],
-                                     return_inverse=True)
-            is_val[chosen] = choose_validation(rows_of.astype(np.int64), cfg.val_set_size, cfg.seed)[row]
-        else:
-            is_val[chosen] = choose_validation(sample_ids[chosen], cfg.val_set_size, cfg.seed)
-        is_val = is_val[weighting.original]
-        if live.any() and is_val[live].all():
-            n_live = int(live.sum())
-            raise ConfigProblem(f"val_set_size {cfg.val_set_size:g} puts all {n_live:,} kept samples in "
-                                "the validation split and none in train; lower val_set_size (a fraction < 1, or "
-                                f"a count below {n_live:,})")
-        placement = Placement.empty(len(sample_ids))
-        layouts = {}
-        for split, mask in (("train", ~is_val), ("val", is_val)):
-            idx = np.flatnonzero(mask & ~in_stream & live)
-            rows = [] if len(idx) == 0 else (pack_best_fit(lengths[idx], sample_ids[idx], cfg.sequence_len)
-                                              if cfg.sample_packing else one_per_row(sample_ids[idx]))
-            layout = [[int(idx[i]) for i in row] for row in rows]
-            layout += stream_rows(np.flatnonzero(mask & in_stream), lengths, cfg.sequence_len)
-            if layout:
-                layouts[split] = layout
-        stage.rows = len(sample_ids)
+        table = read_rows(st, work, workers, bar)
+        stage.rows = len(table)
+    datasets = [ds.path for ds in cfg.datasets]
+    _check_rows(cfg, outputs.counts(table, datasets), work / "quarantine.parquet")
+    try:
+        records, layout, removed = run_stages(table, cfg, timer)
+    except SplitError as e:
+        raise ConfigProblem(str(e)) from None
+    assert layout is not None  # pack always runs
+    if not (table.columns["status"] == KEPT).any():
+        raise PrepareError("no row was kept after the stages: see the summary above; nothing to train on")
+    pieces = layout.pieces
+    samples = Samples(layout.sample_ids, pieces.start, pieces.end, pieces.chunk >= 0, table.ids, table.labels)
+    placement = Placement.empty(len(pieces))
     shards: list[ShardInfo] = []
-    with timer("write") as stage, progress.bar("write", total=len(layouts)) as bar:
-        for split, rows in layouts.items():
-            shards += write_split(tmp / "shards", split, rows, sample_ids, offsets, ids, labels, placement)
+    with timer("write") as stage, progress.bar("write", total=len(layout.rows)) as bar:
+        for split, rows in layout.rows.items():
+            shards += write_split(tmp / "shards", split, rows, samples, placement)
             bar.advance(1)
-        _finish_samples(tmp, sample_ids, is_val, placement, live, weighting.dropped_ids)
+        formats = [ds.format for ds in cfg.datasets]
+        sources = [s.display for s in st.sources]
+        outputs.write_samples(tmp / "samples.parquet", table, layout, placement, removed, datasets, formats, sources)
+        outputs.write_duplicates(tmp / "duplicates.parquet", table, layout, removed)
+        outputs.write_quarantine(tmp / "quarantine.parquet", work / "quarantine.parquet", table, layout, removed,
+                                 datasets, sources)
         stage.rows = sum(s.rows for s in shards)
-    del ids, labels  # release the memmaps before the work folder is deleted
-    shutil.rmtree(tmp / "_work")
+    counts = outputs.counts(table, datasets)
+    counts["samples"] = len(pieces)
+    counts["chunked_rows"] = int(np.count_nonzero(layout.count[table.columns["status"] == KEPT] > 1))
+    lengths = pieces.end - pieces.start
+    del table, samples  # release the memmaps before the work folder is deleted
+    shutil.rmtree(work)
     saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
-    manifest = _manifest(st, counts, shards, lengths[live], timer, saved)
+    manifest = _manifest(st, counts, records, shards, lengths, timer, saved)
     # Written last: its presence means the directory is complete.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
 
-def _processed(st: Setup, workers: int, bar: Any) -> Iterator[tuple[Source, list[RawRow], list[RowResult]]]:
-    max_line = line_limit(text_limit(st.tok, st.cfg.sequence_len))
-    # completion / pretrain rows may be many sequences long (they are split, not dropped): transform.py
-    chunked_line = line_limit(text_limit(st.tok, st.cfg.sequence_len) * CHUNK_TEXT_FACTOR)
-
-    def jobs() -> Iterator[tuple[Source, list[RawRow]]]:
-        for source in st.sources:
-            chunked = st.cfg.datasets[source.dataset_index].type in ("completion", "pretrain")
-            for batch in source.batches(BATCH_SIZE, chunked_line if chunked else max_line):
-                yield source, batch
-                bar.advance(len(batch))
-
-    if workers <= 1:
-        # Two batches in flight on threads: one renders (Python, holding the GIL) while the other is inside
-        # encode_batch, which releases it. Results are taken in order, so the output is the same.
-        processors: dict[int, RowProcessor] = {}
-        with ThreadPoolExecutor(2) as pool:
-            window: deque[tuple[Source, list[RawRow], Future[list[RowResult]]]] = deque()
-            for source, batch in jobs():
-                if source.dataset_index not in processors:
-                    processors[source.dataset_index] = RowProcessor(st.cfg, source.dataset_index, st.tok,
-                                                                    st.template_for(source.dataset_index))
-                window.append((source, batch, pool.submit(processors[source.dataset_index].process, batch)))
-                if len(window) >= 2:
-                    source, batch, future = window.popleft()
-                    yield source, batch, future.result()
-            while window:
-                source, batch, future = window.popleft()
-                yield source, batch, future.result()
-        return
-    # spawn, not fork: the parent's tokenizer may already have started its thread pool. At most two batches
-    # per worker are in flight (Pool.imap would read the whole input ahead), and results are taken in order.
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=init_worker,
-                  initargs=(st.cfg.model_dump_json(), str(st.config_dir),
-                                [st.template_for(i) for i in range(len(st.cfg.datasets))])) as pool:
-        window: deque[tuple[Source, list[RawRow], Any]] = deque()
-        for source, batch in jobs():
-            window.append((source, batch, pool.apply_async(process_in_worker, ((source.dataset_index, batch),))))
-            if len(window) >= 2 * workers:
-                source, batch, pending = window.popleft()
-                yield source, batch, pending.get()
-        while window:
-            source, batch, pending = window.popleft()
-            yield source, batch, pending.get()
+def _check_rows(cfg: Config, counts: dict[str, Any], quarantine_file: Path) -> None:
+    """After the row pass: too much quarantined (a field mapping that does not match the data), or nothing kept."""
+    acc = counts["accounting"]
+    share = acc["quarantined"] / max(acc["input_rows"], 1)
+    if share > cfg.quarantine_max_fraction:
+        examples = pl.read_parquet(quarantine_file).head(3)
+        lines = [f"  {r['source_file']}:{r['source_row']} {r['reason']}: {r['message']}"
+                 for r in examples.iter_rows(named=True)]
+        by_reason = sorted(counts["by_reason"].items(), key=lambda kv: -kv[1])
+        reasons = ", ".join(f"{k} {v}" for k, v in by_reason if k in {x.value for x in Reason})
+        raise PrepareError(
+            f"{acc['quarantined']} of {acc['input_rows']} rows ({share:.0%}) were quarantined, more than "
+            f"quarantine_max_fraction ({cfg.quarantine_max_fraction:.0%}). Reasons: {reasons}. First rows:\n"
+            + "\n".join(lines) + "\nThis is usually a field mapping that does not match the data (field_messages, "
+            "message_field_role, type, ...). Fix the config, or raise quarantine_max_fraction if the data is dirty.")
+    if acc["kept"] == 0:
+        raise PrepareError("no row was kept: see the summary above and quarantine reasons; nothing to train on")
 
 
-def _sample_row(sid: int, source: Source, dataset: str, fmt: str, raw: RawRow, r: RowResult,
-                dup_of: int | None) -> dict[str, Any]:
-    return {"sample_id": sid, "dataset": dataset, "dataset_index": source.dataset_index, "format": fmt,
-            "source_file": source.display, "source_row": raw.source_row, "status": str(r.status),
-            "reason": str(r.reason) if r.reason else None, "duplicate_of": dup_of, "content_hash": r.content_hash,
-            "num_tokens": r.num_tokens, "num_trainable": r.num_trainable, "chunk": None,
-            "repeat_of": None}
-
-
-def _count(counts: Counts, dataset: str, r: RowResult) -> None:
-    counts.rows_in += 1
-    per = counts.per_dataset.setdefault(dataset, Counter())
-    per["rows_in"] += 1
-    per[str(r.status)] += 1
-    if r.status is Status.kept:
-        counts.kept += 1
-        per["tokens"] += r.num_tokens or 0
-        per["trainable"] += r.num_trainable or 0
-        if r.reason is Reason.truncated:
-            counts.truncated += 1
-    elif r.status is Status.quarantined:
-        counts.quarantined += 1
-    elif r.status is Status.duplicate:
-        counts.duplicates += 1
-    else:
-        counts.dropped += 1
-    if r.reason is not None:
-        counts.by_reason[str(r.reason)] += 1
-
-
-def _check_quarantine_share(cfg: Config, counts: Counts, quarantine_file: Path) -> None:
-    share = counts.quarantined / max(counts.rows_in, 1)
-    if share <= cfg.quarantine_max_fraction:
-        return
-    examples = pl.read_parquet(quarantine_file).head(3)
-    lines = [f"  {r['source_file']}:{r['source_row']} {r['reason']}: {r['message']}"
-             for r in examples.iter_rows(named=True)]
-    reasons = ", ".join(f"{k} {v}" for k, v in counts.by_reason.most_common() if k in {x.value for x in Reason})
-    raise PrepareError(
-        f"{counts.quarantined} of {counts.rows_in} rows ({share:.0%}) were quarantined, more than "
-        f"quarantine_max_fraction ({cfg.quarantine_max_fraction:.0%}). Reasons: {reasons}. First rows:\n"
-        + "\n".join(lines) + "\nThis is usually a field mapping that does not match the data (field_messages, "
-        "message_field_role, type, ...). Fix the config, or raise quarantine_max_fraction if the data is dirty.")
-
-
-def _finish_samples(tmp: Path, sample_ids: np.ndarray, is_val: np.ndarray, placement: Placement,
-                    live: np.ndarray, weighted_out: np.ndarray) -> None:
-    """samples.parquet = the rows' records (and weight's copies) joined with where each kept sample went (a
-    lazy Polars join); rows weighted out become dropped."""
-    names = pl.Series("shard_name", [*placement.names, None], dtype=pl.String)
-    shard_idx = np.where(placement.shard >= 0, placement.shard, len(placement.names))
-    where = pl.DataFrame({
-        "sample_id": sample_ids,
-        "split_new": np.where(is_val, "val", "train"),
-        "shard_new": names.gather(shard_idx),
-        "shard_row_new": placement.shard_row,
-        "row_offset_new": placement.row_offset,
-    }).filter(pl.Series(live))
-    samples = pl.scan_parquet(tmp / "_work" / "samples.parquet")
-    if (tmp / "_work" / COPIES_FILE).exists():
-        samples = pl.concat([samples, pl.scan_parquet(tmp / "_work" / COPIES_FILE)])
-    if len(weighted_out):
-        out = pl.col("sample_id").is_in(pl.Series(weighted_out).implode())
-        samples = samples.with_columns(status=pl.when(out).then(pl.lit(str(Status.dropped))).otherwise("status"),
-                                       reason=pl.when(out).then(pl.lit(str(Reason.weighted_out))).otherwise("reason"))
-    (samples
-     .join(where.lazy(), on="sample_id", how="left")
-     .with_columns(split=pl.col("split_new"), shard=pl.col("shard_new"), shard_row=pl.col("shard_row_new"),
-                   row_offset=pl.col("row_offset_new"))
-     .select(SAMPLES_SCHEMA.names)
-     .sort("sample_id")
-     .sink_parquet(tmp / "samples.parquet"))
-
-
-def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.ndarray,
-              timer: StageTimer, saved_tokenizer: dict[str, str]) -> dict[str, Any]:
+def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], shards: list[ShardInfo],
+              lengths: np.ndarray, timer: StageTimer, saved_tokenizer: dict[str, str]) -> dict[str, Any]:
     cfg = st.cfg
     total_tokens = sum(s.tokens for s in shards)
     trainable = sum(s.trainable for s in shards)
@@ -575,18 +349,14 @@ def _manifest(st: Setup, counts: Counts, shards: list[ShardInfo], lengths: np.nd
                      "sha256": sha256_file(s.path), **({"rows": list(s.rows)} if s.rows else {})}
                     for s in st.sources],
         "shards": [asdict(s) for s in shards],
-        "accounting": {"input_rows": counts.rows_in, "kept": counts.kept, "quarantined": counts.quarantined,
-                       "duplicates": counts.duplicates, "dropped": counts.dropped,
-                       "balanced": counts.rows_in == counts.kept + counts.quarantined + counts.duplicates
-                       + counts.dropped},
+        "accounting": counts["accounting"],
+        "stages": stages,
         "stats": {
-            "by_reason": dict(sorted(counts.by_reason.items())),
-            "per_dataset": {k: dict(sorted(v.items())) for k, v in counts.per_dataset.items()},
-            "truncated": counts.truncated,
-            "samples": counts.samples,
-            "chunked_rows": counts.chunked,
-            "repeated_samples": counts.repeated,
-            "mixing": counts.mixing,
+            "by_reason": counts["by_reason"],
+            "per_dataset": counts["per_dataset"],
+            "truncated": counts["truncated"],
+            "samples": counts["samples"],
+            "chunked_rows": counts["chunked_rows"],
             "tokens": total_tokens,
             "trainable_tokens": trainable,
             "trainable_share": trainable / total_tokens if total_tokens else 0.0,

@@ -12,7 +12,7 @@ Views (all splits, all shards):
                 sample), token_id, label, trained (label <> -100)
     samples     samples.parquet: one row per input row, whatever happened to it
     quarantine  quarantine.parquet: rows that could not become samples, with reason, message and original
-    duplicates  duplicates.parquet: removed sample_id -> kept_sample_id
+    duplicates  duplicates.parquet: removed sample_id -> kept_sample_id, kind (exact|near), similarity, cluster_id
     vocab       the saved tokenizer: token_id, piece, text, bytes, special
     manifest    one row: sequence_len, eos_token, bos_token, vocab_size, chat_template, fingerprint, ...
 
@@ -63,7 +63,8 @@ VIEWS = {
                "completion/pretrain row split at sequence_len; one per copy made by datasets[].weight, with "
                "repeat_of)",
     "quarantine": "quarantine.parquet: reason, field, message and original text of each bad row",
-    "duplicates": "duplicates.parquet: removed sample_id -> kept_sample_id",
+    "duplicates": "duplicates.parquet: removed sample_id -> kept_sample_id, kind (exact | near), similarity, "
+                  "cluster_id (the kept sample), content_hash (exact)",
     "vocab": "the saved tokenizer: token_id -> piece (as stored), text (its bytes as UTF-8), bytes, special",
     "manifest": "one row from manifest.json: sequence_len, eos_token, bos_token, vocab_size, chat_template, ...",
 }

@@ -137,9 +137,15 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         + {True: "prefix-preserving", False: "not prefix-preserving", None: "encoded by mistral-common"}[
             p["prefix_preserving"]]
         for p in manifest.get("probes", []) if p.get("format") == "chat_template"))
+    stages = ", ".join(
+        f"{r['name']} {r['rows_in']:,}" + (f" -> {r['rows_out']:,} ("
+                                           + ", ".join(f"{k} {v:,}" for k, v in r["rejected_by_reason"].items())
+                                           + ")" if r["rows_out"] != r["rows_in"] else "")
+        for r in manifest.get("stages", []))
     return [
         *([f"templates: {probes}"] if probes else []),
         f"reasons: {reasons}",
+        *([f"stages: {stages}"] if stages else []),
         f"rows: {splits} ({packing}, sequence_len {stats['sequence_len']}, "
         f"packing efficiency {stats['packing_efficiency']:.2%}, longest sample {stats['longest_sample']})",
         f"shards: {len(manifest['shards'])}; seconds: {seconds}",

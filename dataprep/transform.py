@@ -65,6 +65,8 @@ class RowResult:
     # completion: [start, end) token ranges of the consecutive chunks a row longer than sequence_len becomes;
     # None: the row is one sample. (pretrain rows are cut by the pipeline, which knows where each row ends.)
     chunks: list[tuple[int, int]] | None = None
+    # Extra sample-table columns (name -> value, e.g. a MinHash signature) for the stages: see table.py.
+    extra: dict[str, Any] | None = None
 
 
 class RowProcessor:

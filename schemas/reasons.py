@@ -3,6 +3,10 @@
 Every input row ends in exactly one status (see `Status`); rows that are not `kept` carry one of these
 reasons. The values are stable strings: they are written to `samples.parquet` and `quarantine.parquet` and
 users filter on them with SQL, so never rename one.
+
+Stages after the row pass (dataprep/stage.py) may also write reasons that are not in this enum: a filter's is
+`filter:<name>` (its name in the config). Accounting, samples.parquet and the reports take any reason string;
+the enum lists the fixed ones.
 """
 
 from enum import StrEnum
@@ -36,16 +40,19 @@ class Reason(StrEnum):
     bad_token_ids = "bad_token_ids"  # pre-tokenized ids out of vocab or labels of another length
     no_trainable_tokens = "no_trainable_tokens"  # nothing left to train on after masking
     row_error = "row_error"  # last resort: any other failure on this row; the message has the exception type
+    contaminated = "contaminated"  # shares a long n-gram with an evaluation text (decontaminate; stage)
     # Dropped: valid, but longer than sequence_len (excess_length_strategy: drop). Rows whose text alone is
     # too long to fit are dropped before rendering and tokenizing (num_tokens is then null; see transform.py).
     too_long = "too_long"
     weighted_out = "weighted_out"  # not in the seeded selection of a dataset with weight < 1 (dataprep/mix.py)
     # Duplicate: same normalised content as an earlier kept row.
     duplicate = "duplicate"
+    near_duplicate = "near_duplicate"  # estimated Jaccard >= threshold with a kept row (near-dedup stage)
     # Kept, but with a note.
     truncated = "truncated"  # cut to sequence_len (excess_length_strategy: truncate)
 
 
 QUARANTINE_REASONS = frozenset(
-    r for r in Reason if r not in (Reason.too_long, Reason.weighted_out, Reason.duplicate, Reason.truncated)
+    r for r in Reason if r not in (Reason.too_long, Reason.weighted_out, Reason.duplicate,
+                                   Reason.near_duplicate, Reason.truncated)
 )

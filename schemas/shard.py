@@ -8,7 +8,7 @@ A prepared directory:
                            completion/pretrain row split into chunks has one row per chunk (`chunk` 0, 1, ...),
                            and a copy made by datasets[].weight > 1 one row of its own (`repeat_of`)
     quarantine.parquet     QUARANTINE_SCHEMA, rows that could not become samples, with their original text
-    duplicates.parquet     DUPLICATES_SCHEMA, removed row -> the kept row it duplicates
+    duplicates.parquet     DUPLICATES_SCHEMA, removed row -> the kept row it duplicates (exact or near)
     tokenizer/             the tokenizer used, with the chat template that rendered the data (AutoTokenizer)
 
 Shard rows are unpadded. With sample_packing a row holds several samples back to back; `cu_seqlens` gives
@@ -22,6 +22,12 @@ import pyarrow as pa
 
 FORMAT_VERSION = 1
 IGNORE_INDEX = -100
+
+# Sequence kind of a sample (samples.parquet `kind`; the sample table's `kind` holds the index). A sample is
+# what the stages keep or reject as one unit; today every sample is one training sequence, "sft" (supervised,
+# completion and pretrain rows alike: labels say what is trained). A preference pair will be one sample with
+# two sequences, "chosen" and "rejected", kept or removed together: new kinds are appended, never renumbered.
+KINDS = ("sft",)
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -57,6 +63,7 @@ SAMPLES_SCHEMA = pa.schema(
         # n-th consecutive piece of a completion/pretrain row split at sequence_len (same source_file/source_row,
         # consecutive sample_ids, from 0); null when the row is one sample. Input rows: where coalesce(chunk, 0) = 0.
         pa.field("chunk", pa.int32()),
+        pa.field("kind", pa.string(), nullable=False),  # sequence kind, one of KINDS ("sft")
         # A copy made by datasets[].weight > 1 (dataprep/mix.py): the sample_id of the original it repeats; its
         # own sample_id comes after every input row's. Null for input rows: where repeat_of is null.
         pa.field("repeat_of", pa.int64()),
@@ -76,10 +83,16 @@ QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
+# One row per removed duplicate, in sample_id order. A cluster is a kept sample and every sample removed as a
+# copy of it: for exact duplicates cluster_id is the kept sample's id (so it equals kept_sample_id); near-dedup
+# numbers its connected components the same way, by the sample it keeps.
 DUPLICATES_SCHEMA = pa.schema(
     [
         pa.field("sample_id", pa.int64(), nullable=False),
         pa.field("kept_sample_id", pa.int64(), nullable=False),
-        pa.field("content_hash", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # exact | near
+        pa.field("similarity", pa.float64(), nullable=False),  # estimated Jaccard to the kept sample; 1.0 for exact
+        pa.field("cluster_id", pa.int64(), nullable=False),  # sample_id of the cluster's kept sample
+        pa.field("content_hash", pa.string()),  # the shared normalised-content hash, for exact; null for near
     ]
 )

@@ -66,7 +66,8 @@ def test_llama2_format_through_the_cli(tmp_path: Path) -> None:
     assert f"wrote {tmp_path / 'out'}" in proc.stdout
     # One plain line per stage, as it ends, on stderr (a log file here).
     stages = [line for line in proc.stderr.splitlines() if line.startswith("stage ")]
-    assert [s.split(":")[0] for s in stages] == ["stage setup", "stage rows", "stage split+pack", "stage write"]
+    assert [s.split(":")[0] for s in stages] == ["stage setup", "stage rows", "stage exact_dedup", "stage split",
+                                                 "stage pack", "stage write"]
     assert re.fullmatch(r"stage rows: 12 rows in \d+\.\d\ds", stages[1])
     # The prompt really is in the shards, brackets and all.
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -61,8 +61,9 @@ CHAT_ROWS: list[tuple[str | dict, str | None]] = [  # (row, expected reason) in 
     ('{"messages": [], "meta": ' + "[" * 5000 + "]" * 5000 + "}", Reason.too_deep),
     ('{"messages": [], "id": ' + "9" * 5000 + "}", Reason.number_too_large),
 ]
-# Covered in test_robust_rows.py: a line over the read limit (32 MiB at least) and the last-resort row_error.
-ELSEWHERE = {str(Reason.line_too_long), str(Reason.row_error)}
+# Covered in test_robust_rows.py: a line over the read limit (32 MiB at least) and the last-resort row_error;
+# `contaminated` is a stage's (decontamination), tested with it.
+ELSEWHERE = {str(Reason.line_too_long), str(Reason.row_error), str(Reason.contaminated)}
 
 
 @pytest.fixture

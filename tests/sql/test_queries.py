@@ -192,6 +192,8 @@ def test_duplicate_clusters(con: Any, samples: pl.DataFrame) -> None:
         assert [where(samples, i) for i in r["duplicate_ids"]] == copies
         assert [location(*loc.rsplit(":", 1)) for loc in r["duplicate_locations"]] == copies
         assert location(*r["kept_location"].rsplit(":", 1)) == kept
+        # exact copies: cluster named by the kept sample, similarity 1.0
+        assert (r["kinds"], r["min_similarity"], r["cluster_id"]) == (["exact"], 1.0, r["kept_sample_id"])
     assert [r["copies"] for r in got] == [2, 1]  # largest cluster first
 
 

@@ -1,0 +1,92 @@
+"""The last two stages, split and pack, and the published sample ids.
+
+After the rejecting stages, the kept rows are cut into samples (chunks.cut_rows: completion rows longer than
+sequence_len, pretrain documents crossing a stream row's end) and the samples are numbered: in table order,
+a kept row takes one id per piece and every other row one id, so ids run 0, 1, ... over samples.parquet.
+
+    split  val_set_size of the kept rows, chosen by hash(seed, the row's first sample id) (pack.choose_validation);
+           a split row's chunks stay together, pretrain documents are all train (as Axolotl). Adds `is_val`.
+    pack   best-fit decreasing (sample_packing) or one sample per row, then the pretrain stream rows, per
+           split: the `Layout` the shard writer follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dataprep.chunks import Pieces, cut_rows, stream_rows
+from dataprep.pack import Rows, choose_validation, one_per_row, pack_best_fit
+from dataprep.stage import Outcome
+from dataprep.table import View
+from schemas.config import Config
+
+
+class SplitError(ValueError):
+    """The validation split leaves nothing to train on (a config problem: exit 2)."""
+
+
+@dataclass(frozen=True)
+class LayoutSettings:
+    sequence_len: int
+    sample_packing: bool
+    val_set_size: float
+    seed: int
+    types: tuple[str, ...]  # datasets[i].type, by dataset_index
+
+
+def layout_settings(cfg: Config) -> LayoutSettings:
+    return LayoutSettings(cfg.sequence_len, cfg.sample_packing, cfg.val_set_size, cfg.seed,
+                          tuple(str(ds.type) for ds in cfg.datasets))
+
+
+@dataclass
+class Layout:
+    pieces: Pieces
+    sample_ids: np.ndarray  # published id of each piece
+    first_id: np.ndarray  # published id of each table row (its first piece)
+    count: np.ndarray  # published ids of each table row: its pieces if kept, else 1
+    rows: dict[str, Rows]  # split -> shard rows (indices into pieces); only splits with rows
+
+
+def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray, np.ndarray]:
+    """The active rows' pieces, the published id of every table row's first piece, and its number of ids."""
+    types = np.asarray(s.types)[view["dataset_index"]]
+    pieces = cut_rows(view["offset"], view["num_tokens"], types == "completion", types == "pretrain",
+                      s.sequence_len)
+    count = np.ones(len(view.table), np.int64)
+    count[view.rows] = np.bincount(pieces.row, minlength=len(view))
+    return pieces, np.cumsum(count) - count, count
+
+
+def split(view: View, s: LayoutSettings) -> Outcome:
+    pieces, first_id, _ = cut(view, s)
+    stream = np.zeros(len(view), bool)
+    stream[pieces.row[pieces.stream]] = True
+    is_val = np.zeros(len(view), bool)
+    is_val[~stream] = choose_validation(first_id[view.rows[~stream]], s.val_set_size, s.seed)
+    if len(view) and is_val.all():
+        n = len(pieces)
+        raise SplitError(f"val_set_size {s.val_set_size:g} puts all {n:,} kept samples in the validation split "
+                         f"and none in train; lower val_set_size (a fraction < 1, or a count below {n:,})")
+    return Outcome(columns={"is_val": is_val})
+
+
+def pack(view: View, s: LayoutSettings) -> Outcome:
+    pieces, first_id, count = cut(view, s)
+    sample_ids = first_id[view.rows][pieces.row] + np.maximum(pieces.chunk, 0)
+    lengths = pieces.end - pieces.start
+    is_val = view["is_val"][pieces.row]
+    rows: dict[str, Rows] = {}
+    for name, mask in (("train", ~is_val), ("val", is_val)):
+        idx = np.flatnonzero(mask & ~pieces.stream)
+        packed = (pack_best_fit(lengths[idx], sample_ids[idx], s.sequence_len) if s.sample_packing
+                  else one_per_row(sample_ids[idx]))
+        streamed = np.flatnonzero(mask & pieces.stream)
+        stream_order, stream_bounds = stream_rows(streamed, lengths[streamed], s.sequence_len)
+        order = np.concatenate([idx[packed.order], stream_order]).astype(np.int64)
+        bounds = np.concatenate([packed.bounds, stream_bounds[1:] + packed.bounds[-1]]).astype(np.int64)
+        if len(bounds) > 1:
+            rows[name] = Rows(order, bounds)
+    return Outcome(output=Layout(pieces, sample_ids, first_id, count, rows))

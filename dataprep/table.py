@@ -1,0 +1,181 @@
+"""The sample table: what the row pass produced, one row per input row, as fixed-width columns.
+
+The row pass (parse -> format -> render -> tokenize, transform.py) hands each batch's RowResults to
+`TableBuilder.add`, which appends them as numpy columns and the kept rows' tokens to the spill (two flat int32
+files in `_work/`). Nothing per row is held as a Python object for the run: about 60 bytes of numpy per row.
+The stages after it (stage.py) read the table; the runner writes samples.parquet and the accounting from it.
+
+Columns (`table.columns[name]`, index = table row = input order over all datasets):
+
+    sample_id      int64  the table row (0, 1, ...): how stages name samples. The published sample_id
+                          (samples.parquet, shards) is renumbered at the end, because a kept completion or
+                          pretrain row split at sequence_len takes one id per chunk; the runner maps every id a
+                          stage records (kept_sample_id, cluster_id) through that renumbering.
+    dataset_index  int32  position in datasets[]
+    source         int32  index into Setup.sources (the file, its display name and format)
+    source_row     int64  0-based row in that file
+    status         uint8  index into STATUSES (kept, quarantined, duplicate, dropped)
+    reason         int16  index into `table.reasons` (any string: fixed Reason values and a stage's own, such
+                          as `filter:no_refusals`); -1 when none
+    content_hash   S16    blake2b-128 of the normalised content (the exact-dedup key) ...
+    has_hash       bool   ... when it was computed (rows quarantined while parsing have none)
+    num_tokens     int32  -1 when never tokenized
+    num_trainable  int32  -1 when never tokenized
+    offset         int64  first token of the row in the spill (kept by the row pass), -1 otherwise
+    kind           uint8  index into schemas.shard.KINDS (today always 0, "sft")
+
+Extra columns: a RowResult may carry `extra`, a dict of name -> value (a MinHash signature, a role's text,
+...). Each name becomes a column stored on disk, `_work/extra/<name>.arrow` (Arrow IPC: `sample_id` and
+`value`, only the rows that had it; the value's Arrow type is taken from the first batch that has it). Stages
+read it as an Arrow array aligned with their rows, null where a row had none: `view.extra("minhash")`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from dataprep.shards import TokenSpill
+from schemas.reasons import Status
+
+STATUSES: tuple[Status, ...] = (Status.kept, Status.quarantined, Status.duplicate, Status.dropped)
+STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
+KEPT = STATUS_CODE[Status.kept]
+
+_DTYPES: dict[str, Any] = {
+    "sample_id": np.int64, "dataset_index": np.int32, "source": np.int32, "source_row": np.int64,
+    "status": np.uint8, "reason": np.int16, "content_hash": "S16", "has_hash": np.bool_,
+    "num_tokens": np.int32, "num_trainable": np.int32, "offset": np.int64, "kind": np.uint8,
+}
+
+
+@dataclass
+class SampleTable:
+    columns: dict[str, np.ndarray]
+    reasons: list[str]  # reason code -> string
+    ids: np.ndarray  # the spill: every kept row's input_ids, back to back (memmap)
+    labels: np.ndarray
+    extra_dir: Path
+    added: set[str] = field(default_factory=set)  # columns stages added (stage.Outcome.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns["sample_id"])
+
+    def reason_code(self, reason: str) -> int:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return self.reasons.index(reason)
+
+    def active(self) -> View:
+        """The samples still kept: what the next stage receives."""
+        return View(self, np.flatnonzero(self.columns["status"] == KEPT))
+
+    def extra(self, name: str, rows: np.ndarray) -> pa.Array:
+        """Extra column `name` for table rows `rows` (ascending), null where a row has no value."""
+        path = self.extra_dir / f"{name}.arrow"
+        if not path.exists():
+            raise KeyError(f"no extra column {name!r}: no RowResult had extra[{name!r}]")
+        with pa.memory_map(str(path)) as source:
+            stored = ipc.open_file(source).read_all()
+        ids = stored.column("sample_id").to_numpy()
+        at = np.searchsorted(ids, rows)
+        found = at < len(ids)
+        found[found] = ids[at[found]] == rows[found]
+        picked = stored.column("value").take(pa.array(np.where(found, at, 0)))
+        return pc.if_else(pa.array(found), picked, pa.nulls(len(rows), picked.type))
+
+
+@dataclass
+class View:
+    """The active samples: `rows` are table rows (ascending, so in sample_id order)."""
+
+    table: SampleTable
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.table.columns[name][self.rows]
+
+    def extra(self, name: str) -> pa.Array:
+        return self.table.extra(name, self.rows)
+
+    def tokens(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, labels) of the view's i-th sample (memmap slices)."""
+        row = self.rows[i]
+        start, n = int(self.table.columns["offset"][row]), int(self.table.columns["num_tokens"][row])
+        return self.table.ids[start:start + n], self.table.labels[start:start + n]
+
+
+@dataclass
+class TableBuilder:
+    work: Path
+    reasons: list[str] = field(default_factory=list)
+    _parts: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in _DTYPES})
+    _extra: dict[str, ipc.RecordBatchFileWriter] = field(default_factory=dict)
+    _extra_types: dict[str, pa.DataType] = field(default_factory=dict)
+    rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.spill = TokenSpill(self.work)
+        (self.work / "extra").mkdir(exist_ok=True)
+
+    def add(self, dataset_index: int, source: int, results: list[Any]) -> int:
+        """Append one batch's RowResults (transform.py); returns the table row of the first."""
+        n, first = len(results), self.rows
+        cols = {k: np.empty(n, dtype=v) for k, v in _DTYPES.items()}
+        cols["sample_id"][:] = np.arange(first, first + n)
+        cols["dataset_index"][:] = dataset_index
+        cols["source"][:] = source
+        cols["kind"][:] = 0
+        extra: dict[str, list[tuple[int, Any]]] = {}
+        for i, r in enumerate(results):
+            cols["source_row"][i] = r.source_row
+            cols["status"][i] = STATUS_CODE[r.status]
+            cols["reason"][i] = -1 if r.reason is None else self._reason(str(r.reason))
+            cols["has_hash"][i] = r.content_hash is not None
+            cols["content_hash"][i] = bytes.fromhex(r.content_hash) if r.content_hash is not None else b""
+            cols["num_tokens"][i] = -1 if r.num_tokens is None else r.num_tokens
+            cols["num_trainable"][i] = -1 if r.num_trainable is None else r.num_trainable
+            cols["offset"][i] = -1
+            if r.status is Status.kept:
+                cols["offset"][i] = self.spill.add(r.input_ids, r.labels)
+            for key, value in (r.extra or {}).items():
+                extra.setdefault(key, []).append((first + i, value))
+        for k, v in cols.items():
+            self._parts[k].append(v)
+        for key, pairs in extra.items():
+            self._write_extra(key, pairs)
+        self.rows += n
+        return first
+
+    def _reason(self, reason: str) -> int:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return self.reasons.index(reason)
+
+    def _write_extra(self, key: str, pairs: list[tuple[int, Any]]) -> None:
+        ids = pa.array([p[0] for p in pairs], pa.int64())
+        if key not in self._extra:
+            values = pa.array([p[1] for p in pairs])
+            schema = pa.schema([("sample_id", pa.int64()), ("value", values.type)])
+            self._extra[key] = ipc.new_file(self.work / "extra" / f"{key}.arrow", schema)
+            self._extra_types[key] = values.type
+        else:
+            values = pa.array([p[1] for p in pairs], self._extra_types[key])
+        self._extra[key].write_batch(pa.record_batch([ids, values], names=["sample_id", "value"]))
+
+    def finish(self) -> SampleTable:
+        for writer in self._extra.values():
+            writer.close()
+        ids, labels = self.spill.finish()
+        columns = {k: np.concatenate(parts) if parts else np.zeros(0, _DTYPES[k]) for k, parts in self._parts.items()}
+        self._parts.clear()
+        return SampleTable(columns, self.reasons, ids, labels, self.work / "extra")
