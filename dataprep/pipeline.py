@@ -7,6 +7,7 @@
                the sample table (rowpass.py, table.py)
     stages     plain functions over the table, in the order of runner.STAGES (contract: stage.py):
                exact_dedup  on normalised content, across datasets, first occurrence kept (dedup.py)
+               mix          datasets[].weight: drop or repeat whole input rows (mix.py); only when a weight != 1
                split        val_set_size, by hash(seed, sample_id) (layout.py)
                pack         best-fit decreasing (sample_packing) or one sample per row (layout.py, pack.py)
     write      shards; samples/quarantine/duplicates tables and the accounting, from the table (outputs.py);
@@ -41,6 +42,7 @@ from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.layout import SplitError
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, read_batches
+from dataprep.mix import add_mixing
 from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
@@ -295,9 +297,10 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
                                  datasets, sources)
         stage.rows = sum(s.rows for s in shards)
     counts = outputs.counts(table, datasets)
-    counts["samples"] = len(pieces)
+    counts["samples"] = layout.originals
+    add_mixing(counts, table, datasets, len(pieces) - layout.originals)
     counts["chunked_rows"] = int(np.count_nonzero(layout.count[table.columns["status"] == KEPT] > 1))
-    lengths = pieces.end - pieces.start
+    lengths = pieces.end[:layout.originals] - pieces.start[:layout.originals]
     del table, samples  # release the memmaps before the work folder is deleted
     shutil.rmtree(work)
     saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
@@ -357,6 +360,8 @@ def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], s
             "truncated": counts["truncated"],
             "samples": counts["samples"],
             "chunked_rows": counts["chunked_rows"],
+            "repeated_samples": counts["repeated_samples"],
+            "mixing": counts["mixing"],
             "tokens": total_tokens,
             "trainable_tokens": trainable,
             "trainable_share": trainable / total_tokens if total_tokens else 0.0,

@@ -19,6 +19,7 @@ import numpy as np
 
 from dataprep.dedup import exact_dedup, exact_dedup_settings
 from dataprep.layout import Layout, layout_settings, pack, split
+from dataprep.mix import mix_settings, mix_stage
 from dataprep.report import StageTimer
 from dataprep.stage import Outcome, Rejected, Stage
 from dataprep.table import STATUS_CODE, SampleTable, View
@@ -27,7 +28,8 @@ from schemas.reasons import Reason, Status
 
 STAGES: list[Stage] = [
     Stage("exact_dedup", exact_dedup, exact_dedup_settings),
-    # near_dedup, filters, decontaminate, mix: here, in this order
+    # near_dedup, filters, decontaminate: here, in this order
+    Stage("mix", mix_stage, mix_settings),
     Stage("split", split, layout_settings),
     Stage("pack", pack, layout_settings),
 ]

@@ -104,8 +104,8 @@ class DatasetConfig(_Model):
     weight: float = Field(1.0, gt=0, le=MAX_WEIGHT)
     """Tessera: how much of this dataset to train on, applied after deduplication and before the split: 0.3
     keeps a seeded 30% of its kept samples (exactly round(0.3 × n), half to even), 2.5 repeats every sample
-    twice plus a seeded, distinct half of them once more. A completion row cut into chunks is weighted as one
-    (its chunks go together). Not yet for type: pretrain."""
+    twice plus a seeded, distinct half of them once more. A completion row cut into chunks, or a pretrain
+    document, is weighted as one (its chunks go together)."""
 
     # chat_template
     field_messages: str | None = None
@@ -221,11 +221,6 @@ class DatasetConfig(_Model):
             used += [k for k, default in chat_flags.items() if getattr(self, k) != default]
             if used:
                 raise ValueError(f"{', '.join(used)} only apply to type: chat_template (type is {self.type!r})")
-        if self.weight != 1 and self.type == "pretrain":
-            # The pretrain stream is cut into sequence_len rows while the rows are read, before weighting could
-            # drop or repeat a document: see README "Mixing datasets".
-            raise ValueError(f"weight {self.weight:g}: weighting is not supported for pretrain documents yet; "
-                             "remove weight, or repeat/subsample the files themselves")
         if self.field is not None and self.type not in ("completion", "pretrain"):
             raise ValueError("`field` only applies to type: completion")
         if self.conversation is not None and self.type != "alpaca_chat" and self.legacy_type is None:
@@ -269,10 +264,12 @@ class PretrainingDataset(_Model):
     """Axolotl's streaming skip; only 0 (none) is supported: slice with `split: train[N:]` instead."""
     trust_remote_code: bool = False
     """Accepted for Axolotl compatibility; nothing is downloaded or run."""
+    weight: float = Field(1.0, gt=0, le=MAX_WEIGHT)
+    """Tessera: as datasets[].weight (README "Mixing datasets"); a document is weighted whole."""
 
     def as_dataset(self) -> DatasetConfig:
         return DatasetConfig(path=self.path, type="pretrain", field=self.field or self.text_column, split=self.split,
-                             name=self.name, data_files=self.data_files, ds_type=self.ds_type)
+                             name=self.name, data_files=self.data_files, ds_type=self.ds_type, weight=self.weight)
 
 
 class SpecialTokens(_Model):

@@ -111,7 +111,10 @@ def test_weights_give_exact_counts_and_the_accounting_balances(mixed: Result) ->
     assert stats["chunked_rows"] == 12
     mixing = stats["mixing"]
     assert [mixing[d]["samples_after"] for d in ("alpaca.jsonl", "chat.jsonl")] == [12, 25]
-    assert mixing["long.jsonl"]["samples_after"] == stats["samples"] - 22 + len(copies) - 15
+    # stats.mixing counts input rows (a chunked row once): 12 long rows x 1.5 = 18
+    assert (mixing["long.jsonl"]["samples_before"], mixing["long.jsonl"]["samples_after"]) == (12, 18)
+    assert [r["name"] for r in m["stages"]] == ["exact_dedup", "mix", "split", "pack"]
+    assert m["stages"][1]["rejected_by_reason"] == {"weighted_out": 28}
 
 
 def test_copies_are_in_the_shards_with_the_originals_tokens(mixed: Result) -> None:
@@ -124,8 +127,9 @@ def test_copies_are_in_the_shards_with_the_originals_tokens(mixed: Result) -> No
         assert np.array_equal(packed[copy["sample_id"]][1], original[1])
         assert np.array_equal(packed[copy["sample_id"]][2], original[2])
     stats = mixed.manifest["stats"]
-    trained = sum(s["trainable"] for s in mixed.manifest["shards"])
-    assert trained == sum(m["trained_tokens_after"] for m in stats["mixing"].values())
+    for name in ("alpaca.jsonl", "chat.jsonl"):  # rows not cut into chunks: row and shard counts agree
+        in_shards = kept.filter(pl.col("dataset") == name)["num_trainable"].sum()
+        assert stats["mixing"][name]["trained_tokens_after"] == in_shards
     assert sum(m["share_after"] for m in stats["mixing"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -164,7 +168,8 @@ def test_chunked_rows_weighted_out_leave_every_count(tmp_path: Path, qwen_dir: P
     assert stats["samples"] == len(shard_samples(result)) == len(kept)
     assert stats["per_dataset"]["long.jsonl"]["tokens"] == stats["tokens"] == kept["num_tokens"].sum()
     out = samples.filter(pl.col("reason") == "weighted_out")
-    assert out["source_row"].n_unique() == 6 and len(out) > 6  # every chunk of a weighted-out row is dropped
+    # A row weighted out is one samples.parquet row, not cut into chunks (as any row a stage removes).
+    assert out["source_row"].n_unique() == len(out) == 6 and out["chunk"].null_count() == 6
 
 
 def test_deterministic_across_workers_and_reruns_seed_changes_selection(tmp_path: Path, qwen_dir: Path,
@@ -243,7 +248,7 @@ def test_every_weight_1_gives_the_shards_of_the_code_before_mixing(tmp_path: Pat
 
 
 def test_weight_errors(tmp_path: Path, qwen_dir: Path) -> None:
-    with pytest.raises(PrepareError, match=r"no row is left after datasets\[\]\.weight"):
+    with pytest.raises(PrepareError, match="no row was kept after the stages"):
         run(tmp_path / "none", {"datasets": [{"path": "chat.jsonl", "type": "chat_template", "weight": 0.01}],
                                 "chat_template": "chatml"}, qwen_dir)
     for weight, message in [(0, "greater than 0"), (101, "less than or equal to 100")]:
@@ -252,8 +257,26 @@ def test_weight_errors(tmp_path: Path, qwen_dir: Path) -> None:
                                     "datasets": [{"path": "a.jsonl", "type": "alpaca", "weight": weight}]}))
         with pytest.raises(ConfigError, match=rf"datasets\[0\]\.weight: Input should be {message}"):
             load_config(path)
-    path.write_text(json.dumps({"tokenizer_config": str(qwen_dir),
-                                "pretraining_dataset": [{"path": "a.jsonl"}],
-                                "datasets": [{"path": "b.jsonl", "type": "pretrain", "weight": 2}]}))
-    with pytest.raises(ConfigError, match="weighting is not supported for pretrain"):
-        load_config(path)
+
+
+def test_pretrain_documents_are_weighted_whole_and_the_stream_stays_full(tmp_path: Path, qwen_dir: Path) -> None:
+    write_jsonl(tmp_path / "docs.jsonl", [{"text": " ".join(f"d{i}x{k}" for k in range(5 + 9 * i))}
+                                          for i in range(10)])
+    result = run(tmp_path, {"datasets": [{"path": "chat.jsonl", "type": "chat_template"}],
+                            "pretraining_dataset": [{"path": "docs.jsonl", "weight": 2}],
+                            "sequence_len": 64, "sample_packing": True}, qwen_dir)
+    samples = pl.read_parquet(result.out / "samples.parquet").filter(pl.col("dataset") == "docs.jsonl")
+    copies = samples.filter(pl.col("repeat_of").is_not_null())
+    assert copies["source_row"].n_unique() == 10  # every document once more
+    firsts = dict(samples.filter(pl.col("repeat_of").is_null() & (pl.col("chunk").fill_null(0) == 0))
+                  .select("source_row", "sample_id").iter_rows())
+    # A copy is cut at other places in the stream: each of its pieces names the document's first sample.
+    assert all(firsts[r["source_row"]] == r["repeat_of"] for r in copies.iter_rows(named=True))
+    originals = samples.filter(pl.col("repeat_of").is_null())["num_tokens"].sum()
+    assert copies["num_tokens"].sum() == originals
+    # The stream (documents, then their copies) is cut into rows of exactly sequence_len, the last one aside.
+    table = ipc.open_file(result.out / "shards/train-00000.arrow").read_all()
+    stream_ids = set(samples["sample_id"])
+    lengths = [n for n, ids in zip(table.column("num_tokens").to_pylist(), table.column("sample_ids").to_pylist(),
+                                   strict=True) if set(ids) <= stream_ids]
+    assert sum(lengths) == 2 * originals and all(n == 64 for n in lengths[:-1])
