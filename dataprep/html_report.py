@@ -382,7 +382,7 @@ def _mixing(manifest: dict[str, Any]) -> str:
         return ""
     rows = [{"dataset": name, "weight": "/".join(f"{w:g}" for w in weights.get(name, [1.0])), **m}
             for name, m in stats["mixing"].items()]
-    columns = [("dataset", "dataset"), ("weight", "weight"), ("samples_before", "samples before"),
+    columns = [("dataset", "dataset"), ("weight", "weight"), ("samples_before", "rows before"),
                ("samples_after", "after"), ("trained_tokens_before", "trained tokens before"),
                ("trained_tokens_after", "after"), ("share_before", "share before"), ("share_after", "after")]
     bars = share_bars([(r["dataset"], r["share_after"], f"(was {r['share_before']:.1%})") for r in rows])

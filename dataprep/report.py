@@ -167,10 +167,10 @@ def mixing_lines(manifest: dict[str, Any]) -> list[str]:
     if not weights or "mixing" not in stats:
         return []
     out = stats["by_reason"].get("weighted_out", 0)
-    lines = [f"mixing: {out:,} rows weighted out, {stats['repeated_samples']:,} copies added; samples and share "
-             "of trained tokens, before -> after weighting:"]
+    lines = [f"mixing: {out:,} rows weighted out, {stats['repeated_samples']:,} copies added; rows (a chunked "
+             "row once) and share of trained tokens, before -> after weighting:"]
     for name, m in stats["mixing"].items():
         w = "/".join(f"{x:g}" for x in weights.get(name, [1.0]))
-        lines.append(f"  {name} (weight {w}): {m['samples_before']:,} -> {m['samples_after']:,} samples, "
+        lines.append(f"  {name} (weight {w}): {m['samples_before']:,} -> {m['samples_after']:,} rows, "
                      f"{m['share_before']:.1%} -> {m['share_after']:.1%} of trained tokens")
     return lines

@@ -1,6 +1,7 @@
 """datasets[].weight as a plain function (dataprep/mix.py): exact counts and rounding, distinct fractional
-selections, chunked rows weighted as one, selections that depend only on (seed, row id), and the before/after
-numbers of stats.mixing. Plain arrays in, plain arrays out; no tokenizer.
+selections, chunked rows weighted as one, selections that depend only on (seed, row id), the before/after
+numbers of stats.mixing, and the mix stage on a hand-made sample table (rejected rows, `repeats`). Plain
+arrays in, plain arrays out; no tokenizer.
 
     .venv/bin/python -m pytest tests/dataprep/test_mix.py -v
 """
@@ -8,11 +9,15 @@ numbers of stats.mixing. Plain arrays in, plain arrays out; no tokenizer.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dataprep.mix import mix, mixing_stats, repeat_counts, target_count
+from dataprep.mix import MixSettings, mix, mix_settings, mix_stage, mixing_stats, repeat_counts, target_count
+from dataprep.table import SampleTable, View
+from schemas.config import config_from_dict
+from schemas.reasons import Status
 
 
 def one_dataset(n: int, weight: float, seed: int = 42, first_id: int = 0):
@@ -112,3 +117,26 @@ def test_mixing_stats_before_and_after() -> None:
                           "sample_share_before": 0.5, "sample_share_after": 0.8}
     assert stats["b"]["samples_after"] == 5 and stats["b"]["trained_tokens_after"] == 100
     assert stats["b"]["share_after"] == 0.5 and stats["b"]["sample_share_after"] == 0.2
+
+
+def test_the_stage_rejects_weighted_out_rows_and_counts_copies() -> None:
+    n = 22
+    table = SampleTable({"sample_id": np.arange(n), "dataset_index": np.repeat([0, 1], [12, 10]).astype(np.int32)},
+                        [], np.zeros(0, np.int32), np.zeros(0, np.int32), Path("."))
+    view = View(table, np.arange(4, n))  # rows 0-3 were removed by an earlier stage: 8 rows of dataset 0 left
+    outcome = mix_stage(view, MixSettings((0.5, 2.5), 42))
+    [rejected] = outcome.rejected
+    assert rejected.status is Status.dropped and rejected.reason == "weighted_out"
+    assert len(rejected.rows) == 4 and (view["dataset_index"][rejected.rows] == 0).all()
+    repeats = outcome.columns["repeats"]
+    assert repeats[rejected.rows].sum() == 0 and repeats[view["dataset_index"] == 0].sum() == 0
+    assert repeats.sum() == 15 and sorted(Counter(repeats[8:].tolist()).items()) == [(1, 5), (2, 5)]
+
+
+def test_the_stage_runs_only_when_a_weight_is_not_1() -> None:
+    base = {"tokenizer_config": "x", "seed": 3}
+    ones = config_from_dict({**base, "datasets": [{"path": "a", "type": "alpaca"}, {"path": "b", "weight": 1}]})
+    assert mix_settings(ones) is None
+    mixed = config_from_dict({**base, "datasets": [{"path": "a", "type": "alpaca", "weight": 0.5},
+                                                   {"path": "b", "type": "pretrain", "weight": 2}]})
+    assert mix_settings(mixed) == MixSettings((0.5, 2.0), 3)

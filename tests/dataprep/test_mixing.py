@@ -211,7 +211,7 @@ def test_inspect_summary_and_report_show_mixing(mixed: Result) -> None:
     lines = summary_lines(mixed.manifest)
     copies = mixed.manifest["stats"]["repeated_samples"]
     assert lines[-4].startswith(f"mixing: 28 rows weighted out, {copies} copies added;")
-    assert any(line.startswith("  chat.jsonl (weight 2.5): 10 -> 25 samples") for line in lines)
+    assert any(line.startswith("  chat.jsonl (weight 2.5): 10 -> 25 rows") for line in lines)
     page = build_report(mixed.out)
     assert '<section id="mixing">' in page and "rows weighted out" in page
 
