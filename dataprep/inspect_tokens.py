@@ -226,6 +226,8 @@ def segment_header(seg: Segment, k: int, n: int) -> str:
     src = seg.source
     where = (escape_controls(f"{src.get('dataset')} · {src.get('source_file')}:{src.get('source_row')}") if src
              else "not in samples")
+    if src and src.get("repeat_of") is not None:  # a copy made by datasets[].weight > 1
+        where += f" · copy of sample {src['repeat_of']}"
     trained = int((seg.labels != IGNORE_INDEX).sum())
     return (f"── sample {seg.sample_id} ({k + 1} of {n}) · {where} · positions {seg.start}-{seg.stop - 1} "
             f"({seg.stop - seg.start} tokens, {trained} trained) ──")

@@ -8,11 +8,15 @@ a kept row takes one id per piece and every other row one id, so ids run 0, 1, .
            a split row's chunks stay together, pretrain documents are all train (as Axolotl). Adds `is_val`.
     pack   best-fit decreasing (sample_packing) or one sample per row, then the pretrain stream rows, per
            split: the `Layout` the shard writer follows.
+
+Copies made by datasets[].weight > 1 (the mix stage's `repeats` column, mix.py) are cut like their original
+(pretrain copies continue the stream after every original document) and numbered after every input id; they
+follow their original into train or val.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,22 +52,44 @@ class Layout:
     first_id: np.ndarray  # published id of each table row (its first piece)
     count: np.ndarray  # published ids of each table row: its pieces if kept, else 1
     rows: dict[str, Rows]  # split -> shard rows (indices into pieces); only splits with rows
+    # Pieces from `originals` on are copies (datasets[].weight): the table row each copies, and the published
+    # id of the original sample it repeats.
+    originals: int = 0
+    copy_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    repeat_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray, np.ndarray]:
-    """The active rows' pieces, the published id of every table row's first piece, and its number of ids."""
-    types = np.asarray(s.types)[view["dataset_index"]]
-    pieces = cut_rows(view["offset"], view["num_tokens"], types == "completion", types == "pretrain",
+def instances(view: View) -> np.ndarray:
+    """View position of every instance to cut: the rows, then their copies (copy 1 of every repeated row in
+    row order, then copy 2, ...)."""
+    rows = np.arange(len(view))
+    if "repeats" not in view.table.columns:
+        return rows
+    repeats = view["repeats"]
+    return np.concatenate([rows, *(np.flatnonzero(repeats > r) for r in range(int(repeats.max(initial=0))))])
+
+
+def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pieces of the active rows and their copies (pieces.row: index into `inst`), the published id of
+    every table row's first piece and its number of ids, the instances (view positions) and each instance's
+    first published id (copies after every table row's ids)."""
+    inst = instances(view)
+    types = np.asarray(s.types)[view["dataset_index"][inst]]
+    pieces = cut_rows(view["offset"][inst], view["num_tokens"][inst], types == "completion", types == "pretrain",
                       s.sequence_len)
+    per_inst = np.bincount(pieces.row, minlength=len(inst))
     count = np.ones(len(view.table), np.int64)
-    count[view.rows] = np.bincount(pieces.row, minlength=len(view))
-    return pieces, np.cumsum(count) - count, count
+    count[view.rows] = per_inst[:len(view)]
+    first_id = np.cumsum(count) - count
+    copies = per_inst[len(view):]
+    inst_first = np.concatenate([first_id[view.rows], int(count.sum()) + np.cumsum(copies) - copies])
+    return pieces, first_id, count, inst, inst_first
 
 
 def split(view: View, s: LayoutSettings) -> Outcome:
-    pieces, first_id, _ = cut(view, s)
+    pieces, first_id, _, inst, _ = cut(view, s)
     stream = np.zeros(len(view), bool)
-    stream[pieces.row[pieces.stream]] = True
+    stream[inst[pieces.row[pieces.stream]]] = True
     is_val = np.zeros(len(view), bool)
     is_val[~stream] = choose_validation(first_id[view.rows[~stream]], s.val_set_size, s.seed)
     if len(view) and is_val.all():
@@ -74,10 +100,10 @@ def split(view: View, s: LayoutSettings) -> Outcome:
 
 
 def pack(view: View, s: LayoutSettings) -> Outcome:
-    pieces, first_id, count = cut(view, s)
-    sample_ids = first_id[view.rows][pieces.row] + np.maximum(pieces.chunk, 0)
+    pieces, first_id, count, inst, inst_first = cut(view, s)
+    sample_ids = inst_first[pieces.row] + np.maximum(pieces.chunk, 0)
     lengths = pieces.end - pieces.start
-    is_val = view["is_val"][pieces.row]
+    is_val = view["is_val"][inst[pieces.row]]  # copies follow their original
     rows: dict[str, Rows] = {}
     for name, mask in (("train", ~is_val), ("val", is_val)):
         idx = np.flatnonzero(mask & ~pieces.stream)
@@ -89,4 +115,9 @@ def pack(view: View, s: LayoutSettings) -> Outcome:
         bounds = np.concatenate([packed.bounds, stream_bounds[1:] + packed.bounds[-1]]).astype(np.int64)
         if len(bounds) > 1:
             rows[name] = Rows(order, bounds)
-    return Outcome(output=Layout(pieces, sample_ids, first_id, count, rows))
+    originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
+    copied = inst[pieces.row[originals:]]
+    # A copy's chunk k repeats the original's chunk k; a pretrain copy is cut elsewhere: its document's first.
+    same_chunk = np.where(pieces.stream[originals:], 0, np.maximum(pieces.chunk[originals:], 0))
+    return Outcome(output=Layout(pieces, sample_ids, first_id, count, rows, originals, view.rows[copied],
+                                 first_id[view.rows[copied]] + same_chunk))

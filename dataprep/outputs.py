@@ -12,6 +12,7 @@ Any reason string a stage wrote is counted and written as it is: nothing here li
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,7 @@ def write_samples(path: Path, table: SampleTable, layout: Layout, placement: Pla
     dup = removed.duplicates()
     dup_of = np.full(len(table), -1, np.int64)
     dup_of[dup["rows"]] = layout.first_id[dup["kept"]]
-    reasons = [*table.reasons, None]
-    statuses = [str(s) for s in STATUSES]
+    columns = _Columns(table, layout, placement, dup_of, datasets, formats, sources)
     # pyarrow, a block at a time (one row group each): Polars' sink_parquet read a whole 1M-row file at once.
     with pq.ParquetWriter(path, SAMPLES_FILE_SCHEMA, compression="zstd") as writer:
         for lo in range(0, len(table), BLOCK):
@@ -63,38 +63,65 @@ def write_samples(path: Path, table: SampleTable, layout: Layout, placement: Pla
             in_shards = active[t]
             piece = np.full(len(t), -1, np.int64)
             piece[in_shards] = first_piece + np.arange(int(in_shards.sum()))
-            p = np.maximum(piece, 0)
-            chunked = in_shards & (layout.pieces.chunk[p] >= 0) if len(layout.pieces) else in_shards & False
-            num_tokens = np.where(chunked, layout.pieces.end[p] - layout.pieces.start[p], c["num_tokens"][t])
-            trainable = np.where(chunked, placement.trainable[p] if len(p) and len(placement.trainable) else 0,
-                                 c["num_trainable"][t])
-            is_val = table.columns["is_val"][t]
-            shard = np.where(in_shards, placement.shard[p] if len(placement.shard) else -1, -1)
-            shard = np.where(shard >= 0, shard, len(placement.names))
-            reason = c["reason"][t]
-            batch = pa.record_batch([
-                pa.array(layout.first_id[t] + np.where(chunked, layout.pieces.chunk[p], 0), pa.int64()),
-                _strings(datasets, c["dataset_index"][t]),
-                pa.array(c["dataset_index"][t], pa.int32()),
-                _strings(formats, c["dataset_index"][t]),
-                _strings(sources, c["source"][t]),
-                pa.array(c["source_row"][t], pa.int64()),
-                _strings(statuses, c["status"][t]),
-                _strings(reasons, np.where(reason >= 0, reason, len(reasons) - 1)),
-                _nullable(dup_of[t], dup_of[t] >= 0, pa.int64()),
-                _hash_column(c["content_hash"], c["has_hash"], t),
-                _nullable(num_tokens, num_tokens >= 0, pa.int32()),
-                _nullable(trainable, trainable >= 0, pa.int32()),
-                _strings(["train", "val", None], np.where(in_shards, is_val, 2)),
-                _strings([*placement.names, None], shard),
-                _nullable(placement.shard_row[p] if len(p) and len(placement.shard_row) else np.zeros(len(t)),
-                          in_shards, pa.int32()),
-                _nullable(placement.row_offset[p] if len(p) and len(placement.row_offset) else np.zeros(len(t)),
-                          in_shards, pa.int32()),
-                _nullable(layout.pieces.chunk[p] if len(layout.pieces) else np.zeros(len(t)), chunked, pa.int32()),
-                _strings(list(KINDS), c["kind"][t]),
-            ], schema=SAMPLES_SCHEMA)
-            writer.write_batch(batch.cast(SAMPLES_FILE_SCHEMA))
+            writer.write_batch(columns.batch(t, piece, in_shards, None).cast(SAMPLES_FILE_SCHEMA))
+        # Copies made by datasets[].weight: after every input row, as their sample_ids are.
+        for lo in range(layout.originals, len(layout.pieces), BLOCK):
+            piece = np.arange(lo, min(lo + BLOCK, len(layout.pieces)))
+            t = layout.copy_row[piece - layout.originals]
+            writer.write_batch(columns.batch(t, piece, np.ones(len(t), bool),
+                                             layout.repeat_of[piece - layout.originals]).cast(SAMPLES_FILE_SCHEMA))
+
+
+@dataclass
+class _Columns:
+    """samples.parquet columns for table rows `t` and their pieces (-1: not in the shards)."""
+
+    table: SampleTable
+    layout: Layout
+    placement: Placement
+    dup_of: np.ndarray
+    datasets: list[str]
+    formats: list[str]
+    sources: list[str]
+
+    def batch(self, t: np.ndarray, piece: np.ndarray, in_shards: np.ndarray,
+              repeat_of: np.ndarray | None) -> pa.RecordBatch:
+        c, layout, placement, dup_of = self.table.columns, self.layout, self.placement, self.dup_of
+        reasons = [*self.table.reasons, None]
+        p = np.maximum(piece, 0)
+        chunked = in_shards & (layout.pieces.chunk[p] >= 0) if len(layout.pieces) else in_shards & False
+        num_tokens = np.where(chunked, layout.pieces.end[p] - layout.pieces.start[p], c["num_tokens"][t])
+        trainable = np.where(chunked, placement.trainable[p] if len(p) and len(placement.trainable) else 0,
+                             c["num_trainable"][t])
+        is_val = c["is_val"][t]
+        shard = np.where(in_shards, placement.shard[p] if len(placement.shard) else -1, -1)
+        shard = np.where(shard >= 0, shard, len(placement.names))
+        reason = c["reason"][t]
+        sample_id = (layout.sample_ids[piece] if repeat_of is not None
+                     else layout.first_id[t] + np.where(chunked, layout.pieces.chunk[p], 0))
+        return pa.record_batch([
+            pa.array(sample_id, pa.int64()),
+            _strings(self.datasets, c["dataset_index"][t]),
+            pa.array(c["dataset_index"][t], pa.int32()),
+            _strings(self.formats, c["dataset_index"][t]),
+            _strings(self.sources, c["source"][t]),
+            pa.array(c["source_row"][t], pa.int64()),
+            _strings([str(s) for s in STATUSES], c["status"][t]),
+            _strings(reasons, np.where(reason >= 0, reason, len(reasons) - 1)),
+            _nullable(dup_of[t], dup_of[t] >= 0, pa.int64()),
+            _hash_column(c["content_hash"], c["has_hash"], t),
+            _nullable(num_tokens, num_tokens >= 0, pa.int32()),
+            _nullable(trainable, trainable >= 0, pa.int32()),
+            _strings(["train", "val", None], np.where(in_shards, is_val, 2)),
+            _strings([*placement.names, None], shard),
+            _nullable(placement.shard_row[p] if len(p) and len(placement.shard_row) else np.zeros(len(t)),
+                      in_shards, pa.int32()),
+            _nullable(placement.row_offset[p] if len(p) and len(placement.row_offset) else np.zeros(len(t)),
+                      in_shards, pa.int32()),
+            _nullable(layout.pieces.chunk[p] if len(layout.pieces) else np.zeros(len(t)), chunked, pa.int32()),
+            _strings(list(KINDS), c["kind"][t]),
+            pa.nulls(len(t), pa.int64()) if repeat_of is None else pa.array(repeat_of, pa.int64()),
+        ], schema=SAMPLES_SCHEMA)
 
 
 def hex_hashes(hashes: np.ndarray) -> pl.Series:

@@ -9,6 +9,7 @@
                exact_dedup  on normalised content, across datasets, first occurrence kept (dedup.py)
                filters      declarative SQL conditions, `filter:<name>` (curate.py, filters.py)
                decontaminate  word n-grams shared with eval texts, `contaminated` (curate.py, decontam.py)
+               mix          datasets[].weight: drop or repeat whole input rows (mix.py); only when a weight != 1
                split        val_set_size, by hash(seed, sample_id) (layout.py)
                pack         best-fit decreasing (sample_packing) or one sample per row (layout.py, pack.py)
     write      shards; samples/quarantine/duplicates tables and the accounting, from the table (outputs.py);
@@ -46,6 +47,7 @@ from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.layout import SplitError
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, read_batches
+from dataprep.mix import add_mixing
 from dataprep.near_dedup import near_dedup_settings
 from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
@@ -314,9 +316,10 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
                                  datasets, sources)
         stage.rows = sum(s.rows for s in shards)
     counts = outputs.counts(table, datasets)
-    counts["samples"] = len(pieces)
+    counts["samples"] = layout.originals
+    add_mixing(counts, table, datasets, len(pieces) - layout.originals)
     counts["chunked_rows"] = int(np.count_nonzero(layout.count[table.columns["status"] == KEPT] > 1))
-    lengths = pieces.end - pieces.start
+    lengths = pieces.end[:layout.originals] - pieces.start[:layout.originals]
     del table, samples  # release the memmaps before the work folder is deleted
     shutil.rmtree(work)
     saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
@@ -378,6 +381,8 @@ def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], s
             "truncated": counts["truncated"],
             "samples": counts["samples"],
             "chunked_rows": counts["chunked_rows"],
+            "repeated_samples": counts["repeated_samples"],
+            "mixing": counts["mixing"],
             "tokens": total_tokens,
             "trainable_tokens": trainable,
             "trainable_share": trainable / total_tokens if total_tokens else 0.0,

@@ -60,7 +60,8 @@ VIEWS = {
     "tokens": "one row per token of packed: position in the row, the sample it belongs to, token_id, label, "
               "trained",
     "samples": "samples.parquet: one row per input row (kept, quarantined, duplicate, dropped; one per chunk of a "
-               "completion/pretrain row split at sequence_len)",
+               "completion/pretrain row split at sequence_len; one per copy made by datasets[].weight, with "
+               "repeat_of)",
     "quarantine": "quarantine.parquet: reason, field, message and original text of each bad row",
     "duplicates": "duplicates.parquet: removed sample_id -> kept_sample_id, kind (exact | near), similarity, "
                   "cluster_id (the kept sample), content_hash (exact)",

@@ -150,6 +150,7 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         f"rows: {splits} ({packing}, sequence_len {stats['sequence_len']}, "
         f"packing efficiency {stats['packing_efficiency']:.2%}, longest sample {stats['longest_sample']})",
         f"shards: {len(manifest['shards'])}; seconds: {seconds}",
+        *mixing_lines(manifest),
     ]
 
 
@@ -162,3 +163,25 @@ def _curation_lines(manifest: dict[str, Any]) -> list[str]:
     if cur.get("decontaminate"):
         parts.append("decontaminate: " + ", ".join(f"{d['path']} {d['rejected']:,}" for d in cur["decontaminate"]))
     return ["; ".join(parts) + " rejected"] if parts else []
+
+def weights_by_dataset(manifest: dict[str, Any]) -> dict[str, list[float]]:
+    """datasets[].weight by dataset name (path), from the resolved config; empty when every weight is 1."""
+    weights: dict[str, list[float]] = {}
+    for ds in manifest.get("config", {}).get("datasets", []):
+        weights.setdefault(ds["path"], []).append(ds.get("weight", 1.0))
+    return weights if any(w != 1 for ws in weights.values() for w in ws) else {}
+
+
+def mixing_lines(manifest: dict[str, Any]) -> list[str]:
+    """The effect of datasets[].weight (stats.mixing), one line per dataset; nothing when every weight is 1."""
+    weights, stats = weights_by_dataset(manifest), manifest["stats"]
+    if not weights or "mixing" not in stats:
+        return []
+    out = stats["by_reason"].get("weighted_out", 0)
+    lines = [f"mixing: {out:,} rows weighted out, {stats['repeated_samples']:,} copies added; rows (a chunked "
+             "row once) and share of trained tokens, before -> after weighting:"]
+    for name, m in stats["mixing"].items():
+        w = "/".join(f"{x:g}" for x in weights.get(name, [1.0]))
+        lines.append(f"  {name} (weight {w}): {m['samples_before']:,} -> {m['samples_after']:,} rows, "
+                     f"{m['share_before']:.1%} -> {m['share_after']:.1%} of trained tokens")
+    return lines

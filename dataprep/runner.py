@@ -20,6 +20,7 @@ import numpy as np
 from dataprep.curate import decontam_settings, decontam_stage, filter_settings, filter_stage
 from dataprep.dedup import exact_dedup, exact_dedup_settings
 from dataprep.layout import Layout, layout_settings, pack, split
+from dataprep.mix import mix_settings, mix_stage
 from dataprep.near_dedup import near_dedup, near_dedup_settings
 from dataprep.report import StageTimer
 from dataprep.stage import Outcome, Rejected, Stage
@@ -32,7 +33,7 @@ STAGES: list[Stage] = [
     Stage("near_dedup", near_dedup, near_dedup_settings),
     Stage("filters", filter_stage, filter_settings),
     Stage("decontaminate", decontam_stage, decontam_settings),
-    # mix: here
+    Stage("mix", mix_stage, mix_settings),
     Stage("split", split, layout_settings),
     Stage("pack", pack, layout_settings),
 ]

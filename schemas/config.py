@@ -29,6 +29,7 @@ TrainOnEos = Literal["turn", "last", "all", "none"]
 # dataprep/instruct_types.py. `pretrain` is what pretraining_dataset entries become.
 FORMAT_TYPES = ("chat_template", "input_output", "completion", "pretrain")
 MAX_SEQUENCE_LEN = 2**24
+MAX_WEIGHT = 100  # datasets[].weight: copies are written out in full, so a typo like 1000 must not fill the disk
 
 
 class _Model(BaseModel):
@@ -98,6 +99,13 @@ class DatasetConfig(_Model):
     `train`. Tessera makes the validation split itself (val_set_size)."""
     name: str | None = None
     """The config of a Hub dataset folder (README.md `configs:` config_name); default: its default config."""
+
+    # mixing (README "Mixing datasets", dataprep/mix.py)
+    weight: float = Field(1.0, gt=0, le=MAX_WEIGHT)
+    """Tessera: how much of this dataset to train on, applied after deduplication and before the split: 0.3
+    keeps a seeded 30% of its kept samples (exactly round(0.3 × n), half to even), 2.5 repeats every sample
+    twice plus a seeded, distinct half of them once more. A completion row cut into chunks, or a pretrain
+    document, is weighted as one (its chunks go together)."""
 
     # chat_template
     field_messages: str | None = None
@@ -256,10 +264,12 @@ class PretrainingDataset(_Model):
     """Axolotl's streaming skip; only 0 (none) is supported: slice with `split: train[N:]` instead."""
     trust_remote_code: bool = False
     """Accepted for Axolotl compatibility; nothing is downloaded or run."""
+    weight: float = Field(1.0, gt=0, le=MAX_WEIGHT)
+    """Tessera: as datasets[].weight (README "Mixing datasets"); a document is weighted whole."""
 
     def as_dataset(self) -> DatasetConfig:
         return DatasetConfig(path=self.path, type="pretrain", field=self.field or self.text_column, split=self.split,
-                             name=self.name, data_files=self.data_files, ds_type=self.ds_type)
+                             name=self.name, data_files=self.data_files, ds_type=self.ds_type, weight=self.weight)
 
 
 class NearDeduplication(_Model):

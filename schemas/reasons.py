@@ -44,6 +44,7 @@ class Reason(StrEnum):
     # Dropped: valid, but longer than sequence_len (excess_length_strategy: drop). Rows whose text alone is
     # too long to fit are dropped before rendering and tokenizing (num_tokens is then null; see transform.py).
     too_long = "too_long"
+    weighted_out = "weighted_out"  # not in the seeded selection of a dataset with weight < 1 (dataprep/mix.py)
     # Duplicate: same normalised content as an earlier kept row.
     duplicate = "duplicate"
     near_duplicate = "near_duplicate"  # estimated Jaccard >= threshold with a kept row (near-dedup stage)
@@ -52,5 +53,6 @@ class Reason(StrEnum):
 
 
 QUARANTINE_REASONS = frozenset(
-    r for r in Reason if r not in (Reason.too_long, Reason.duplicate, Reason.near_duplicate, Reason.truncated)
+    r for r in Reason if r not in (Reason.too_long, Reason.weighted_out, Reason.duplicate,
+                                   Reason.near_duplicate, Reason.truncated)
 )

@@ -5,7 +5,8 @@ A prepared directory:
     manifest.json          written last: its presence means the directory is complete
     shards/<split>-NNNNN.arrow   Arrow IPC files, SHARD_SCHEMA, one row = one training sequence
     samples.parquet        SAMPLES_SCHEMA, one row per input row (every row, whatever happened to it); a
-                           completion/pretrain row split into chunks has one row per chunk (`chunk` 0, 1, ...)
+                           completion/pretrain row split into chunks has one row per chunk (`chunk` 0, 1, ...),
+                           and a copy made by datasets[].weight > 1 one row of its own (`repeat_of`)
     quarantine.parquet     QUARANTINE_SCHEMA, rows that could not become samples, with their original text
     duplicates.parquet     DUPLICATES_SCHEMA, removed row -> the kept row it duplicates (exact or near)
     tokenizer/             the tokenizer used, with the chat template that rendered the data (AutoTokenizer)
@@ -63,6 +64,9 @@ SAMPLES_SCHEMA = pa.schema(
         # consecutive sample_ids, from 0); null when the row is one sample. Input rows: where coalesce(chunk, 0) = 0.
         pa.field("chunk", pa.int32()),
         pa.field("kind", pa.string(), nullable=False),  # sequence kind, one of KINDS ("sft")
+        # A copy made by datasets[].weight > 1 (dataprep/mix.py): the sample_id of the original it repeats; its
+        # own sample_id comes after every input row's. Null for input rows: where repeat_of is null.
+        pa.field("repeat_of", pa.int64()),
     ]
 )
 

@@ -20,7 +20,7 @@ samples as (
         shard_row,
         row_offset,
     from samples
-    where num_tokens is not null
+    where num_tokens is not null and repeat_of is null  -- a copy (datasets[].weight) is its original again
 ),
 
 final as (

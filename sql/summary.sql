@@ -1,14 +1,21 @@
 -- Summary of a prepared directory: where every input row went and what the shards hold.
 -- One row. Row counts come from samples (one row per input row, plus one per further chunk of a completion or
--- pretrain row split at sequence_len), token counts from the shards themselves, so the two sides check each
--- other (kept = packed_samples when no row was chunked; kept samples = packed_samples always).
+-- pretrain row split at sequence_len, plus one per copy made by datasets[].weight > 1), token counts from the
+-- shards themselves, so the two sides check each other (kept = packed_samples when no row was chunked or
+-- repeated; kept samples + repeated = packed_samples always).
 -- trained_share = trained tokens / tokens; packing_efficiency = tokens / (packed rows * sequence_len), the
 -- share of the batch that is data rather than padding.
 --   tessera query prepared/demo sql/summary.sql
 with
 
 samples as (
-    select status, reason, num_tokens, coalesce(chunk, 0) = 0 as input_row from samples
+    select
+        status,
+        reason,
+        num_tokens,
+        coalesce(chunk, 0) = 0 and repeat_of is null as input_row,
+        repeat_of is not null as copy,
+    from samples
 ),
 
 packed as (
@@ -25,8 +32,9 @@ row_counts as (
         count(*) filter (where input_row and status = 'kept') as kept,
         count(*) filter (where status = 'quarantined') as quarantined,
         count(*) filter (where status = 'duplicate') as duplicates,
-        count(*) filter (where status = 'dropped') as dropped,
+        count(*) filter (where input_row and status = 'dropped') as dropped,
         count(*) filter (where input_row and reason = 'truncated') as truncated,
+        count(*) filter (where copy) as repeated,
         max(num_tokens) filter (where status = 'kept') as longest_sample,
     from samples
 ),
@@ -50,6 +58,7 @@ final as (
         row_counts.duplicates,
         row_counts.dropped,
         row_counts.truncated,
+        row_counts.repeated,
         shard_counts.packed_samples,
         shard_counts.packed_rows,
         shard_counts.train_rows,

@@ -1,4 +1,5 @@
--- Token-length histogram of the kept samples: all tokens vs trained tokens, on the same bins.
+-- Token-length histogram of the kept samples (not the copies datasets[].weight > 1 adds): all tokens vs
+-- trained tokens, on the same bins.
 -- One row per bin [tokens_from, tokens_to), from 0 up to the longest sample, empty bins included. The bin
 -- width is a round number (1, 2 or 5 times a power of ten) giving at most about 20 bins.
 -- samples_by_length counts samples whose num_tokens falls in the bin, samples_by_trained those whose
@@ -7,7 +8,7 @@
 with
 
 kept as (
-    select num_tokens, num_trainable from samples where status = 'kept'
+    select num_tokens, num_trainable from samples where status = 'kept' and repeat_of is null
 ),
 
 width as (

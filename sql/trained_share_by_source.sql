@@ -1,12 +1,14 @@
 -- Trained-token share by dataset and source file: how much of what each source contributes is trained on.
 -- One row per (dataset, source_file), in config order. Row counts cover every input row; tokens and
--- trained_tokens cover kept samples only (what is in the shards). trained_share = trained_tokens / tokens:
+-- trained_tokens cover kept samples only (what is in the shards, less the copies datasets[].weight > 1 adds:
+-- stats.mixing in the manifest counts those). trained_share = trained_tokens / tokens:
 -- low values mean long prompts or templates around short answers.
 --   tessera query prepared/demo sql/trained_share_by_source.sql
 with
 
 samples as (
     select dataset, dataset_index, source_file, status, num_tokens, num_trainable from samples
+    where repeat_of is null
 ),
 
 per_source as (
