@@ -39,6 +39,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,6 +53,7 @@ import torch
 from dataprep.outdir import NotPrepared, open_prepared_dir
 from schemas.shard import FORMAT_VERSION, SHARD_SCHEMA
 from train.assemble import CHUNK_TOKENS, PAD_TOKEN_ID, Batch, Chunk, Rows, assemble, ranges
+from train.prefetch import prefetched
 
 __all__ = ["PAD_TOKEN_ID", "Batch", "DataError", "LoaderState", "PreparedData", "batches_per_epoch",
            "check_tokenizer", "iterate_batches", "open_prepared"]
@@ -298,9 +300,10 @@ def batches_per_epoch(data: PreparedData, split: str, micro_batch_size: int, wor
 
 def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, seed: int, rank: int = 0,
                     world_size: int = 1, start: LoaderState = START, shuffle: bool = True,
-                    epochs: int | None = None) -> Iterator[tuple[Batch, LoaderState]]:
+                    epochs: int | None = None, prefetch: bool = True) -> Iterator[tuple[Batch, LoaderState]]:
     """Yields (batch, state_after); state_after resumes at the next micro-batch, so a checkpoint that stores
-    it resumes exactly. epochs=None cycles forever."""
+    it resumes exactly. epochs=None cycles forever. prefetch builds the next chunk's arrays on a background
+    thread (train/prefetch.py) while this one's batches are consumed; it changes nothing that is yielded."""
     if micro_batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"micro_batch_size {micro_batch_size}, rank {rank}, world_size {world_size}: need "
                          f"micro_batch_size >= 1 and 0 <= rank < world_size")
@@ -318,22 +321,47 @@ def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, se
     # every row were padded to the longest one. A chunk may span epochs, so a small split (the demo's 23 rows)
     # does not pay the per-chunk calls every epoch.
     per_chunk = max(1, CHUNK_TOKENS // (micro_batch_size * max(1, int(rows.lengths.max()))))
+    plans = _plan(rows, table, n, per_chunk, micro_batch_size, seed, rank, world_size, shuffle, epoch, index, epochs)
+    for built, spans in prefetched(plans, _build) if prefetch else map(_build, plans):
+        yield from zip(built, _states(spans), strict=True)
+
+
+# A chunk: the rows of its micro-batches back to back, how many each has, and the spans of micro-batches it
+# covers, (epoch, first, last, per epoch): micro-batches first..last-1 of that epoch.
+Plan = tuple[_Split, Rows, np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]
+
+
+def _plan(rows: _Split, table: Rows, n: int, per_chunk: int, mbs: int, seed: int, rank: int, world_size: int,
+          shuffle: bool, epoch: int, index: int, epochs: int | None) -> Iterator[Plan]:
+    """The chunks from (epoch, index) on, each of per_chunk micro-batches, possibly across epochs."""
     order, order_epoch = None, -1
     while epochs is None or epoch < epochs:
-        picked, counts, states = [], [], []
-        while len(states) < per_chunk and (epochs is None or epoch < epochs):
+        picked, counts, spans, taken = [], [], [], 0
+        while taken < per_chunk and (epochs is None or epoch < epochs):
             if order_epoch != epoch:
                 order, order_epoch = (np.random.default_rng([seed, epoch]).permutation(rows.rows) if shuffle
                                       else np.arange(rows.rows)), epoch
-            last = min(index + per_chunk - len(states), n)
-            p, c = _deal_range(order, index, last, micro_batch_size, rank, world_size)
+            last = min(index + per_chunk - taken, n)
+            p, c = _deal_range(order, index, last, mbs, rank, world_size)
             picked.append(p)
             counts.append(c)
-            states += [LoaderState(epoch, i) for i in range(index + 1, last)]
+            spans.append((epoch, index, last, n))
+            taken += last - index
             epoch, index = (epoch + 1, 0) if last == n else (epoch, last)
-            states.append(LoaderState(epoch, index))
-        batches = assemble(rows.chunks, table, np.concatenate(picked), np.concatenate(counts))
-        yield from zip(batches, states, strict=True)
+        yield rows, table, np.concatenate(picked), np.concatenate(counts), spans
+
+
+def _build(plan: Plan) -> tuple[Iterator[Batch], list[tuple[int, int, int, int]]]:
+    rows, table, picked, counts, spans = plan
+    return assemble(rows.chunks, table, picked, counts), spans
+
+
+def _states(spans: list[tuple[int, int, int, int]]) -> Iterator[LoaderState]:
+    """The state after each micro-batch of a chunk, made as they are yielded (not a chunk's worth at once: see
+    train/assemble.py, _tensors, on the garbage collector)."""
+    for epoch, first, last, n in spans:
+        yield from map(LoaderState, repeat(epoch, last - first - 1), range(first + 1, last))
+        yield LoaderState(epoch + 1, 0) if last == n else LoaderState(epoch, last)
 
 
 def _deal_range(order: np.ndarray, first: int, last: int, mbs: int, rank: int,
