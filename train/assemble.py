@@ -108,6 +108,30 @@ def padding_batch() -> Batch:
                  1, 0, 0)
 
 
+def _copy_rows(tokens: np.ndarray, chunks: list[Chunk], info: np.ndarray, dst: np.ndarray,
+               row_width: np.ndarray | None, pad: np.ndarray) -> None:
+    """The one per-row loop: a strided copy of three int32 columns, widened to int64 as it copies (measured: 20%
+    less CPU than gathering int32 and widening the chunk in one call), and for a short row its padding. Most
+    of a row's cost is reading it (random 12 KB from the page cache: ~2/3 of the copy's time, measured)."""
+    views = [c.tokens for c in chunks]
+    rows = zip(info[:, CHUNK].tolist(), info[:, START].tolist(), info[:, END].tolist(), dst.tolist(), strict=True)
+    if row_width is None and not any(v is None for v in views):  # one row per micro-batch: no padding
+        for c, s, e, d in rows:
+            tokens[:, d:d + e - s] = views[c][:, s:e]
+        return
+    widths = (info[:, END] - info[:, START]).tolist() if row_width is None else row_width.tolist()
+    for (c, s, e, d), t in zip(rows, widths, strict=True):
+        n = e - s
+        if views[c] is not None:
+            tokens[:, d:d + n] = views[c][:, s:e]
+        else:
+            src = chunks[c]
+            tokens[0, d:d + n], tokens[1, d:d + n], tokens[2, d:d + n] = (
+                src.ids[s:e], src.labels[s:e], src.positions[s:e])
+        if n < t:
+            tokens[:, d + n:d + t] = pad[:, :t - n]
+
+
 def _with_padding(built: Iterator[Batch], counts: list[int]) -> Iterator[Batch]:
     for k in counts:
         yield next(built) if k else padding_batch()
@@ -151,19 +175,7 @@ def assemble(chunks: list[Chunk], rows: Rows, picked: np.ndarray, counts: np.nda
 
     tokens = np.empty((3, int(size.sum())), np.int64)  # input_ids, labels, position_ids
     pad = _padding(0 if one_row else int((row_width - length).max()))
-    # The one per-row loop: a strided copy of three int32 columns, widened to int64 as it copies (measured: 20%
-    # less CPU than gathering int32 and widening the chunk in one call), and for a short row its padding.
-    for c, s, e, d, t in zip(info[:, CHUNK].tolist(), info[:, START].tolist(), info[:, END].tolist(),
-                             dst.tolist(), row_width.tolist(), strict=True):
-        src = chunks[c]
-        n = e - s
-        if src.tokens is not None:
-            tokens[:, d:d + n] = src.tokens[:, s:e]
-        else:
-            tokens[0, d:d + n], tokens[1, d:d + n], tokens[2, d:d + n] = (
-                src.ids[s:e], src.labels[s:e], src.positions[s:e])
-        if n < t:
-            tokens[:, d + n:d + t] = pad[:, :t - n]
+    _copy_rows(tokens, chunks, info, dst, None if one_row else row_width, pad)
     sample_ids = np.repeat(run_sid, run_len)
 
     run_first = np.cumsum(per_batch) - per_batch

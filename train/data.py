@@ -53,6 +53,7 @@ import torch
 from dataprep.outdir import NotPrepared, open_prepared_dir
 from schemas.shard import FORMAT_VERSION, SHARD_SCHEMA
 from train.assemble import CHUNK_TOKENS, PAD_TOKEN_ID, Batch, Chunk, Rows, assemble, ranges
+from train.deal import Plan, Span, plan
 from train.prefetch import prefetched
 
 __all__ = ["PAD_TOKEN_ID", "Batch", "DataError", "LoaderState", "PreparedData", "batches_per_epoch",
@@ -62,6 +63,7 @@ __all__ = ["PAD_TOKEN_ID", "Batch", "DataError", "LoaderState", "PreparedData", 
 # template, special_tokens_map.json) legitimately differ between a base model and the prepared tokenizer/.
 VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "tekken.json", "vocab.json", "merges.txt", "vocab.txt",
                "spiece.model", "sentencepiece.bpe.model")
+PREFETCH_THREADS = 1
 PREPARE_FIX = "run `tessera prepare CONFIG --force` to rebuild it"
 
 
@@ -321,72 +323,22 @@ def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, se
     # every row were padded to the longest one. A chunk may span epochs, so a small split (the demo's 23 rows)
     # does not pay the per-chunk calls every epoch.
     per_chunk = max(1, CHUNK_TOKENS // (micro_batch_size * max(1, int(rows.lengths.max()))))
-    plans = _plan(rows, table, n, per_chunk, micro_batch_size, seed, rank, world_size, shuffle, epoch, index, epochs)
-    for built, spans in prefetched(plans, _build) if prefetch else map(_build, plans):
+    plans = plan(rows.rows, n, per_chunk, micro_batch_size, seed, rank, world_size, shuffle, epoch, index, epochs)
+
+    def build(p: Plan) -> tuple[Iterator[Batch], list[Span]]:  # the heavy part: on the prefetch thread
+        picked, counts, spans = p
+        return assemble(rows.chunks, table, picked, counts), spans
+
+    for built, spans in prefetched(plans, build, PREFETCH_THREADS) if prefetch else map(build, plans):
         yield from zip(built, _states(spans), strict=True)
 
 
-# A chunk: the rows of its micro-batches back to back, how many each has, and the spans of micro-batches it
-# covers, (epoch, first, last, per epoch): micro-batches first..last-1 of that epoch.
-Plan = tuple[_Split, Rows, np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]
-
-
-def _plan(rows: _Split, table: Rows, n: int, per_chunk: int, mbs: int, seed: int, rank: int, world_size: int,
-          shuffle: bool, epoch: int, index: int, epochs: int | None) -> Iterator[Plan]:
-    """The chunks from (epoch, index) on, each of per_chunk micro-batches, possibly across epochs."""
-    order, order_epoch = None, -1
-    while epochs is None or epoch < epochs:
-        picked, counts, spans, taken = [], [], [], 0
-        while taken < per_chunk and (epochs is None or epoch < epochs):
-            if order_epoch != epoch:
-                order, order_epoch = (np.random.default_rng([seed, epoch]).permutation(rows.rows) if shuffle
-                                      else np.arange(rows.rows)), epoch
-            last = min(index + per_chunk - taken, n)
-            p, c = _deal_range(order, index, last, mbs, rank, world_size)
-            picked.append(p)
-            counts.append(c)
-            spans.append((epoch, index, last, n))
-            taken += last - index
-            epoch, index = (epoch + 1, 0) if last == n else (epoch, last)
-        yield rows, table, np.concatenate(picked), np.concatenate(counts), spans
-
-
-def _build(plan: Plan) -> tuple[Iterator[Batch], list[tuple[int, int, int, int]]]:
-    rows, table, picked, counts, spans = plan
-    return assemble(rows.chunks, table, picked, counts), spans
-
-
-def _states(spans: list[tuple[int, int, int, int]]) -> Iterator[LoaderState]:
+def _states(spans: list[Span]) -> Iterator[LoaderState]:
     """The state after each micro-batch of a chunk, made as they are yielded (not a chunk's worth at once: see
-    train/assemble.py, _tensors, on the garbage collector)."""
+    train/assemble.py, _views, on the garbage collector)."""
     for epoch, first, last, n in spans:
         yield from map(LoaderState, repeat(epoch, last - first - 1), range(first + 1, last))
         yield LoaderState(epoch + 1, 0) if last == n else LoaderState(epoch, last)
-
-
-def _deal_range(order: np.ndarray, first: int, last: int, mbs: int, rank: int,
-                world_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows of micro-batches first..last-1 of `rank`, back to back, and how many each has: _deal for each,
-    with the full rounds taken in one slice."""
-    per_round = mbs * world_size
-    full = min(last, len(order) // per_round)
-    rows = [order[first * per_round:full * per_round].reshape(-1, per_round)[:, rank * mbs:(rank + 1) * mbs]
-            .ravel()] if full > first else []
-    rows += [_deal(order, i, mbs, rank, world_size) for i in range(max(first, full), last)]
-    counts = [mbs] * max(0, full - first) + [len(r) for r in rows[1 if full > first else 0:]]
-    return np.concatenate(rows), np.array(counts, np.int64)
-
-
-def _deal(order: np.ndarray, i: int, mbs: int, rank: int, world_size: int) -> np.ndarray:
-    """The rows of micro-batch i of `rank` in an epoch whose rows come in `order`."""
-    per_round = mbs * world_size
-    full = len(order) // per_round
-    if i < full:
-        first = i * per_round + rank * mbs
-        return order[first:first + mbs]
-    q, extra = divmod(len(order) - full * per_round, world_size)  # the last, partial round
-    first = full * per_round + rank * q + min(rank, extra)
-    return order[first:first + q + (rank < extra)]
 
 
 def _rows(split: _Split) -> Rows:
