@@ -12,13 +12,16 @@ together, and each step is a fixed number of calls per chunk, except the copy, w
     sample_ids   one np.repeat over the chunk's runs (each row's samples, plus its padding run)
     cu_seqlens   one cumsum over the same runs, made relative to each micro-batch's first token
     scalars      max_seqlen, num_tokens, num_trainable: one reduceat each (none at micro_batch_size 1)
-    tensors      torch.from_numpy and Tensor.split once per array per chunk; at micro_batch_size 1 the splits
-                 are the Batch's [1, T] tensors, otherwise one view + unbind per micro-batch
+    tensors      torch.from_numpy once per array per chunk; then, as the consumer takes them, one narrow +
+                 split per array for every GROUP micro-batches: at micro_batch_size 1 the splits are the
+                 Batch's [1, T] tensors, otherwise one view + unbind per micro-batch
 
-Each micro-batch's tensors are views of the chunk's arrays (32 bytes a token), which live as long as one of
-its Batches does. What is yielded does not depend on the chunking: the same values, shapes and dtypes as
-building every micro-batch on its own (tests/train/test_data_reference.py compares with a plain per-row loader
-at several chunk sizes).
+assemble() does everything but the last step at once (on train/prefetch.py's thread when the loader
+prefetches) and returns an iterator that makes the views (in the consumer's thread, _views says why lazily).
+Each micro-batch's tensors are views of its own range of the chunk's arrays (32 bytes a token), which live as
+long as one of its Batches does. What is yielded does not depend on the chunking, the grouping or the thread:
+the same values, shapes and dtypes as building every micro-batch on its own (tests/train/test_data_reference.py
+and test_data_prefetch.py compare with a plain per-row loader at several chunk and group sizes).
 """
 
 from __future__ import annotations

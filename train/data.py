@@ -18,10 +18,12 @@ Micro-batches are padded to their longest row. Padding has input id PAD_TOKEN_ID
 and position_ids 0,1,2,... so position-based masking treats it as one more document; cu_seqlens includes it
 as a sequence. Token columns are int32 in the shards and become int64 only here, while the batch is built.
 
-Batches are built a chunk of consecutive micro-batches at a time, across epochs too (train/assemble.py: ~256k
-tokens, one copy per row, a fixed number of numpy/torch calls per chunk), then yielded one by one; the first
-iteration of a split also gathers every row's sample ids and run lengths once (_rows). A chunk starts wherever
-iteration starts, so a resumed run builds exactly the batches it would have built.
+Batches are built a chunk of consecutive micro-batches at a time, across epochs too (train/deal.py says which
+rows; train/assemble.py builds them: ~256k tokens, one copy per row, a fixed number of numpy/torch calls per
+chunk), then yielded one by one; the first iteration of a split also gathers every row's sample ids and run
+lengths once (_rows). A chunk starts wherever iteration starts, so a resumed run builds exactly the batches it
+would have built. By default the next chunk is built on a background thread (train/prefetch.py) while the
+consumer takes this one's batches; the position yielded with each batch is still the consumer's.
 
 Worked example, micro_batch_size 2, rows [a a a b b] (samples 7, 8) and [c c c] (sample 9):
 
