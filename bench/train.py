@@ -344,6 +344,8 @@ def main() -> int:
     del data
     results: dict[tuple[int, str], list[float]] = {}
     ratios: dict[tuple[int, str], list[float]] = {}
+    per_cpu: dict[tuple[int, str], list[float]] = {}  # tokens per CPU-second, and its ratio to the floor's
+    cpu_ratios: dict[tuple[int, str], list[float]] = {}
     for run in range(args.runs):
         if args.runs > 1:
             print(f"\nrun {run + 1} of {args.runs}")
@@ -381,13 +383,18 @@ def main() -> int:
                 print(f"| {mbs} | {names[kind]} | {row(r)} | {met} |")
                 results.setdefault((mbs, kind), []).append(r["tokens_per_s"])
                 ratios.setdefault((mbs, kind), []).append(r["tokens_per_s"] / rows_["floor"]["tokens_per_s"])
+                per_cpu.setdefault((mbs, kind), []).append(r["tokens_per_cpu_s"])
+                cpu_ratios.setdefault((mbs, kind), []).append(r["tokens_per_cpu_s"]
+                                                              / rows_["floor"]["tokens_per_cpu_s"])
     if args.runs > 1:
-        print(f"\nsummary of {args.runs} runs: tokens/s best / median; loader / floor of the same run, median")
-        print("| micro_batch_size | cache | best tokens/s | median tokens/s | / floor (median) |")
-        print("|---:|---|---:|---:|---:|")
+        print(f"\nsummary of {args.runs} runs: best / median; loader / floor of the same run, median")
+        print("| micro_batch_size | cache | tokens/s | / floor | tokens per CPU-s | / floor (CPU) |")
+        print("|---:|---|---:|---:|---:|---:|")
         for (mbs, kind), v in results.items():
-            print(f"| {mbs} | {kind} | {max(v) / 1e6:,.1f}M | {statistics.median(v) / 1e6:,.1f}M | "
-                  f"{statistics.median(ratios[(mbs, kind)]):.0%} |")
+            c = per_cpu[(mbs, kind)]
+            print(f"| {mbs} | {kind} | {max(v) / 1e6:,.1f}M / {statistics.median(v) / 1e6:,.1f}M | "
+                  f"{statistics.median(ratios[(mbs, kind)]):.0%} | {max(c) / 1e6:,.1f}M / "
+                  f"{statistics.median(c) / 1e6:,.1f}M | {statistics.median(cpu_ratios[(mbs, kind)]):.0%} |")
     print("step:", step_time(args.out, args.steps) if args.steps else "skipped (--steps 0)")
     if args.dist_steps:
         print("\n".join(dist_step_time(args.out, args.dist_steps)))
