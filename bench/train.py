@@ -18,7 +18,8 @@ What it does, in order:
               iterate_batches (shuffled: the training path, random row order over the files) is timed, from
               open_prepared to the last Batch.
     warm      the same epoch again, pages cached: best of --repeat.
-    once      one open_prepared, then --repeat + 1 epochs on it (what a training run does): best of them.
+    once      one open_prepared, then --repeat + 1 epochs on it (what a training run does): best of them; then
+              the same with iterate_batches(prefetch=False) (no background thread building the next chunk).
     demo      the demo shards themselves (23 rows, in the cache), opened once, cycled for ~20M tokens: best of
               --repeat.
     floor     the same shuffled rows read with nothing but the per-token work no loader can skip: per row, its
@@ -162,15 +163,17 @@ def measured(work: Any) -> dict[str, float]:
             "tokens_per_cpu_s": tokens / own, "other_load": other}
 
 
-def epoch(prepared: Path, mbs: int, seed: int, opened_data: Any = None, epochs: int = 1) -> dict[str, float]:
+def epoch(prepared: Path, mbs: int, seed: int, opened_data: Any = None, epochs: int = 1,
+          prefetch: bool = True) -> dict[str, float]:
     """`epochs` epochs; with opened_data, on a dataset already open (as a training run reads its epochs: the
-    memory maps' pages are already mapped, so no page faults), else from open_prepared on."""
+    memory maps' pages are already mapped, so no page faults), else from open_prepared on. prefetch as
+    iterate_batches takes it (on by default, as the trainer uses it)."""
     def work() -> tuple[int, float]:
         start = time.perf_counter()
         data = opened_data if opened_data is not None else open_prepared(prepared)
         opened = time.perf_counter() - start
         tokens = batches = 0
-        for batch, _ in iterate_batches(data, "train", mbs, seed=seed, epochs=epochs):
+        for batch, _ in iterate_batches(data, "train", mbs, seed=seed, epochs=epochs, prefetch=prefetch):
             tokens += batch.num_tokens
             batches += 1
         assert batches == epochs * batches_per_epoch(data, "train", mbs)
@@ -341,6 +344,8 @@ def main() -> int:
     del data
     results: dict[tuple[int, str], list[float]] = {}
     ratios: dict[tuple[int, str], list[float]] = {}
+    per_cpu: dict[tuple[int, str], list[float]] = {}  # tokens per CPU-second, and its ratio to the floor's
+    cpu_ratios: dict[tuple[int, str], list[float]] = {}
     for run in range(args.runs):
         if args.runs > 1:
             print(f"\nrun {run + 1} of {args.runs}")
@@ -357,6 +362,8 @@ def main() -> int:
             data = open_prepared(prepared)  # one open, several epochs: what a training run does
             rows_["warm, opened once"] = max((epoch(prepared, mbs, seed=1 + r, opened_data=data)
                                               for r in range(args.repeat + 1)), key=lambda r: r["tokens_per_s"])
+            rows_["opened once, no prefetch"] = max((epoch(prepared, mbs, seed=1 + r, opened_data=data, prefetch=False)
+                                                     for r in range(args.repeat + 1)), key=lambda r: r["tokens_per_s"])
             del data
             demo = open_prepared(args.out / "demo")  # the bundled example's 23 rows, cycled for ~20M tokens
             cycles = max(1, round(20e6 / demo.num_tokens("train")))
@@ -367,6 +374,7 @@ def main() -> int:
                                  key=lambda r: r["tokens_per_s"])
             names = {"cold": f"cold ({how})", "warm": f"warm (best of {args.repeat})",
                      "warm, opened once": f"warm, opened once (best of {args.repeat + 1} epochs)",
+                     "opened once, no prefetch": f"warm, opened once, prefetch=False (best of {args.repeat + 1})",
                      "demo": f"demo shards, opened once, {cycles} epochs (best of {args.repeat})",
                      "floor": f"floor: per-row read + widen, no batch (best of {args.repeat})"}
             for kind, r in rows_.items():
@@ -375,13 +383,18 @@ def main() -> int:
                 print(f"| {mbs} | {names[kind]} | {row(r)} | {met} |")
                 results.setdefault((mbs, kind), []).append(r["tokens_per_s"])
                 ratios.setdefault((mbs, kind), []).append(r["tokens_per_s"] / rows_["floor"]["tokens_per_s"])
+                per_cpu.setdefault((mbs, kind), []).append(r["tokens_per_cpu_s"])
+                cpu_ratios.setdefault((mbs, kind), []).append(r["tokens_per_cpu_s"]
+                                                              / rows_["floor"]["tokens_per_cpu_s"])
     if args.runs > 1:
-        print(f"\nsummary of {args.runs} runs: tokens/s best / median; loader / floor of the same run, median")
-        print("| micro_batch_size | cache | best tokens/s | median tokens/s | / floor (median) |")
-        print("|---:|---|---:|---:|---:|")
+        print(f"\nsummary of {args.runs} runs: best / median; loader / floor of the same run, median")
+        print("| micro_batch_size | cache | tokens/s | / floor | tokens per CPU-s | / floor (CPU) |")
+        print("|---:|---|---:|---:|---:|---:|")
         for (mbs, kind), v in results.items():
-            print(f"| {mbs} | {kind} | {max(v) / 1e6:,.1f}M | {statistics.median(v) / 1e6:,.1f}M | "
-                  f"{statistics.median(ratios[(mbs, kind)]):.0%} |")
+            c = per_cpu[(mbs, kind)]
+            print(f"| {mbs} | {kind} | {max(v) / 1e6:,.1f}M / {statistics.median(v) / 1e6:,.1f}M | "
+                  f"{statistics.median(ratios[(mbs, kind)]):.0%} | {max(c) / 1e6:,.1f}M / "
+                  f"{statistics.median(c) / 1e6:,.1f}M | {statistics.median(cpu_ratios[(mbs, kind)]):.0%} |")
     print("step:", step_time(args.out, args.steps) if args.steps else "skipped (--steps 0)")
     if args.dist_steps:
         print("\n".join(dist_step_time(args.out, args.dist_steps)))

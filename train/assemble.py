@@ -12,17 +12,21 @@ together, and each step is a fixed number of calls per chunk, except the copy, w
     sample_ids   one np.repeat over the chunk's runs (each row's samples, plus its padding run)
     cu_seqlens   one cumsum over the same runs, made relative to each micro-batch's first token
     scalars      max_seqlen, num_tokens, num_trainable: one reduceat each (none at micro_batch_size 1)
-    tensors      torch.from_numpy and Tensor.split once per array per chunk; at micro_batch_size 1 the splits
-                 are the Batch's [1, T] tensors, otherwise one view + unbind per micro-batch
+    tensors      torch.from_numpy once per array per chunk; then, as the consumer takes them, one narrow +
+                 split per array for every GROUP micro-batches: at micro_batch_size 1 the splits are the
+                 Batch's [1, T] tensors, otherwise one view + unbind per micro-batch
 
-Each micro-batch's tensors are views of the chunk's arrays (32 bytes a token), which live as long as one of
-its Batches does. What is yielded does not depend on the chunking: the same values, shapes and dtypes as
-building every micro-batch on its own (tests/train/test_data_reference.py compares with a plain per-row loader
-at several chunk sizes).
+assemble() does everything but the last step at once (on train/prefetch.py's thread when the loader
+prefetches) and returns an iterator that makes the views (in the consumer's thread, _views says why lazily).
+Each micro-batch's tensors are views of its own range of the chunk's arrays (32 bytes a token), which live as
+long as one of its Batches does. What is yielded does not depend on the chunking, the grouping or the thread:
+the same values, shapes and dtypes as building every micro-batch on its own (tests/train/test_data_reference.py
+and test_data_prefetch.py compare with a plain per-row loader at several chunk and group sizes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,7 @@ PAD_TOKEN_ID = 0  # any id the model can embed works: padding is never attended 
 # ~256k tokens a chunk (8 MiB of arrays): the per-chunk calls (~50) then cost < 1 µs a row; measured, 2^14-2^17
 # were 10-40% slower at micro_batch_size 8-32, 2^20 no faster at 1.
 CHUNK_TOKENS = 1 << 18
+GROUP = 32  # micro-batches whose tensor views are made together (_tensors says why not a chunk's)
 
 
 @dataclass
@@ -106,12 +111,42 @@ def padding_batch() -> Batch:
                  1, 0, 0)
 
 
-def assemble(chunks: list[Chunk], rows: Rows, picked: np.ndarray, counts: np.ndarray) -> list[Batch]:
+def _copy_rows(tokens: np.ndarray, chunks: list[Chunk], info: np.ndarray, dst: np.ndarray,
+               row_width: np.ndarray | None, pad: np.ndarray) -> None:
+    """The one per-row loop: a strided copy of three int32 columns, widened to int64 as it copies (measured: 20%
+    less CPU than gathering int32 and widening the chunk in one call), and for a short row its padding. Most
+    of a row's cost is reading it (random 12 KB from the page cache: ~2/3 of the copy's time, measured)."""
+    views = [c.tokens for c in chunks]
+    rows = zip(info[:, CHUNK].tolist(), info[:, START].tolist(), info[:, END].tolist(), dst.tolist(), strict=True)
+    if row_width is None and not any(v is None for v in views):  # one row per micro-batch: no padding
+        for c, s, e, d in rows:
+            tokens[:, d:d + e - s] = views[c][:, s:e]
+        return
+    widths = (info[:, END] - info[:, START]).tolist() if row_width is None else row_width.tolist()
+    for (c, s, e, d), t in zip(rows, widths, strict=True):
+        n = e - s
+        if views[c] is not None:
+            tokens[:, d:d + n] = views[c][:, s:e]
+        else:
+            src = chunks[c]
+            tokens[0, d:d + n], tokens[1, d:d + n], tokens[2, d:d + n] = (
+                src.ids[s:e], src.labels[s:e], src.positions[s:e])
+        if n < t:
+            tokens[:, d + n:d + t] = pad[:, :t - n]
+
+
+def _with_padding(built: Iterator[Batch], counts: list[int]) -> Iterator[Batch]:
+    for k in counts:
+        yield next(built) if k else padding_batch()
+
+
+def assemble(chunks: list[Chunk], rows: Rows, picked: np.ndarray, counts: np.ndarray) -> Iterator[Batch]:
     """The Batches of consecutive micro-batches: micro-batch j holds the next counts[j] of `picked` (row
-    indices into the split); a micro-batch of 0 rows is a padding batch."""
+    indices into the split); a micro-batch of 0 rows is a padding batch. The arrays are built now, the Batches
+    (views of them) as they are iterated."""
     if not counts.all():
-        built = iter(assemble(chunks, rows, picked, counts[counts > 0]) if counts.any() else [])
-        return [next(built) if k else padding_batch() for k in counts.tolist()]
+        return _with_padding(assemble(chunks, rows, picked, counts[counts > 0]) if counts.any() else iter(()),
+                             counts.tolist())
     info = rows.table[picked]
     length = info[:, END] - info[:, START]
     nruns = info[:, RUNS]
@@ -143,19 +178,7 @@ def assemble(chunks: list[Chunk], rows: Rows, picked: np.ndarray, counts: np.nda
 
     tokens = np.empty((3, int(size.sum())), np.int64)  # input_ids, labels, position_ids
     pad = _padding(0 if one_row else int((row_width - length).max()))
-    # The one per-row loop: a strided copy of three int32 columns, widened to int64 as it copies (measured: 20%
-    # less CPU than gathering int32 and widening the chunk in one call), and for a short row its padding.
-    for c, s, e, d, t in zip(info[:, CHUNK].tolist(), info[:, START].tolist(), info[:, END].tolist(),
-                             dst.tolist(), row_width.tolist(), strict=True):
-        src = chunks[c]
-        n = e - s
-        if src.tokens is not None:
-            tokens[:, d:d + n] = src.tokens[:, s:e]
-        else:
-            tokens[0, d:d + n], tokens[1, d:d + n], tokens[2, d:d + n] = (
-                src.ids[s:e], src.labels[s:e], src.positions[s:e])
-        if n < t:
-            tokens[:, d + n:d + t] = pad[:, :t - n]
+    _copy_rows(tokens, chunks, info, dst, None if one_row else row_width, pad)
     sample_ids = np.repeat(run_sid, run_len)
 
     run_first = np.cumsum(per_batch) - per_batch
@@ -166,22 +189,47 @@ def assemble(chunks: list[Chunk], rows: Rows, picked: np.ndarray, counts: np.nda
     return _tensors(tokens, sample_ids, cu, None if one_row else (counts, width), size, per_batch, *scalars)
 
 
-@torch.no_grad()  # integer tensors never need autograd; views made without it cost ~30% less to create
 def _tensors(tokens: np.ndarray, sample_ids: np.ndarray, cu: np.ndarray, shapes: tuple[np.ndarray, ...] | None,
-             size: np.ndarray, per_batch: np.ndarray, *scalars: list[int]) -> list[Batch]:
-    """The Batches as views of the chunk's arrays: five tensors each, the fewest a Batch can hold, since
-    creating and freeing a tensor costs about as much as copying 1,000 tokens."""
-    cus = torch.from_numpy(cu).split((per_batch + 1).tolist())
-    sizes = size.tolist()
-    if shapes is None:
-        # One row each (micro_batch_size 1, the usual choice with packing): [1, T] views come straight out of
-        # one split per field, with no torch call per micro-batch.
-        fields = [torch.from_numpy(a[None]).split(sizes, dim=1) for a in (*tokens, sample_ids)]
-        return [Batch(*f, c, m, n, tr) for *f, c, m, n, tr in zip(*fields, cus, *scalars, strict=True)]
-    out = []
-    for v, sids, c, b, t, m, n, tr in zip(torch.from_numpy(tokens).split(sizes, dim=1),
-                                          torch.from_numpy(sample_ids).split(sizes), cus, *(x.tolist() for x in shapes),
-                                          *scalars, strict=True):
-        ids, labels, positions = v.view(3, b, t).unbind(0)
-        out.append(Batch(ids, labels, positions, sids.view(b, t), c, m, n, tr))
-    return out
+             size: np.ndarray, per_batch: np.ndarray, *scalars: list[int]) -> Iterator[Batch]:
+    """The chunk's arrays as tensors (torch.from_numpy once per array per chunk) and where each micro-batch
+    lies in them; the Batches are views of these (_views), made as they are consumed."""
+    cu_size = per_batch + 1
+    at, cu_at = [0, *np.cumsum(size).tolist()], [0, *np.cumsum(cu_size).tolist()]
+    if shapes is None:  # [1, N] each, so that a split along dim 1 gives a micro-batch's [1, T] directly
+        fields = [torch.from_numpy(a[None]) for a in (*tokens, sample_ids)]
+    else:  # [3, N] (input_ids, labels, position_ids) and [N]
+        fields = [torch.from_numpy(tokens), torch.from_numpy(sample_ids)]
+    fields.append(torch.from_numpy(cu))
+    return _views(fields, size.tolist(), cu_size.tolist(), at, cu_at,
+                  None if shapes is None else [x.tolist() for x in shapes], scalars)
+
+
+def _views(fields: list[torch.Tensor], sizes: list[int], cu_sizes: list[int], at: list[int], cu_at: list[int],
+           shapes: list[list[int]] | None, scalars: tuple[list[int], ...]) -> Iterator[Batch]:
+    """The Batches: five tensors each, the fewest a Batch can hold (creating and freeing a tensor costs about
+    as much as copying 1,000 tokens), made with one split per field for GROUP micro-batches. Not a whole
+    chunk's at once: torch tensors are tracked by Python's garbage collector, and at micro_batch_size 1 a
+    chunk's ~1,500 views alive together set off a collection every 700 and a full one (every object of the
+    process, ~200k with torch imported) every few chunks: measured, a third of the loader's time. A group's
+    ~200 objects are freed by the consumer before the next group is made, so no collection runs.
+
+    Each micro-batch's views cover its own range of the chunk's arrays and no other's (padding is copied in,
+    not shared), so a consumer that changes a Batch in place cannot change another Batch."""
+    *columns, cus = fields
+    for g in range(0, len(sizes), GROUP):
+        h = min(g + GROUP, len(sizes))
+        group = [x[g:h] for x in scalars]
+        with torch.no_grad():  # integer tensors never need autograd; views made without it cost ~30% less
+            cs = cus.narrow(0, cu_at[g], cu_at[h] - cu_at[g]).split(cu_sizes[g:h])
+            if shapes is None:
+                # One row each (micro_batch_size 1, the usual choice with packing): the splits are the [1, T]
+                # tensors themselves, with no torch call per micro-batch.
+                parts = [f.narrow(1, at[g], at[h] - at[g]).split(sizes[g:h], dim=1) for f in columns]
+                made = list(map(Batch, *parts, cs, *group))
+            else:
+                values, sids = columns
+                made = [Batch(*v.view(3, b, t).unbind(0), s.view(b, t), c, m, n, tr) for v, s, c, b, t, m, n, tr in
+                        zip(values.narrow(1, at[g], at[h] - at[g]).split(sizes[g:h], dim=1),
+                            sids.narrow(0, at[g], at[h] - at[g]).split(sizes[g:h]), cs, *(x[g:h] for x in shapes),
+                            *group, strict=True)]
+        yield from made

@@ -18,10 +18,12 @@ Micro-batches are padded to their longest row. Padding has input id PAD_TOKEN_ID
 and position_ids 0,1,2,... so position-based masking treats it as one more document; cu_seqlens includes it
 as a sequence. Token columns are int32 in the shards and become int64 only here, while the batch is built.
 
-Batches are built a chunk of consecutive micro-batches at a time, across epochs too (train/assemble.py: ~256k
-tokens, one copy per row, a fixed number of numpy/torch calls per chunk), then yielded one by one; the first
-iteration of a split also gathers every row's sample ids and run lengths once (_rows). A chunk starts wherever
-iteration starts, so a resumed run builds exactly the batches it would have built.
+Batches are built a chunk of consecutive micro-batches at a time, across epochs too (train/deal.py says which
+rows; train/assemble.py builds them: ~256k tokens, one copy per row, a fixed number of numpy/torch calls per
+chunk), then yielded one by one; the first iteration of a split also gathers every row's sample ids and run
+lengths once (_rows). A chunk starts wherever iteration starts, so a resumed run builds exactly the batches it
+would have built. By default the next chunk is built on a background thread (train/prefetch.py) while the
+consumer takes this one's batches; the position yielded with each batch is still the consumer's.
 
 Worked example, micro_batch_size 2, rows [a a a b b] (samples 7, 8) and [c c c] (sample 9):
 
@@ -39,6 +41,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,6 +55,8 @@ import torch
 from dataprep.outdir import NotPrepared, open_prepared_dir
 from schemas.shard import FORMAT_VERSION, SHARD_SCHEMA
 from train.assemble import CHUNK_TOKENS, PAD_TOKEN_ID, Batch, Chunk, Rows, assemble, ranges
+from train.deal import Plan, Span, plan
+from train.prefetch import prefetched
 
 __all__ = ["PAD_TOKEN_ID", "Batch", "DataError", "LoaderState", "PreparedData", "batches_per_epoch",
            "check_tokenizer", "iterate_batches", "open_prepared"]
@@ -60,6 +65,7 @@ __all__ = ["PAD_TOKEN_ID", "Batch", "DataError", "LoaderState", "PreparedData", 
 # template, special_tokens_map.json) legitimately differ between a base model and the prepared tokenizer/.
 VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "tekken.json", "vocab.json", "merges.txt", "vocab.txt",
                "spiece.model", "sentencepiece.bpe.model")
+PREFETCH_THREADS = 1
 PREPARE_FIX = "run `tessera prepare CONFIG --force` to rebuild it"
 
 
@@ -298,9 +304,10 @@ def batches_per_epoch(data: PreparedData, split: str, micro_batch_size: int, wor
 
 def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, seed: int, rank: int = 0,
                     world_size: int = 1, start: LoaderState = START, shuffle: bool = True,
-                    epochs: int | None = None) -> Iterator[tuple[Batch, LoaderState]]:
+                    epochs: int | None = None, prefetch: bool = True) -> Iterator[tuple[Batch, LoaderState]]:
     """Yields (batch, state_after); state_after resumes at the next micro-batch, so a checkpoint that stores
-    it resumes exactly. epochs=None cycles forever."""
+    it resumes exactly. epochs=None cycles forever. prefetch builds the next chunk's arrays on a background
+    thread (train/prefetch.py) while this one's batches are consumed; it changes nothing that is yielded."""
     if micro_batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"micro_batch_size {micro_batch_size}, rank {rank}, world_size {world_size}: need "
                          f"micro_batch_size >= 1 and 0 <= rank < world_size")
@@ -318,47 +325,22 @@ def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, se
     # every row were padded to the longest one. A chunk may span epochs, so a small split (the demo's 23 rows)
     # does not pay the per-chunk calls every epoch.
     per_chunk = max(1, CHUNK_TOKENS // (micro_batch_size * max(1, int(rows.lengths.max()))))
-    order, order_epoch = None, -1
-    while epochs is None or epoch < epochs:
-        picked, counts, states = [], [], []
-        while len(states) < per_chunk and (epochs is None or epoch < epochs):
-            if order_epoch != epoch:
-                order, order_epoch = (np.random.default_rng([seed, epoch]).permutation(rows.rows) if shuffle
-                                      else np.arange(rows.rows)), epoch
-            last = min(index + per_chunk - len(states), n)
-            p, c = _deal_range(order, index, last, micro_batch_size, rank, world_size)
-            picked.append(p)
-            counts.append(c)
-            states += [LoaderState(epoch, i) for i in range(index + 1, last)]
-            epoch, index = (epoch + 1, 0) if last == n else (epoch, last)
-            states.append(LoaderState(epoch, index))
-        batches = assemble(rows.chunks, table, np.concatenate(picked), np.concatenate(counts))
-        yield from zip(batches, states, strict=True)
+    plans = plan(rows.rows, n, per_chunk, micro_batch_size, seed, rank, world_size, shuffle, epoch, index, epochs)
+
+    def build(p: Plan) -> tuple[Iterator[Batch], list[Span]]:  # the heavy part: on the prefetch thread
+        picked, counts, spans = p
+        return assemble(rows.chunks, table, picked, counts), spans
+
+    for built, spans in prefetched(plans, build, PREFETCH_THREADS) if prefetch else map(build, plans):
+        yield from zip(built, _states(spans), strict=True)
 
 
-def _deal_range(order: np.ndarray, first: int, last: int, mbs: int, rank: int,
-                world_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows of micro-batches first..last-1 of `rank`, back to back, and how many each has: _deal for each,
-    with the full rounds taken in one slice."""
-    per_round = mbs * world_size
-    full = min(last, len(order) // per_round)
-    rows = [order[first * per_round:full * per_round].reshape(-1, per_round)[:, rank * mbs:(rank + 1) * mbs]
-            .ravel()] if full > first else []
-    rows += [_deal(order, i, mbs, rank, world_size) for i in range(max(first, full), last)]
-    counts = [mbs] * max(0, full - first) + [len(r) for r in rows[1 if full > first else 0:]]
-    return np.concatenate(rows), np.array(counts, np.int64)
-
-
-def _deal(order: np.ndarray, i: int, mbs: int, rank: int, world_size: int) -> np.ndarray:
-    """The rows of micro-batch i of `rank` in an epoch whose rows come in `order`."""
-    per_round = mbs * world_size
-    full = len(order) // per_round
-    if i < full:
-        first = i * per_round + rank * mbs
-        return order[first:first + mbs]
-    q, extra = divmod(len(order) - full * per_round, world_size)  # the last, partial round
-    first = full * per_round + rank * q + min(rank, extra)
-    return order[first:first + q + (rank < extra)]
+def _states(spans: list[Span]) -> Iterator[LoaderState]:
+    """The state after each micro-batch of a chunk, made as they are yielded (not a chunk's worth at once: see
+    train/assemble.py, _views, on the garbage collector)."""
+    for epoch, first, last, n in spans:
+        yield from map(LoaderState, repeat(epoch, last - first - 1), range(first + 1, last))
+        yield LoaderState(epoch + 1, 0) if last == n else LoaderState(epoch, last)
 
 
 def _rows(split: _Split) -> Rows:
