@@ -442,18 +442,20 @@ def report(rows: int, floors: list[dict[str, Any]], runs: list[dict[str, Any]]) 
                      f"{f['other_load']:.0%}")
     lines += [
         "",
-        "| workers | setup s | rows s | split+pack s | write s | total s | samples/s | tokens/s | floor tokens/s "
+        "| workers | setup s | rows s | stages s | write s | total s | samples/s | tokens/s | floor tokens/s "
         "| ratio | peak RSS (tree) | main / largest worker RSS | packing eff. | other load | accounting |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in runs:
         m, sec = r["manifest"], r["manifest"]["stats"]["seconds"]
+        # the stages after the row pass (exact_dedup, ..., split, pack), or the old fused split+pack
+        stages_s = sum(v for k, v in sec.items() if k not in ("setup", "rows", "write"))
         acc = m["accounting"]
         tps = r["tokens"] / r["wall_s"]
         worker_rss = gib(r["maxrss_children"]) if r["workers"] > 1 else "-"
         lines.append(
             f"| {r['workers']} | {sec.get('setup', 0):.2f} | {sec.get('rows', 0):.2f} "
-            f"| {sec.get('split+pack', 0):.2f} | {sec.get('write', 0):.2f} | {r['wall_s']:.2f} "
+            f"| {stages_s:.2f} | {sec.get('write', 0):.2f} | {r['wall_s']:.2f} "
             f"| {acc['input_rows'] / r['wall_s']:,.0f} | {tps:,.0f} | {floor_tps:,.0f} | {tps / floor_tps:.0%} "
             f"| {gib(max(r['peak_tree'], r['maxrss']))} | {gib(r['maxrss'])} / {worker_rss} "
             f"| {m['stats']['packing_efficiency']:.2%} | {r['other_load']:.0%} "

@@ -58,10 +58,21 @@ class Removed:
                     "similarity": np.zeros(0), "cluster": np.zeros(0, np.int64)}
         rows = np.concatenate(self.dup_rows)
         order = np.argsort(rows, kind="stable")
-        return {"rows": rows[order], "kept": np.concatenate(self.dup_kept)[order],
-                "near": np.concatenate(self.dup_near)[order],
-                "similarity": np.concatenate(self.dup_similarity)[order],
-                "cluster": np.concatenate(self.dup_cluster)[order]}
+        rows, kept = rows[order], np.concatenate(self.dup_kept)[order]
+        similarity = np.concatenate(self.dup_similarity)[order]
+        cluster = np.concatenate(self.dup_cluster)[order]
+        # A sample one stage kept in others' place may be removed by a later one (exact copies of a sample that
+        # near-dedup then removes): follow the chain, so that duplicate_of always names a sample that stays. The
+        # similarity to it is the chain's lowest, and the cluster the last stage's.
+        size = int(max(rows.max(), kept.max())) + 1
+        to, hop_similarity, hop_cluster = np.arange(size), np.ones(size), np.arange(size)
+        to[rows], hop_similarity[rows], hop_cluster[rows] = kept, similarity, cluster
+        while (moved := to[kept] != kept).any():
+            similarity = np.where(moved, np.minimum(similarity, hop_similarity[kept]), similarity)
+            cluster = np.where(moved, hop_cluster[kept], cluster)
+            kept = to[kept]
+        return {"rows": rows, "kept": kept, "near": np.concatenate(self.dup_near)[order],
+                "similarity": similarity, "cluster": cluster}
 
 
 def run_stages(table: SampleTable, cfg: Config, timer: StageTimer,

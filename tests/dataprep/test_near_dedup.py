@@ -222,3 +222,23 @@ def test_dedup_text_per_type(ds: dict[str, Any], record: dict[str, Any], fields:
                             "dataset_near_deduplication": {"fields": fields}})
     ds_cfg = cfg.datasets[0]
     assert dedup_text(record, to_sample(record, ds_cfg, False, "</s>"), ds_cfg, fields) == expected
+
+
+@pytest.mark.parametrize("keep", ["first", "longest"])
+def test_duplicate_of_always_names_a_kept_sample(tmp_path: Path, prepare: Prepare, keep: str) -> None:
+    """Sample 4 is an exact copy of 1, which near-dedup may then remove in favour of 9 (keep: longest): 4 must
+    point at the sample that stays, not at the removed 1."""
+    config = _data(tmp_path)
+    config["dataset_near_deduplication"] = {"keep": keep}
+    out = prepare(config).out
+    samples = pl.read_parquet(out / "samples.parquet")
+    status = dict(zip(samples["sample_id"].to_list(), samples["status"].to_list(), strict=True))
+    pointers = samples.filter(pl.col("duplicate_of").is_not_null())
+    assert all(status[k] == "kept" for k in pointers["duplicate_of"].to_list())
+    dups = {d["sample_id"]: d for d in _dups(out)}
+    assert all(status[d["kept_sample_id"]] == "kept" and status[d["cluster_id"]] == "kept" for d in dups.values())
+    winner = 1 if status[1] == "kept" else dups[1]["kept_sample_id"]
+    assert dups[4]["kind"] == "exact" and dups[4]["kept_sample_id"] == winner == dups[4]["cluster_id"]
+    if keep == "longest":
+        assert status[1] == "duplicate" and winner == 9  # the chain this test is about did occur
+        assert dups[4]["similarity"] == dups[1]["similarity"]
