@@ -62,9 +62,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mistral_common
 import numpy as np
@@ -81,10 +82,16 @@ from mistral_common.tokens.tokenizers.tekken import is_tekken
 from mistral_common.tokens.tokenizers.utils import get_one_valid_tokenizer_file
 from tokenizers import Tokenizer
 
-from dataprep.encode import TokenizerError
+from dataprep.chat_encoder import Encoded
+from dataprep.encode import TokenizerInfo
 from dataprep.formats import Chat, RowError
+from dataprep.hf_tokenizer import TokenizerError
+from dataprep.probes import PROBE_MESSAGES, ProbeError
 from schemas.reasons import Reason
 from schemas.shard import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from schemas.config import Config, DatasetConfig
 
 PREFIX = "mistral:"
 SHIPPED_DIR = Path(mistral_common.__file__).parent / "data"
@@ -186,6 +193,19 @@ class MistralChatEncoder:
     @property
     def kind(self) -> str:
         return "tekken" if is_tekken(self.path) else "sentencepiece"
+
+    @property
+    def name(self) -> str:
+        """The template name in the report and the manifest."""
+        return f"mistral-common {self.version.value} ({self.kind})"
+
+    def encoder(self, cfg: Config, ds: DatasetConfig) -> MistralEncoder:
+        return MistralEncoder(self, ds, cfg.train_on_inputs)
+
+    def save(self, folder: Path, vocabulary: Tokenizer) -> dict[str, str]:
+        folder.mkdir(parents=True)
+        vocabulary.save(str(folder / "tokenizer.json"))  # the vocabulary, for tessera query/inspect
+        return save_tokenizer_files(self.path, folder)
 
     def decode(self, ids: list[int] | np.ndarray, keep_special: bool = False) -> str:
         policy = SpecialTokenPolicy.KEEP if keep_special else SpecialTokenPolicy.IGNORE
@@ -324,6 +344,62 @@ class MistralChatEncoder:
             carrier += systems
             carrier.sort()
         return groups
+
+
+class MistralEncoder:
+    """chat_encoder.ChatEncoder for one dataset: MistralChatEncoder with the dataset's training options."""
+
+    def __init__(self, base: MistralChatEncoder, ds: DatasetConfig, train_on_inputs: bool):
+        self.base, self.ds, self.train_on_inputs = base, ds, train_on_inputs
+        self.train_on_eos, self.roles_to_train = ds.train_on_eos, ds.roles_to_train
+        self.name = base.name
+
+    def encode(self, chats: Sequence[Chat]) -> list[Encoded | RowError]:
+        out: list[Encoded | RowError] = []
+        for chat in chats:
+            try:
+                out.append(self.base.encode(chat, self.train_on_eos, self.train_on_inputs))
+            except RowError as e:
+                out.append(e)
+        return out
+
+    def probe(self, where: str) -> dict[str, Any]:
+        """A plain conversation trains something, and the </s> of its assistant turns as train_on_eos says."""
+        messages = PROBE_MESSAGES[1:]
+        chat = Chat([dict(m) for m in messages], [m["role"] in self.roles_to_train for m in messages],
+                    [None] * len(messages))
+        ids, labels = self.base.encode(chat, self.train_on_eos, False)
+        if not (labels != IGNORE_INDEX).any():
+            raise ProbeError(f"{where}: with roles_to_train {self.roles_to_train}, a plain conversation has no "
+                             "trained token")
+        eos_trained = int((labels == self.base.eos_id).sum())
+        wanted = {"turn": 2, "all": 2, "last": 1, "none": 0}[self.train_on_eos] if "assistant" in self.roles_to_train \
+            else 0
+        if eos_trained < wanted:
+            raise ProbeError(f"{where}: {self.name} did not train the </s> of the assistant turns")
+        if ids[:2].tolist() == [self.base.bos_id] * 2:
+            raise ProbeError(f"{where}: {self.name} produces a double BOS")
+        eos = self.base.pieces([self.base.eos_id])[0]
+        return {"dataset": self.ds.path, "format": "chat_template", "template": self.name, "prefix_preserving": None,
+                "end_of_turn": [eos] if wanted else [], "generation_prompt": ""}
+
+
+def load_mistral_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | None] | None = None,
+                           extra_tokens: list[str] | None = None) -> TokenizerInfo:
+    """TokenizerInfo for `tokenizer_config: mistral:<name>`: conversations are encoded by mistral-common
+    (`chat_encoding`), and transformers' conversion of the same vocabulary (ids and pieces agree with
+    mistral-common; its tokenization of some texts does not, which is why chats are not encoded with it) gives
+    the vocabulary size, the checks of pre-tokenized rows and the `vocab` view of `tessera query`."""
+    if (special_tokens and any(special_tokens.values())) or extra_tokens:
+        raise TokenizerError(f"tokenizer '{name}': special_tokens and tokens cannot change a mistral-common "
+                             "tokenizer; remove them")
+    enc = MistralChatEncoder(name, config_dir)
+    tok = hf_conversion(enc.path)
+    bos, eos = enc.pieces([enc.bos_id, enc.eos_id])
+    specials = [t.content for t in tok.get_added_tokens_decoder().values() if t.special]
+    files = {enc.path.name: hashlib.sha256(enc.path.read_bytes()).hexdigest(), "mistral-common": enc.version.value}
+    return TokenizerInfo(enc.path, tok, True, eos, {"bos_token": bos, "eos_token": eos}, specials, None, files,
+                         chat_encoding=enc)
 
 
 def _messages(chat: Chat) -> list[dict[str, str]]:

@@ -26,6 +26,7 @@ from dataprep.fetch_tokenizers import tokenizer_dir
 from dataprep.formats import to_sample
 from dataprep.load import RawRow
 from dataprep.render import resolve_template
+from dataprep.template_encoder import TemplateEncoder
 from dataprep.transform import RowProcessor
 from schemas.config import config_from_dict
 from tests.conftest import _tokenizer, process_rows
@@ -111,8 +112,8 @@ def prepare_one(family: str, template: str, row: dict[str, Any], **ds: Any) -> t
     processor = RowProcessor(cfg, 0, tok, text)
     [result] = processor.process([RawRow(0, copy.deepcopy(row))])
     sample = to_sample(copy.deepcopy(row), cfg.datasets[0], False, tok.eos_text)
-    assert processor.chat is not None
-    return processor.chat.render_text(sample.messages, False, sample.tools), result
+    assert isinstance(processor.chat, TemplateEncoder)
+    return processor.chat.renderer.render_text(sample.messages, False, sample.tools), result
 
 
 def hf_messages(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Any] | None]:
