@@ -94,11 +94,17 @@ class MistralReference:
     """mistral-common on its own: `from_openai` requests, `encode_chat_completion` ids, labels by prefixes."""
 
     def __init__(self, tokenizer_file: Path):
-        from mistral_common.protocol.instruct.validator import ValidationMode
+        from mistral_common.protocol.instruct.normalize import get_normalizer
+        from mistral_common.protocol.instruct.validator import ValidationMode, get_validator
         from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
         self.finetuning = MistralTokenizer.from_file(str(tokenizer_file), mode=ValidationMode.finetuning)
-        self.prompting = MistralTokenizer.from_file(str(tokenizer_file), mode=ValidationMode.test)
+        # The same tokenizer with the validator of test mode (prompts end with a user or tool message), built as
+        # `from_file` builds it, without loading the file again (a tekken file takes seconds).
+        instruct = self.finetuning.instruct_tokenizer
+        self.prompting = MistralTokenizer(instruct, get_validator(instruct.tokenizer.version, ValidationMode.test),
+                                          get_normalizer(instruct.tokenizer.version,
+                                                         instruct.tokenizer.model_settings_builder))
         text = self.finetuning.instruct_tokenizer.tokenizer
         self.eos = text.eos_id
         self.specials = {name: text.get_special_token(name) for name in ("[TOOL_CALLS]", "[THINK]", "[/THINK]")

@@ -71,9 +71,9 @@ import mistral_common
 import numpy as np
 from mistral_common.exceptions import MistralCommonException
 from mistral_common.integrations.chat_templates.chat_templates import convert_tokenizer_to_chat_template
-from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, UserMessage
+from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, ToolMessage, UserMessage
 from mistral_common.protocol.instruct.normalize import get_normalizer
-from mistral_common.protocol.instruct.request import ChatCompletionRequest, InstructRequest
+from mistral_common.protocol.instruct.request import InstructRequest
 from mistral_common.protocol.instruct.validator import ValidationMode, get_validator
 from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy, TokenizerVersion
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
@@ -86,6 +86,7 @@ from dataprep.chat_encoder import Encoded
 from dataprep.encode import TokenizerInfo
 from dataprep.formats import Chat, RowError
 from dataprep.hf_tokenizer import TokenizerError
+from dataprep.mistral_request import NULL_ID, build_request, groups
 from dataprep.probes import PROBE_MESSAGES, ProbeError
 from schemas.reasons import Reason
 from schemas.shard import IGNORE_INDEX
@@ -157,11 +158,13 @@ def resolve_mistral_tokenizer(name: str, config_dir: Path) -> Path:
 class _Turn:
     """One normalised message as mistral-common encodes it: ids[start:end] of the whole sequence."""
 
-    role: str  # user | assistant | system
+    role: str  # user | assistant | system | tool
     members: list[int]  # indices of the Chat messages it holds ([] for the empty user turn mistral-common adds)
     start: int
     end: int
-    content: tuple[int, int]  # the content's token range, control tokens excluded
+    # What a trained turn trains, as token ranges: an assistant turn everything the model generates but its
+    # </s> (reasoning and tool calls as the chat's options say); other turns their content, markers excluded.
+    trained: list[tuple[int, int]]
     eos: int | None  # position of the turn's </s> (assistant turns)
 
 
@@ -189,6 +192,16 @@ class MistralChatEncoder:
         self.vocab_size: int = self._text.n_words
         self._special = np.zeros(self.vocab_size, dtype=bool)
         self._special[list(self._text.special_ids)] = True
+        markers = ("[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_CONTENT]", "[THINK]", "[/THINK]")
+        self._ids = {name: self._special_id(name) for name in markers}
+        # mistral-common encodes a ThinkChunk only from v13 on, and only with [THINK]/[/THINK] in the vocabulary.
+        self.can_think = getattr(self._instruct, "BEGIN_THINK", None) is not None
+
+    def _special_id(self, name: str) -> int | None:
+        try:
+            return int(self._text.get_special_token(name))
+        except Exception:  # v1 and SentencePiece files without the token raise (which error depends on the kind)
+            return None
 
     @property
     def kind(self) -> str:
@@ -216,14 +229,14 @@ class MistralChatEncoder:
 
     def reference_ids(self, chat: Chat) -> list[int]:
         """`MistralTokenizer.encode_chat_completion` for this conversation: the ids vLLM sees."""
-        request = ChatCompletionRequest(messages=_messages(chat))  # type: ignore[arg-type]
+        request = build_request(chat, self.version, self.can_think)
         return list(self.tokenizer.encode_chat_completion(request).tokens)
 
     def encode(self, chat: Chat, train_on_eos: str, train_on_inputs: bool) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, labels), both int32. input_ids are exactly `encode_chat_completion(...).tokens`; labels
         are the id where trained and -100 elsewhere, and labels[0] is always -100. Raises RowError
         (template_error, content_not_rendered, bad_training_detail) for rows it cannot encode or label."""
-        _check_supported(chat)
+        _check_detail(chat)
         reference, turns = self._turns(chat)
         ids = np.asarray(reference, dtype=np.int32)
         if train_on_inputs:
@@ -234,8 +247,8 @@ class MistralChatEncoder:
             for turn in turns:
                 trained = self._turn_trained(chat, turn)
                 if trained:
-                    a, b = turn.content
-                    labels[a:b] = ids[a:b]
+                    for a, b in turn.trained:
+                        labels[a:b] = ids[a:b]
                 wanted = (train_on_eos == "all" or (train_on_eos == "turn" and trained)
                           or (train_on_eos == "last" and last_trained in turn.members))
                 if turn.eos is not None and wanted:
@@ -258,8 +271,8 @@ class MistralChatEncoder:
         return trained
 
     def _turns(self, chat: Chat) -> tuple[list[int], list[_Turn]]:
+        request = build_request(chat, self.version, self.can_think)
         try:
-            request = ChatCompletionRequest(messages=_messages(chat))  # type: ignore[arg-type]
             reference = list(self.tokenizer.encode_chat_completion(request).tokens)
             instruct = self._normalizer.from_chat_completion_request(self._validator.validate_request(request))
             per_message = self._message_tokens(instruct)
@@ -268,12 +281,12 @@ class MistralChatEncoder:
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise RowError(Reason.template_error, f"mistral-common {MISTRAL_COMMON_VERSION} rejected the "
                            f"conversation: {message}") from None
-        groups = self._groups(chat)
-        # The grouping is checked against the normaliser's output: the roles, and each turn's text as the join
-        # of its members' contents (empty contents are skipped, as mistral-common skips them).
-        got = [(str(m.role), m.content) for m in instruct.messages]  # Roles is a StrEnum
-        expected = [(role, "\n\n".join(c for i in members if chat.messages[i]["role"] == role
-                                       and (c := chat.messages[i]["content"]))) for role, members in groups]
+        turn_groups = groups(chat, self.version)
+        # The grouping is checked against the normaliser's output: the roles, each turn's text as the join of its
+        # members' contents (empty contents are skipped, as mistral-common skips them; an assistant turn with
+        # reasoning holds chunks instead), the tool call ids of assistant turns and the id each tool result answers.
+        got = [_signature(m) for m in instruct.messages]
+        expected = [_expected_signature(chat, role, members) for role, members in turn_groups]
         if got != expected or reference[:1] != [self.bos_id]:
             pairs = zip(got, expected, strict=False)
             k = next((k for k, (g, e) in enumerate(pairs) if g != e), min(len(got), len(expected)))
@@ -281,14 +294,11 @@ class MistralChatEncoder:
                                f"{len(got)} turns, dataprep/mistral.py expected {len(expected)}; first difference at "
                                f"turn {k}: {str(got[k:k + 1])[:200]} vs {str(expected[k:k + 1])[:200]}; update _groups")
         turns, pos = [], 1
-        for (role, members), toks in zip(groups, per_message, strict=True):
-            a, b = 0, len(toks)
-            while a < b and self._special[toks[a]]:
-                a += 1
-            while b > a and self._special[toks[b - 1]]:
-                b -= 1
+        for (role, members), toks in zip(turn_groups, per_message, strict=True):
             eos = pos + len(toks) - 1 if role == "assistant" and toks and toks[-1] == self.eos_id else None
-            turns.append(_Turn(role, members, pos, pos + len(toks), (pos + a, pos + b), eos))
+            ranges = self._assistant_ranges(chat, toks) if role == "assistant" else [self._content_range(toks)]
+            trained = [(pos + a, pos + b) for a, b in ranges if b > a]
+            turns.append(_Turn(role, members, pos, pos + len(toks), trained, eos))
             pos += len(toks)
         if [self.bos_id, *(t for toks in per_message for t in toks)] != reference:
             raise RuntimeError(f"mistral-common {MISTRAL_COMMON_VERSION}: BOS + the per-message encodings differ from "
@@ -309,41 +319,47 @@ class MistralChatEncoder:
                 toks = self._instruct.encode_assistant_message(message=msg, is_before_last_user_message=idx < last_user)
             elif isinstance(msg, SystemMessage):
                 toks, _ = self._instruct.encode_system_message(msg)
+            elif isinstance(msg, ToolMessage):
+                toks, _, _ = self._instruct.encode_tool_message(msg, idx < last_user)
             else:
-                raise RowError(Reason.template_error, f"a {type(msg).__name__} is not supported with mistral: "
-                               "tokenizers yet")
+                raise RuntimeError(f"mistral-common {MISTRAL_COMMON_VERSION} normalised a message into a "
+                                   f"{type(msg).__name__}, which dataprep/mistral.py does not know")
             out.append(list(toks))
         return out
 
-    def _groups(self, chat: Chat) -> list[tuple[str, list[int]]]:
-        """Which Chat messages each normalised message holds, following mistral-common's normaliser: runs of
-        one role merge; before v7 system messages leave the list for the system prompt, which the last user
-        turn carries (v1: the first), and an empty user turn is put first when the list does not start with
-        one."""
-        runs: list[tuple[str, list[int]]] = []
-        for i, msg in enumerate(chat.messages):
-            if runs and runs[-1][0] == msg["role"]:
-                runs[-1][1].append(i)
-            else:
-                runs.append((msg["role"], [i]))
-        own_blocks = self.version >= TokenizerVersion.v7
-        groups: list[tuple[str, list[int]]] = []
-        systems: list[int] = []
-        for role, members in runs:
-            if role != "system":
-                groups.append((role, members))
-            elif own_blocks:
-                groups.extend(("system", [i]) for i in members)
-            else:
-                systems += members
-        if not own_blocks and (not groups or groups[0][0] != "user"):
-            groups.insert(0, ("user", []))
-        if systems:
-            users = [members for role, members in groups if role == "user"]
-            carrier = users[0] if self.version == TokenizerVersion.v1 else users[-1]
-            carrier += systems
-            carrier.sort()
-        return groups
+    def _content_range(self, toks: list[int]) -> tuple[int, int]:
+        """A user, system or tool turn's content: between its leading and trailing control tokens, after the
+        tool definitions a user turn may carry ([AVAILABLE_TOOLS] ... [/AVAILABLE_TOOLS]) and the call id a v7
+        tool result starts with ([TOOL_RESULTS] id [TOOL_CONTENT]). v2/v3 tool results are JSON written by
+        mistral-common ({"content": ..., "call_id": ...}): their content cannot be separated from it, so a
+        trained tool result trains that whole JSON."""
+        a, b = 0, len(toks)
+        for opener in ("[/AVAILABLE_TOOLS]", "[TOOL_CONTENT]"):
+            marker = self._ids[opener]
+            if marker is not None and marker in toks:
+                a = toks.index(marker) + 1
+        while a < b and self._special[toks[a]]:
+            a += 1
+        while b > a and self._special[toks[b - 1]]:
+            b -= 1
+        return a, b
+
+    def _assistant_ranges(self, chat: Chat, toks: list[int]) -> list[tuple[int, int]]:
+        """Everything the model generates in an assistant turn but its </s>: reasoning ([THINK] ... [/THINK]),
+        content and tool calls (from the first [TOOL_CALLS] on). train_on_reasoning false leaves out the thinking
+        text (the [THINK] markers stay trained, as a template's <think> tags do); train_on_tool_calls false
+        leaves out the tool calls."""
+        end = len(toks) - 1 if toks and toks[-1] == self.eos_id else len(toks)
+        ranges = [(0, end)]
+        calls = self._ids["[TOOL_CALLS]"]
+        if not chat.train_tool_calls and calls is not None and calls in toks[:end]:
+            ranges = [(0, toks.index(calls))]
+        think, unthink = self._ids["[THINK]"], self._ids["[/THINK]"]
+        if not chat.train_reasoning and think is not None and think in toks[:end]:
+            a = toks.index(think) + 1
+            b = toks.index(unthink) if unthink in toks[a:end] else end
+            ranges = [r for x, y in ranges for r in ((x, min(y, a)), (max(x, b), y)) if r[1] > r[0]]
+        return ranges
 
 
 class MistralEncoder:
@@ -406,24 +422,39 @@ def _messages(chat: Chat) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in chat.messages]
 
 
-def _check_supported(chat: Chat) -> None:
-    if chat.tools is not None:
-        raise RowError(Reason.template_error, "the row has tool definitions, which mistral: tokenizers do not "
-                       "encode here yet; use the model's HF tokenizer folder and chat template", "tools")
-    for i, (msg, ranges) in enumerate(zip(chat.messages, chat.detail, strict=True)):
-        extra = sorted(k for k in msg if k not in ("role", "content"))
-        if extra:
-            raise RowError(Reason.template_error, f"message {i} has {', '.join(extra)}, which mistral: tokenizers "
-                           "do not encode here yet (only role and content); use the model's HF tokenizer folder "
-                           "and chat template", f"messages[{i}]")
-        if msg["role"] not in ("system", "user", "assistant"):
-            raise RowError(Reason.template_error, f"message {i} has role '{msg['role']}'; mistral: tokenizers take "
-                           "system, user and assistant messages (tool messages need tool call ids; not supported "
-                           "yet)", f"messages[{i}]")
+def _check_detail(chat: Chat) -> None:
+    for i, ranges in enumerate(chat.detail):
         if ranges:
             raise RowError(Reason.bad_training_detail, f"message {i} has training detail (character offsets), which "
                            "mistral: tokenizers do not support yet; train whole messages (message_field_training) "
                            "instead", f"messages[{i}]")
+    if chat.reasoning_detail is not None and any(chat.reasoning_detail):
+        i = next(i for i, r in enumerate(chat.reasoning_detail) if r)
+        raise RowError(Reason.bad_training_detail, f"message {i} has training detail (content parts) in its "
+                       "reasoning, which mistral: tokenizers do not support yet; train whole messages instead",
+                       f"messages[{i}]")
+
+
+def _signature(message: Any) -> tuple[str, Any, Any]:
+    """(role, text or None when it is chunks, tool call ids or the answered id) of a normalised message."""
+    content = message.content if isinstance(message.content, str) else None
+    if isinstance(message, AssistantMessage):
+        return "assistant", content, [c.id for c in message.tool_calls or []]
+    if isinstance(message, ToolMessage):
+        return "tool", None, message.tool_call_id  # v2/v3 rewrite JSON results (json.loads + dumps)
+    return str(message.role), content, None  # Roles is a StrEnum
+
+
+def _expected_signature(chat: Chat, role: str, members: list[int]) -> tuple[str, Any, Any]:
+    messages = [chat.messages[i] for i in members]
+    text: str | None = "\n\n".join(c for m in messages if m["role"] == role and (c := m.get("content")))
+    if role == "assistant":
+        if any(chat.reasoning_key(i) is not None for i in members):
+            text = None
+        return role, text, [c.get("id") or NULL_ID for m in messages for c in m.get("tool_calls") or []]
+    if role == "tool":
+        return role, None, messages[0].get("tool_call_id")
+    return role, text, None
 
 
 def save_tokenizer_files(source: str | Path, folder: Path, config_dir: Path | None = None) -> dict[str, str]:

@@ -286,7 +286,7 @@ def test_v1_trained_user_message_is_refused() -> None:
 @pytest.mark.parametrize(("pairs", "reason", "match"), [
     ([(U, "q"), (A, "a"), (U, "trailing question")], Reason.template_error, "Expected last role Assistant"),
     ([(U, "q"), (A, "a"), (S, "late"), (U, "q2"), (A, "a2")], Reason.template_error, "Unexpected role 'system'"),
-    ([(U, "q"), ("tool", "{}"), (A, "a")], Reason.template_error, "tool messages"),
+    ([(U, "q"), ("tool", "{}"), (A, "a")], Reason.template_error, "tool_call_id. is missing"),
 ])
 def test_rows_mistral_common_rejects_are_quarantined(pairs: list[tuple[str, str]], reason: Reason,
                                                      match: str) -> None:
