@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 Encoded = tuple[np.ndarray, np.ndarray]  # (input_ids, labels), int32, same length; labels -100 where not trained
 
 
+@runtime_checkable
 class ChatEncoder(Protocol):
     """One dataset's conversations -> (input_ids, labels), with the dataset's training options bound."""
 
@@ -47,6 +48,7 @@ class ChatEncoder(Protocol):
         ...
 
 
+@runtime_checkable
 class TokenizerChatEncoding(Protocol):
     """A tokenizer that encodes conversations itself, without a chat template (mistral-common)."""
 
