@@ -3,12 +3,16 @@ what inference produces.
 
 For the first N kept samples of every dataset, the training pipeline's ids and labels are compared with an
 independent inference path:
-- chat datasets: transformers' `apply_chat_template` with the tokenizer that `prepare` saves next to the
-  shards (the template actually used); labels expected = what the model generates after each generation
-  prompt (`add_generation_prompt=True` render of the conversation so far) up to and including the first
-  special token that follows (its end-of-turn token). With `--against base` (or `both`, the default) the ids
-  are also compared with the base tokenizer's own chat template, which is what a server that loads the base
-  model's tokenizer renders;
+- chat datasets: transformers' `apply_chat_template(messages, tools=...)` with the tokenizer that `prepare`
+  saves next to the shards (the template actually used); labels expected = what the model generates after each
+  generation prompt (`add_generation_prompt=True` render of the conversation so far) up to and including the
+  first special token that follows (its end-of-turn token), reasoning and tool calls included. With `--against
+  base` (or `both`, the default) the ids are also compared with the base tokenizer's own chat template, which is
+  what a server that loads the base model's tokenizer renders;
+- chat datasets of `mistral:` tokenizers (the saved folder loads as transformers' MistralCommonBackend):
+  mistral-common on its own, from its OpenAI converter (ids, and labels by encoding prefixes), and the saved
+  backend's `apply_chat_template` (ids). golden_refs.py holds both references and says which rows compare
+  labels;
 - other formats: `tokenizer(prompt)` of the documented prompt string, labels from the trained characters.
 The first divergence is printed as a token-level table; the exit code is 1 on any mismatch.
 """

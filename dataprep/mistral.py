@@ -14,12 +14,27 @@ per-message structure.
 Where the labels come from. mistral-common's instruct tokenizer encodes a conversation as BOS followed by
 one token list per normalised message (`InstructTokenizerBase.encode_instruct`). `_message_tokens` calls
 the same public per-message encoders (`encode_user_message`, `encode_assistant_message`,
-`encode_system_message`) on the same validated, normalised request, and every row checks that BOS plus
-their concatenation equals `encode_chat_completion(...).tokens`. A mismatch (a mistral-common release that
-encodes differently) stops the run instead of mislabelling data. Nothing is re-encoded as prefixes. Within
-one message's list, the content is what lies between the leading and trailing control tokens
-([INST] ... [/INST], [SYSTEM_PROMPT] ... [/SYSTEM_PROMPT], ... </s>), because mistral-common never encodes
-text as a control token.
+`encode_system_message`, `encode_tool_message`) on the same validated, normalised request, and every row
+checks that BOS plus their concatenation equals `encode_chat_completion(...).tokens` and that the normalised
+messages are the turns `mistral_request.groups` predicts. A mismatch (a mistral-common release that encodes
+differently) raises RuntimeError, so the row is quarantined as row_error with that message instead of being
+mislabelled. Nothing is re-encoded as prefixes (the golden reference does that, independently:
+golden_refs.py). Within one message's list, the content is what lies between the leading and trailing
+control tokens ([INST] ... [/INST], [SYSTEM_PROMPT] ... [/SYSTEM_PROMPT], [TOOL_RESULTS] ...
+[/TOOL_RESULTS], ... </s>), because mistral-common never encodes text as a control token.
+
+Tool calls and reasoning: the request is built by mistral_request.py (Tool, ToolCall, ToolMessage, ThinkChunk,
+exactly as `encode_chat_completion` expects them per version; rows a version cannot encode are quarantined
+there with the field and the fix). What each version writes:
+- v2: tools in the last user turn ([AVAILABLE_TOOLS] json [/AVAILABLE_TOOLS][INST]...); a call turn is
+  [TOOL_CALLS] + a JSON list of {name, arguments}; a result [TOOL_RESULTS] {name, content} [/TOOL_RESULTS].
+  Calls and results before the last user turn are not encoded at all (so not trained). One result per call turn.
+- v3: calls carry their id (9 letters or digits), results are {content, call_id}; history is kept.
+- v7: content and calls may share a message; results are [TOOL_RESULTS] id [TOOL_CONTENT] content [/TOOL_RESULTS].
+- v11: each call is [TOOL_CALLS] name [CALL_ID] id [ARGS] arguments.
+- v13: tools in the first user turn, calls without ids ([TOOL_CALLS] name [ARGS] arguments), results
+  [TOOL_RESULTS] content [/TOOL_RESULTS] ordered as the calls; reasoning as [THINK] text [/THINK] before the
+  content (a ThinkChunk; the only version whose tokenizers can have [THINK]).
 
 What mistral-common does to a conversation, so what is trained is what it encodes, not the raw content:
 - Validation runs in `ValidationMode.finetuning`, as mistral-finetune's does: the conversation must end with
@@ -28,7 +43,7 @@ What mistral-common does to a conversation, so what is trained is what it encode
   turn unless it has `prefix=True` (`continue_final_message`), and that encodes an unfinished turn without
   </s>, for generation.
 - Assistant content loses trailing spaces (`content.rstrip(" ")`, v2 and later). Tabs and newlines stay.
-- Consecutive messages with the same role become one turn, joined by "\\n\\n".
+- Consecutive user or assistant messages become one turn, joined by "\\n\\n"; tool results stay one each.
 - Before v7, system messages are joined with "\\n\\n" and put in front of the LAST user turn (v1: the
   first) as "[INST] {system}\\n\\n{user}[/INST]", and empty ones are dropped. From v7 on, each system message
   is its own [SYSTEM_PROMPT]...[/SYSTEM_PROMPT] block where it stands, even an empty one.
@@ -36,56 +51,55 @@ What mistral-common does to a conversation, so what is trained is what it encode
 - SentencePiece puts its dummy-prefix '▁' in front of every piece of text it encodes ('[INST]▁Hi').
 
 Training policy. The names are render.py's, so a config means the same for every family:
-- A trained assistant message trains its content tokens. Its </s> is trained according to train_on_eos:
-  turn = the </s> of trained turns; last = only the </s> of the last trained message; all = every
-  assistant turn's </s>; none = no </s>.
-- A trained user or system message trains its content tokens, without the [INST]/[/INST] or
-  [SYSTEM_PROMPT] markers. Only assistant turns have an end-of-turn token here. Messages that mistral-common
+- A trained assistant message trains everything the model generates in its turn: reasoning ([THINK] ...
+  [/THINK]), content and tool calls (from the first [TOOL_CALLS] on). train_on_reasoning: false leaves out the
+  thinking text (the [THINK] markers stay, as a template's <think> tags do); train_on_tool_calls: false leaves
+  out the calls. Its </s> is trained according to train_on_eos: turn = the </s> of trained turns; last = only
+  the </s> of the last trained message; all = every assistant turn's </s>; none = no </s>.
+- A trained user, system or tool message (roles_to_train) trains its content tokens, without the [INST]/[/INST],
+  [SYSTEM_PROMPT], [AVAILABLE_TOOLS] block or [TOOL_RESULTS] markers (v7-v11: nor the call id before
+  [TOOL_CONTENT]; v2/v3 results are mistral-common's JSON around the content, trained whole). Tool results are
+  not trained by default. Only assistant turns have an end-of-turn token here. Messages that mistral-common
   merges into one turn (a run of one role; before v7, the system prompt and the user turn that carries it)
   must have the same train flag. Otherwise the row is quarantined (content_not_rendered).
 - train_on_inputs trains every token but the first.
 Not supported yet (the row is quarantined with a message that says so): training detail (character
-offsets inside a message, message_field_training_detail), tool messages, and trained user/system messages
+offsets inside a message, message_field_training_detail, content parts), and trained user/system messages
 with a v1 tokenizer, whose [INST] is plain text and cannot be told apart from the content.
 
-Run `python -m dataprep.mistral --write-templates` to regenerate dataprep/templates/mistral-*.jinja from the
-installed mistral-common (the Jinja templates that mistral-common generates for these tokenizers; they are
-the HF route for serving, and the golden tests compare that route with this encoder).
+The HF route for these models (the Jinja templates mistral-common generates, transformers' conversion of the
+tokenizer file) and where it disagrees with this encoder: dataprep/mistral_templates.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import hashlib
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mistral_common
 import numpy as np
 from mistral_common.exceptions import MistralCommonException
-from mistral_common.integrations.chat_templates.chat_templates import convert_tokenizer_to_chat_template
 from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, ToolMessage, UserMessage
 from mistral_common.protocol.instruct.normalize import get_normalizer
 from mistral_common.protocol.instruct.request import InstructRequest
 from mistral_common.protocol.instruct.validator import ValidationMode, get_validator
 from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy, TokenizerVersion
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
-from mistral_common.tokens.tokenizers.sentencepiece import get_spm_version, is_sentencepiece
 from mistral_common.tokens.tokenizers.tekken import is_tekken
-from mistral_common.tokens.tokenizers.utils import get_one_valid_tokenizer_file
 from tokenizers import Tokenizer
 
 from dataprep.chat_encoder import Encoded
 from dataprep.encode import TokenizerInfo
 from dataprep.formats import Chat, RowError
 from dataprep.hf_tokenizer import TokenizerError
+from dataprep.mistral_files import (
+    MISTRAL_COMMON_VERSION,
+    hf_conversion,
+    resolve_mistral_tokenizer,
+    save_tokenizer_files,
+)
 from dataprep.mistral_request import NULL_ID, build_request, groups
 from dataprep.probes import PROBE_MESSAGES, ProbeError
 from schemas.reasons import Reason
@@ -93,66 +107,6 @@ from schemas.shard import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from schemas.config import Config, DatasetConfig
-
-PREFIX = "mistral:"
-SHIPPED_DIR = Path(mistral_common.__file__).parent / "data"
-MISTRAL_COMMON_VERSION = mistral_common.__version__
-
-# Library template name -> the shipped tokenizer file it is generated from. tekken_240911 (Pixtral-style, with
-# an image config) and tekken_240718 (NeMo) share one vocabulary. The 240911 template only adds branches for
-# image chunks, which Tessera's text rows never reach.
-TEMPLATE_SOURCES = {
-    "mistral-v3": "mistral_instruct_tokenizer_240323.model.v3",  # SentencePiece v3 (Mistral 7B v0.3, Mixtral 8x22B)
-    "mistral-v7": "mistral_instruct_tokenizer_241114.model.v7",  # SentencePiece v7 (Mistral Large 2411)
-    "mistral-tekken": "tekken_240911.json",  # tekken v3 (NeMo, Pixtral)
-}
-TEMPLATES_DIR = Path(__file__).parent / "templates"
-
-
-def is_mistral_tokenizer(name: str | None) -> bool:
-    """True for `tokenizer_config: mistral:<name>`: the rows are encoded by mistral-common, not by an HF
-    tokenizer plus a chat template. A folder with tekken.json is not detected by itself, because HF repos of
-    Mistral models hold both tokenizer.json and tekken.json. The prefix is the user's choice of route."""
-    return name is not None and name.startswith(PREFIX)
-
-
-def shipped_tokenizers() -> list[str]:
-    """The tokenizer files inside the mistral-common wheel (v1, v2, v3, v7, v7m1, tekken 240718/240911)."""
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if is_tekken(p) or is_sentencepiece(p))
-
-
-def resolve_mistral_tokenizer(name: str, config_dir: Path) -> Path:
-    """The mistral-common tokenizer file for `mistral:<name>`. <name> is a file shipped with mistral-common
-    (`tekken_240911.json`, `mistral_instruct_tokenizer_240323.model.v3`, ...), a tokenizer file
-    (`tekken*.json`, `*.model.v<N>`), or a folder that holds one (`tekken.json` or `tokenizer.model.v<N>`, as
-    in Mistral's HF repos). Relative paths are tried against the config's folder first, then the working
-    directory."""
-    rest = name.removeprefix(PREFIX)
-    shipped = shipped_tokenizers()
-    if rest in shipped:
-        return SHIPPED_DIR / rest
-    hint = (f"use mistral:<file> with one of mistral-common {MISTRAL_COMMON_VERSION}'s files "
-            f"({', '.join(shipped)}), or mistral:<path> to a folder with tekken.json or tokenizer.model.v<N>")
-    if not rest:
-        raise TokenizerError(f"tokenizer_config '{name}' names no tokenizer: {hint}")
-    path = Path(rest).expanduser()
-    candidates = [path] if path.is_absolute() else [config_dir / path, path]
-    for p in candidates:
-        if p.is_file():
-            # mistral-common picks the tokenizer class and version from the file name alone.
-            if is_tekken(p) or is_sentencepiece(p):
-                return p.resolve()
-            raise TokenizerError(f"tokenizer_config '{name}': {p} is not a mistral-common tokenizer file (it reads "
-                                 "tekken*.json and *.model.v<N>, the version taken from the name)")
-        if p.is_dir():
-            try:
-                # mistral-common's own rule: tekken.json wins, else the last SentencePiece file by name.
-                return (p / get_one_valid_tokenizer_file(sorted(os.listdir(p)))).resolve()
-            except ValueError:
-                raise TokenizerError(f"tokenizer_config '{name}': {p} holds no tekken.json or tokenizer.model.v<N>; "
-                                     f"{hint}") from None
-    raise TokenizerError(f"tokenizer_config '{name}': {' or '.join(str(c) for c in candidates)} not found; {hint}")
-
 
 @dataclass(slots=True)
 class _Turn:
@@ -418,10 +372,6 @@ def load_mistral_tokenizer(name: str, config_dir: Path, special_tokens: dict[str
                          chat_encoding=enc)
 
 
-def _messages(chat: Chat) -> list[dict[str, str]]:
-    return [{"role": m["role"], "content": m["content"]} for m in chat.messages]
-
-
 def _check_detail(chat: Chat) -> None:
     for i, ranges in enumerate(chat.detail):
         if ranges:
@@ -455,139 +405,3 @@ def _expected_signature(chat: Chat, role: str, members: list[int]) -> tuple[str,
     if role == "tool":
         return role, None, messages[0].get("tool_call_id")
     return role, text, None
-
-
-def save_tokenizer_files(source: str | Path, folder: Path, config_dir: Path | None = None) -> dict[str, str]:
-    """Copy the mistral-common tokenizer file into `folder` (the prepared dir's tokenizer/), named as in
-    Mistral's HF repos (tekken.json, tokenizer.model.v<N>), so vLLM (`--tokenizer-mode mistral`) and
-    mistral-common find it. Also write a tokenizer_config.json that makes `AutoTokenizer.from_pretrained(folder)`
-    load transformers' `MistralCommonBackend`, offline. That backend wraps mistral-common and its
-    `apply_chat_template` gives the ids trained here. The tested alternative fails offline: without the config,
-    AutoTokenizer converts tekken.json to a plain HF tokenizer with no chat template, and it cannot load a
-    SentencePiece folder at all. `source` is a `mistral:` name or a resolved path. The copy is byte for byte,
-    so the manifest's hash matches the source's. Returns file name -> sha256."""
-    path = source if isinstance(source, Path) else resolve_mistral_tokenizer(source, config_dir or Path.cwd())
-    # SentencePiece: mistral-common reads the version from the name, so keep its '.model.v7m1'-like ending.
-    name = "tekken.json" if is_tekken(path) else "tokenizer" + path.name[path.name.index(".model"):]
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, folder / name)
-    config = {"tokenizer_class": "MistralCommonBackend"}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def library_template(path: Path) -> str | None:
-    """The template in dataprep/templates generated for this tokenizer file's kind and version, if any."""
-    if is_tekken(path):  # the version is in the file's config, as mistral-common reads it
-        version = json.loads(path.read_text(encoding="utf-8"))["config"]["version"]
-        return "mistral-tekken" if version == TokenizerVersion.v3.value else None
-    return {TokenizerVersion.v3: "mistral-v3", TokenizerVersion.v7: "mistral-v7"}.get(get_spm_version(path))
-
-
-# ---- Jinja templates generated by mistral-common, and the HF route they belong to (used by the golden tests).
-
-
-def generate_template(name: str) -> str:
-    """The Jinja chat template that mistral-common generates for TEMPLATE_SOURCES[name], without provenance."""
-    return convert_tokenizer_to_chat_template(SHIPPED_DIR / TEMPLATE_SOURCES[name], use_special_token_variables=False)
-
-
-def provenance(name: str, date: datetime.date) -> str:
-    """A leading Jinja comment. Under trim_blocks it renders to nothing, newline included (tested)."""
-    return (f"{{# Provenance: generated by mistral-common {MISTRAL_COMMON_VERSION} "
-            "integrations/chat_templates/template_generator.py (chat_templates.convert_tokenizer_to_chat_template("
-            f"'{TEMPLATE_SOURCES[name]}', use_special_token_variables=False), which detects the version and "
-            f"features from the file and calls build_chat_template) on {date.isoformat()}. #}}\n")
-
-
-def write_templates(folder: Path = TEMPLATES_DIR, date: datetime.date | None = None) -> list[Path]:
-    date = date or datetime.date.today()
-    written = []
-    for name in TEMPLATE_SOURCES:
-        path = folder / f"{name}.jinja"
-        path.write_text(provenance(name, date) + generate_template(name), encoding="utf-8")
-        written.append(path)
-    return written
-
-
-def has_protobuf() -> bool:
-    try:
-        import google.protobuf  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def hf_conversion(path: Path) -> Tokenizer:
-    """transformers' own conversion of a Mistral tokenizer file to a `tokenizers.Tokenizer`, offline. This is
-    what an HF-route user of the model gets. tekken: `convert_tekken_tokenizer`. SentencePiece: the
-    LlamaTokenizer conversion that AutoTokenizer applies to a folder holding only tokenizer.model. That
-    conversion reads the model with protobuf."""
-    if is_tekken(path):
-        from transformers.integrations.mistral import convert_tekken_tokenizer
-
-        # chat_template="" skips mistral-common's template generation; only the vocabulary is wanted here.
-        return convert_tekken_tokenizer(str(path), chat_template="").backend_tokenizer
-    if not has_protobuf():
-        raise ImportError("converting a SentencePiece model to an HF tokenizer needs protobuf (pip install protobuf); "
-                          "without it transformers falls back to a tiktoken reader that cannot parse the file")
-    from transformers import AutoTokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copyfile(path, Path(tmp) / "tokenizer.model")
-        config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-                  "legacy": False}
-        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-        return AutoTokenizer.from_pretrained(tmp).backend_tokenizer
-
-
-@dataclass(slots=True)
-class Disagreement:
-    index: int  # which conversation
-    position: int | None  # first token where the HF route differs (None: the template raised)
-    mistral: list[str]  # mistral-common's pieces from there (a few)
-    hf: list[str]  # the HF route's pieces from there
-    text: str  # the template's rendering (or the error)
-
-
-def reference_hf_disagreements(encoder: MistralChatEncoder, hf_tokenizer: Tokenizer, template_text: str,
-                               chats: list[Chat], window: int = 6) -> list[Disagreement]:
-    """Where the HF route (the template rendered the way render.py renders, then the HF tokenizer with
-    add_special_tokens=False, as encode.py tokenizes) gives other ids than mistral-common, one entry per
-    disagreeing conversation."""
-    from dataprep.render import compile_template
-
-    template = compile_template(template_text, datetime.date(2026, 1, 1))
-    out = []
-    for k, chat in enumerate(chats):
-        ours = encoder.reference_ids(chat)
-        try:
-            text = template.render(messages=_messages(chat), add_generation_prompt=False, bos_token="<s>",
-                                   eos_token="</s>")
-        except Exception as e:  # the template is code: report any failure as a disagreement
-            out.append(Disagreement(k, None, encoder.pieces(ours[:window]), [], f"{type(e).__name__}: {e}"))
-            continue
-        theirs = hf_tokenizer.encode(text, add_special_tokens=False).ids
-        if theirs != ours:
-            at = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b),
-                      min(len(ours), len(theirs)))
-            hf_pieces = [str(hf_tokenizer.id_to_token(t)) for t in theirs[at:at + window]]
-            out.append(Disagreement(k, at, encoder.pieces(ours[at:at + window]), hf_pieces, text))
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-templates", action="store_true",
-                        help=f"regenerate {', '.join(TEMPLATE_SOURCES)} in dataprep/templates from the installed "
-                             "mistral-common")
-    args = parser.parse_args(argv)
-    if not args.write_templates:
-        parser.print_help()
-        return
-    for path in write_templates():
-        print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()

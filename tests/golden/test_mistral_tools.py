@@ -34,7 +34,8 @@ from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 
 from dataprep.formats import Chat, RowError
 from dataprep.golden_refs import MistralReference
-from dataprep.mistral import SHIPPED_DIR, MistralChatEncoder
+from dataprep.mistral import MistralChatEncoder
+from dataprep.mistral_files import SHIPPED_DIR
 from schemas.reasons import Reason
 
 ROOT = Path(__file__).resolve().parents[2]
