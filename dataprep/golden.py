@@ -79,8 +79,10 @@ def main(args: argparse.Namespace) -> int:
         # The saved folder says how serving encodes chats: a chat template, or mistral-common itself (its
         # tokenizer_config.json names transformers' MistralCommonBackend).
         mistral = None
-        if getattr(saved, "_tokenizer_path", None) is not None and not getattr(saved, "chat_template", None):
-            mistral = MistralReference(saved._tokenizer_path)
+        if type(saved).__name__ == "MistralCommonBackend":
+            from dataprep.mistral_files import resolve_mistral_tokenizer  # mistral-common: only on this route
+
+            mistral = MistralReference(resolve_mistral_tokenizer(f"mistral:{Path(tmp) / 'tokenizer'}", Path(tmp)))
             # transformers' wrapper of mistral-common, in the mode that accepts finished conversations.
             saved = type(saved).from_pretrained(str(Path(tmp) / "tokenizer"), mode="finetuning")
             base, base_differs = None, False
