@@ -17,7 +17,6 @@ run past it (e.g. into the next newline) and is trained. The first token of a sa
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 from tokenizers import AddedToken, Encoding, Tokenizer
 
+from dataprep.chat_encoder import TokenizerChatEncoding
 from dataprep.hf_tokenizer import HfFolder, TokenizerError, file_hashes, is_tokenizer_folder, read_folder, save_folder
 from dataprep.render import Rendered
 from schemas.shard import IGNORE_INDEX
@@ -46,7 +46,9 @@ class TokenizerInfo:
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     modified: bool = False  # special_tokens / tokens added to the vocabulary
     overrides: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # key -> (was, now, newly added)
-    mistral: Any = None  # MistralChatEncoder for `mistral:` tokenizers: chats are encoded by mistral-common
+    # Set for tokenizers that encode conversations themselves, without a chat template (mistral: tokenizers,
+    # encoded by mistral-common); None: chats are rendered with a template (chat_encoder.py).
+    chat_encoding: TokenizerChatEncoding | None = None
     folder: HfFolder | None = None  # the folder as transformers reads it (None for mistral: tokenizers)
     notes: list[str] = field(default_factory=list)  # printed as warnings by prepare
 
@@ -81,11 +83,7 @@ def resolve_tokenizer_dir(name: str, config_dir: Path) -> Path:
 
 def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | None] | None = None,
                    extra_tokens: list[str] | None = None) -> TokenizerInfo:
-    if name.startswith("mistral:"):
-        if (special_tokens and any(special_tokens.values())) or extra_tokens:
-            raise TokenizerError(f"tokenizer '{name}': special_tokens and tokens cannot change a mistral-common "
-                                 "tokenizer; remove them")
-        return _load_mistral(name, config_dir)
+    """An HF tokenizer folder (or fixture:<family>). `mistral:` names are loaded by transform.tokenizer_for."""
     path = resolve_tokenizer_dir(name, config_dir)
     folder = read_folder(path)
     tok = folder.tokenizer
@@ -122,32 +120,13 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
                          notes=notes)
 
 
-def _load_mistral(name: str, config_dir: Path) -> TokenizerInfo:
-    from dataprep.mistral import MistralChatEncoder, hf_conversion
-
-    enc = MistralChatEncoder(name, config_dir)
-    # transformers' conversion of the same vocabulary: ids and pieces agree with mistral-common (its
-    # tokenization of some texts does not, which is why chats are encoded by mistral-common); used for the
-    # vocabulary size, pre-tokenized rows and the `vocab` view of `tessera query`.
-    tok = hf_conversion(enc.path)
-    bos, eos = enc.pieces([enc.bos_id, enc.eos_id])
-    specials = [t.content for t in tok.get_added_tokens_decoder().values() if t.special]
-    files = {enc.path.name: hashlib.sha256(enc.path.read_bytes()).hexdigest(), "mistral-common": enc.version.value}
-    return TokenizerInfo(enc.path, tok, True, eos, {"bos_token": bos, "eos_token": eos}, specials, None, files,
-                         mistral=enc)
-
-
 def save_tokenizer(info: TokenizerInfo, folder: Path, chat_template: str | None,
                    named: dict[str, str] | None = None) -> dict[str, str]:
     """Write the tokenizer that training used, loadable with AutoTokenizer.from_pretrained(folder), with the
     chat template that rendered the data, so that serving renders exactly what was trained (`named`: the
     templates of datasets that used another one, saved as named templates). Returns file name -> sha256."""
-    if info.mistral is not None:
-        from dataprep.mistral import save_tokenizer_files
-
-        folder.mkdir(parents=True)
-        info.tokenizer.save(str(folder / "tokenizer.json"))  # the vocabulary, for tessera query/inspect
-        return save_tokenizer_files(info.mistral.path, folder)
+    if info.chat_encoding is not None:
+        return info.chat_encoding.save(folder, info.tokenizer)
     assert info.folder is not None
     specials = {k: v for k, v in info.variables.items() if v}
     return save_folder(folder, info.folder, info.tokenizer, info.modified or info.folder.converted, specials,

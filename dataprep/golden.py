@@ -3,12 +3,16 @@ what inference produces.
 
 For the first N kept samples of every dataset, the training pipeline's ids and labels are compared with an
 independent inference path:
-- chat datasets: transformers' `apply_chat_template` with the tokenizer that `prepare` saves next to the
-  shards (the template actually used); labels expected = what the model generates after each generation
-  prompt (`add_generation_prompt=True` render of the conversation so far) up to and including the first
-  special token that follows (its end-of-turn token). With `--against base` (or `both`, the default) the ids
-  are also compared with the base tokenizer's own chat template, which is what a server that loads the base
-  model's tokenizer renders;
+- chat datasets: transformers' `apply_chat_template(messages, tools=...)` with the tokenizer that `prepare`
+  saves next to the shards (the template actually used); labels expected = what the model generates after each
+  generation prompt (`add_generation_prompt=True` render of the conversation so far) up to and including the
+  first special token that follows (its end-of-turn token), reasoning and tool calls included. With `--against
+  base` (or `both`, the default) the ids are also compared with the base tokenizer's own chat template, which is
+  what a server that loads the base model's tokenizer renders;
+- chat datasets of `mistral:` tokenizers (the saved folder loads as transformers' MistralCommonBackend):
+  mistral-common on its own, from its OpenAI converter (ids, and labels by encoding prefixes), and the saved
+  backend's `apply_chat_template` (ids). golden_refs.py holds both references and says which rows compare
+  labels;
 - other formats: `tokenizer(prompt)` of the documented prompt string, labels from the trained characters.
 The first divergence is printed as a token-level table; the exit code is 1 on any mismatch.
 """
@@ -30,6 +34,7 @@ from rich.text import Text
 
 from dataprep.encode import TokenizerError, save_tokenizer
 from dataprep.formats import Chat, Segments, parse, to_sample
+from dataprep.golden_refs import MistralReference, openai_messages, template_reference
 from dataprep.load import InputError
 from dataprep.pipeline import PrepareError, setup
 from dataprep.render import render_segments
@@ -70,15 +75,18 @@ def main(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory() as tmp, pinned_clock(datetime.date.fromisoformat(cfg.chat_template_date)):
         save_tokenizer(st.tok, Path(tmp) / "tokenizer", st.template_text, st.named_templates)
-        mistral = st.tok.mistral
-        if mistral is not None:
-            # transformers' wrapper of mistral-common, in the mode that accepts finished conversations.
-            from transformers.tokenization_mistral_common import MistralCommonBackend
+        saved = AutoTokenizer.from_pretrained(str(Path(tmp) / "tokenizer"))
+        # The saved folder says how serving encodes chats: a chat template, or mistral-common itself (its
+        # tokenizer_config.json names transformers' MistralCommonBackend).
+        mistral = None
+        if type(saved).__name__ == "MistralCommonBackend":
+            from dataprep.mistral_files import resolve_mistral_tokenizer  # mistral-common: only on this route
 
-            saved = MistralCommonBackend.from_pretrained(str(Path(tmp) / "tokenizer"), mode="finetuning")
+            mistral = MistralReference(resolve_mistral_tokenizer(f"mistral:{Path(tmp) / 'tokenizer'}", Path(tmp)))
+            # transformers' wrapper of mistral-common, in the mode that accepts finished conversations.
+            saved = type(saved).from_pretrained(str(Path(tmp) / "tokenizer"), mode="finetuning")
             base, base_differs = None, False
         else:
-            saved = AutoTokenizer.from_pretrained(str(Path(tmp) / "tokenizer"))
             base = AutoTokenizer.from_pretrained(str(st.tok.path))
             base_differs = bool(base.chat_template) and base.chat_template != st.template_text
         failures: list[Mismatch] = []
@@ -91,17 +99,17 @@ def main(args: argparse.Namespace) -> int:
                 sample = to_sample(parse(raw.payload), ds, cfg.train_on_inputs, st.tok.eos_text)
                 ours = (result.input_ids.tolist(), result.labels.tolist())
                 if isinstance(sample, Chat) and mistral is not None:
-                    # ids only: mistral-common itself is the reference, and transformers' backend wraps it.
                     failures += _compare(where, "mistral-common encode_chat_completion", ours,
-                                         mistral.reference_ids(sample), None)
-                    ids = list(saved.apply_chat_template(sample.messages, tokenize=True)["input_ids"])
+                                         *mistral.ids_and_labels(sample, ds.train_on_eos))
+                    ids = list(saved.apply_chat_template(openai_messages(sample), tools=sample.tools,
+                                                         tokenize=True)["input_ids"])
                     failures += _compare(where, "saved tokenizer (transformers MistralCommonBackend)", ours, ids, None)
                 elif isinstance(sample, Chat):
                     if args.against in ("saved", "both"):
                         saved_as = next((p.get("saved_as", "") for p in st.probes[di:di + 1]), "")
                         named = saved_as.removeprefix("additional_chat_templates/").removesuffix(".jinja")
                         failures += _compare(where, "saved tokenizer + template", ours,
-                                             *_chat_reference(saved, sample, named if "/" in saved_as else None))
+                                             *template_reference(saved, sample, named if "/" in saved_as else None))
                     if args.against in ("base", "both") and base_differs and base is not None:
                         ids = list(base.apply_chat_template(sample.messages, tokenize=True)["input_ids"])
                         failures += _compare(where, "base tokenizer's own chat template", ours, ids, None)
@@ -140,38 +148,6 @@ def _kept(st: Any, dataset_index: int, processor: RowProcessor, limit: int) -> I
                     found += 1
                     if found >= limit:
                         return
-
-
-def _chat_reference(tok: Any, chat: Chat, template: str | None = None) -> tuple[list[int], list[int] | None]:
-    """`template`: the saved tokenizer's named template the dataset was rendered with (None: the default)."""
-    kwargs = {"tools": chat.tools, **({"chat_template": template} if template else {})}
-    full = tok.apply_chat_template(chat.messages, tokenize=False, **kwargs)
-    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
-    plain = all(set(m) == {"role", "content"} for m in chat.messages) and chat.tools is None
-    if any(d is not None for d in chat.detail) or not plain:
-        return enc["input_ids"], None  # training detail, reasoning or tool calls: ids only
-    specials = sorted((t for t in tok.all_special_tokens + [str(t) for t in tok.added_tokens_decoder.values()
-                                                             if t.special]), key=len, reverse=True)
-    regions = []
-    cursor = 0
-    for i, msg in enumerate(chat.messages):
-        if not chat.train[i]:
-            continue
-        if msg["role"] != "assistant":
-            return enc["input_ids"], None  # trained non-assistant turns have no generation prompt to compare with
-        prompt = tok.apply_chat_template(chat.messages[:i], tokenize=False, add_generation_prompt=True, **kwargs)
-        start = len(prompt) if full.startswith(prompt) else full.find(msg["content"].strip(), cursor)
-        if start < 0:
-            return enc["input_ids"], None
-        content_end = start + len(msg["content"].strip())
-        stops = [(full.find(s, content_end), s) for s in specials if full.find(s, content_end) >= 0]
-        end = min(stops)[0] + len(min(stops)[1]) if stops else len(full)
-        regions.append((start, end))
-        cursor = end
-    labels = [t if any(a <= s < b for a, b in regions) else IGNORE_INDEX
-              for t, (s, _) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
-    labels[0] = IGNORE_INDEX
-    return enc["input_ids"], labels
 
 
 def _segments_reference(tok: Any, segments: Segments) -> tuple[list[int], list[int]]:

@@ -56,7 +56,7 @@ from dataprep.rowpass import BATCH_SIZE, read_rows
 from dataprep.runner import run_stages
 from dataprep.shards import Placement, Samples, ShardInfo, SpillReader, sha256_file, write_split
 from dataprep.table import KEPT
-from dataprep.transform import RowProcessor, tokenizer_for
+from dataprep.transform import chat_encoder_for, tokenizer_for
 from schemas.config import TRAINER_KEYS, Config
 from schemas.reasons import Reason
 from schemas.shard import FORMAT_VERSION
@@ -123,8 +123,8 @@ def setup(cfg: Config, config_path: Path) -> Setup:
             raise ConfigProblem(str(e)) from None
     tok = tokenizer_for(cfg, config_dir)
     template_name = template_text = None
-    if tok.mistral is not None:
-        template_name = f"mistral-common {tok.mistral.version.value} ({tok.mistral.kind})"
+    if tok.chat_encoding is not None:  # the tokenizer encodes conversations itself (mistral-common): no template
+        template_name = tok.chat_encoding.name
         unsupported = [f"datasets[{i}] ({ds.format})" for i, ds in enumerate(cfg.datasets)
                        if ds.type not in ("chat_template", None)]
         if unsupported:
@@ -132,20 +132,20 @@ def setup(cfg: Config, config_path: Path) -> Setup:
                                "other formats are not supported with it yet (use type: chat_template, or the "
                                "model's HF tokenizer folder)")
     dataset_templates: list[tuple[str, str] | None] = [None] * len(cfg.datasets)
-    if tok.mistral is None and any(ds.type == "chat_template" for ds in cfg.datasets):
+    if tok.chat_encoding is None and any(ds.type == "chat_template" for ds in cfg.datasets):
         template_name, template_text, dataset_templates = _chat_templates(cfg, tok, config_dir)
     probes = []
     for i, ds in enumerate(cfg.datasets):
         name = dataset_templates[i][0] if dataset_templates[i] else template_name
         try:
-            renderer = RowProcessor(cfg, i, tok, dataset_templates[i][1] if dataset_templates[i] else None).chat
+            encoder = chat_encoder_for(cfg, i, tok, dataset_templates[i][1] if dataset_templates[i] else None, name)
         except (TemplateError, RecursionError) as e:
             detail = (f"template line {e.lineno}: {e.message}" if isinstance(e, TemplateSyntaxError)
                       else f"{type(e).__name__}: {e}")
             raise ConfigProblem(f"datasets[{i}] ({ds.path}): the chat template '{name}' is not valid Jinja "
                                 f"({detail}); fix it or choose another chat_template") from None
         try:
-            probes.append(probe_dataset(cfg, ds, tok, renderer, name))
+            probes.append(probe_dataset(cfg, ds, tok, encoder))
         except TemplateLimitError as e:
             raise ConfigProblem(str(e)) from None
         except ProbeError as e:

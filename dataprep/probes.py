@@ -15,7 +15,7 @@ of the whole conversation either way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataprep import instruct_types
 from dataprep.encode import TokenizerInfo, encode, encode_parts
@@ -24,6 +24,9 @@ from dataprep.render import ChatRenderer, render_segments
 from schemas.config import Config, CustomInstructType, DatasetConfig
 from schemas.reasons import Reason
 from schemas.shard import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from dataprep.chat_encoder import ChatEncoder
 
 PROBE_MESSAGES = [
     {"role": "system", "content": "You are a careful assistant."},
@@ -56,14 +59,11 @@ def _limit_error(e: RowError, template_name: str | None, where: str) -> Template
         "(e.g. chatml) or your own (jinja + chat_template_jinja)")
 
 
-def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer | None,
-                  template_name: str | None) -> dict[str, Any]:
+def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, encoder: ChatEncoder | None) -> dict[str, Any]:
+    """`encoder`: the chat dataset's encoder (None for other formats), which probes itself."""
     where = f"datasets[{cfg.datasets.index(ds)}] ({ds.path})"
-    if tok.mistral is not None and ds.type == "chat_template":
-        return _probe_mistral(ds, tok, template_name, where)
-    if renderer is not None:
-        _check_eot_tokens(cfg, ds, tok, where)
-        return _probe_chat(ds, tok, renderer, template_name, where)
+    if encoder is not None:
+        return encoder.probe(where)
     if ds.type is None:
         return {"dataset": ds.path, "format": "pretokenized"}
     if not tok.eos_text:
@@ -75,7 +75,7 @@ def probe_dataset(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: 
         ids, labels = encode_parts(tok.tokenizer, sample.parts)
     else:
         [(ids, labels)] = encode(tok.tokenizer, [render_segments(sample)], add_special_tokens=tok.adds_bos)
-    _check_bos(tok, ids.tolist(), where, "the prompt format")
+    check_bos(tok, ids.tolist(), where, "the prompt format")
     if not (labels != IGNORE_INDEX).any():
         raise ProbeError(f"{where}: a probe sample has no trained token")
     return {"dataset": ds.path, "format": ds.format, "eos": tok.eos_text, "adds_bos": tok.adds_bos}
@@ -110,8 +110,10 @@ def _probe_row(ds: DatasetConfig) -> dict[str, Any]:
     return row
 
 
-def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, template_name: str | None,
-                where: str) -> dict[str, Any]:
+def probe_template(cfg: Config, ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer,
+                   template_name: str | None, where: str) -> dict[str, Any]:
+    """The template encoder's probe (template_encoder.py)."""
+    _check_eot_tokens(cfg, ds, tok, where)
     messages = PROBE_MESSAGES
     if renderer.limit_error is not None:
         raise _limit_error(renderer.limit_error, template_name, where)
@@ -131,7 +133,7 @@ def _probe_chat(ds: DatasetConfig, tok: TokenizerInfo, renderer: ChatRenderer, t
                          f"{e.message}") from None
     [(ids, labels)] = encode(tok.tokenizer, [facts["rendered"]])
     template = f"chat template '{template_name}'"
-    _check_bos(tok, ids.tolist(), where, f"the {template}")
+    check_bos(tok, ids.tolist(), where, f"the {template}")
     if not (labels != IGNORE_INDEX).any():
         raise ProbeError(f"{where}: with roles_to_train {ds.roles_to_train}, a plain conversation has no trained "
                          f"token under the {template}")
@@ -160,23 +162,7 @@ def _probe_train(ds: DatasetConfig, messages: list[dict[str, str]]) -> list[bool
     return train
 
 
-def _probe_mistral(ds: DatasetConfig, tok: TokenizerInfo, template_name: str | None, where: str) -> dict[str, Any]:
-    messages = PROBE_MESSAGES[1:]
-    chat = Chat([dict(m) for m in messages], [m["role"] in ds.roles_to_train for m in messages],
-                [None] * len(messages))
-    ids, labels = tok.mistral.encode(chat, ds.train_on_eos, False)
-    if not (labels != IGNORE_INDEX).any():
-        raise ProbeError(f"{where}: with roles_to_train {ds.roles_to_train}, a plain conversation has no trained token")
-    eos_trained = int(((labels == tok.mistral.eos_id)).sum())
-    wanted = {"turn": 2, "all": 2, "last": 1, "none": 0}[ds.train_on_eos] if "assistant" in ds.roles_to_train else 0
-    if eos_trained < wanted:
-        raise ProbeError(f"{where}: {template_name} did not train the </s> of the assistant turns")
-    _check_bos(tok, ids.tolist(), where, template_name or "mistral-common")
-    return {"dataset": ds.path, "format": "chat_template", "template": template_name, "prefix_preserving": None,
-            "end_of_turn": [tok.eos_text] if wanted else [], "generation_prompt": ""}
-
-
-def _check_bos(tok: TokenizerInfo, ids: list[int], where: str, what: str) -> None:
+def check_bos(tok: TokenizerInfo, ids: list[int], where: str, what: str) -> None:
     bos = tok.variables.get("bos_token")
     bos_id = tok.tokenizer.token_to_id(bos) if bos else None
     if bos_id is not None and ids[:2] == [bos_id, bos_id]:

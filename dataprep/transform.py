@@ -18,7 +18,6 @@ which still leaves more than sequence_len tokens. The margin covers normalizers 
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import unicodedata
@@ -30,12 +29,15 @@ from typing import Any
 import numpy as np
 
 from dataprep import curate
+from dataprep.chat_encoder import ChatEncoder
 from dataprep.encode import TokenizerInfo, encode, encode_parts, load_tokenizer
 from dataprep.formats import Chat, RowError, Segments, Tokens, parse, to_sample
 from dataprep.load import RawRow, Unreadable
 from dataprep.near_dedup import Signer
-from dataprep.render import ChatRenderer, Rendered, compile_template, render_segments
+from dataprep.render import Rendered, render_segments
 from dataprep.sample_columns import sample_columns
+from dataprep.template_encoder import TemplateEncoder
+from dataprep.template_encoder import cut as _cut
 from schemas.config import Config
 from schemas.reasons import Reason, Status
 from schemas.shard import IGNORE_INDEX
@@ -79,18 +81,14 @@ class RowProcessor:
         self.cfg = cfg
         self.ds = cfg.datasets[dataset_index]
         self.tok = tok
-        self.chat = None
-        self.mistral = tok.mistral if self.ds.type == "chat_template" else None
-        if self.ds.type == "chat_template" and self.mistral is None:
-            assert template_text is not None
-            template = compile_template(template_text, datetime.date.fromisoformat(cfg.chat_template_date))
-            self.chat = ChatRenderer(template, tok.variables, tok.specials, self.ds.train_on_eos,
-                                     cfg.train_on_inputs, self.ds.train_on_eot, cfg.eot_tokens)
-        # near-dedup: each kept row's MinHash signature, from the text its `fields` select (near_dedup.py)
-        self.signer = Signer(cfg, self.ds) if cfg.dataset_near_deduplication is not None else None
         self.chunked = self.ds.type in ("completion", "pretrain")
         self.token_limit = cfg.sequence_len * (MAX_CHUNKS if self.chunked else 1)
         self.text_limit = text_limit(tok, cfg.sequence_len) * (CHUNK_TEXT_FACTOR if self.chunked else 1)
+        truncate = cfg.excess_length_strategy == "truncate"
+        self.chat = chat_encoder_for(cfg, dataset_index, tok, template_text,
+                                     cut_at=self.text_limit if truncate else None)
+        # near-dedup: each kept row's MinHash signature, from the text its `fields` select (near_dedup.py)
+        self.signer = Signer(cfg, self.ds) if cfg.dataset_near_deduplication is not None else None
         self.columns = curate.wanted(cfg)
         self.fields = curate.filter_fields(cfg) if self.columns else ()
 
@@ -111,15 +109,24 @@ class RowProcessor:
         results: list[RowResult] = []
         pending: list[tuple[RowResult, Rendered]] = []
         texts: list[tuple[RowResult, str]] = []  # near-dedup text of each row that may be kept
+        chats: list[tuple[int, RawRow, Chat]] = []  # (index in results, row, chat): encoded together below
         for raw in batch:
             try:
-                result = self._prepare(raw, pending, texts)
+                result = self._prepare(raw, pending, chats, len(results), texts)
             except RowError as e:
                 result = RowResult(raw.source_row, Status.quarantined, e.reason, e.field, _clean(e.message),
                                    original=_original(raw.payload))
             except Exception as e:  # any other failure is this row's, not the run's
                 result = _row_error(raw, e)
             results.append(result)
+        if chats:
+            assert self.chat is not None
+            for (k, raw, _), out in zip(chats, self.chat.encode([c for _, _, c in chats]), strict=True):
+                if isinstance(out, RowError):
+                    results[k] = RowResult(raw.source_row, Status.quarantined, out.reason, out.field,
+                                           _clean(out.message), original=_original(raw.payload))
+                else:
+                    results[k].input_ids, results[k].labels = out
         if pending:
             # Templates write BOS themselves; other formats get it from the tokenizer, as `tokenizer(prompt)` does.
             add_bos = self.chat is None and self.tok.adds_bos
@@ -135,9 +142,9 @@ class RowProcessor:
         return results
 
     def _prepare(self, raw: RawRow, pending: list[tuple[RowResult, Rendered]],
-                 texts: list[tuple[RowResult, str]]) -> RowResult:
-        """parse -> format -> length bound -> render (queued in `pending` for the batch's tokenizer call); the
-        near-dedup text goes to `texts`."""
+                 chats: list[tuple[int, RawRow, Chat]], index: int, texts: list[tuple[RowResult, str]]) -> RowResult:
+        """parse -> format -> length bound -> render (queued in `pending` for the batch's tokenizer call; chats
+        in `chats`, for the batch's chat encoder call); the near-dedup text goes to `texts`."""
         record = parse(raw.payload)
         sample = to_sample(record, self.ds, self.cfg.train_on_inputs, self.tok.eos_text)
         chars = _text_chars(sample)
@@ -158,15 +165,10 @@ class RowProcessor:
         elif isinstance(sample, Segments) and sample.separate:
             parts = sample.parts if drop else _cut_parts(sample.parts, self.text_limit)
             result.input_ids, result.labels = encode_parts(self.tok.tokenizer, parts)
-        elif isinstance(sample, Chat) and self.mistral is not None:
-            result.input_ids, result.labels = self.mistral.encode(sample, self.ds.train_on_eos,
-                                                                  self.cfg.train_on_inputs)
+        elif isinstance(sample, Chat):
+            chats.append((index, raw, sample))
         else:
-            if isinstance(sample, Chat):
-                assert self.chat is not None
-                rendered = self.chat.render(sample)
-            else:
-                rendered = render_segments(sample)
+            rendered = render_segments(sample)
             # With drop, the text is within text_limit (plus template text) already; with truncate, only the
             # first sequence_len tokens are kept, and they lie well within the first text_limit characters.
             pending.append((result, rendered if drop else _cut(rendered, self.text_limit)))
@@ -249,15 +251,6 @@ def _text_chars(sample: Chat | Segments | Tokens) -> int:
     if isinstance(sample, Segments):
         return sum(len(text) for text, _ in sample.parts)
     return 0  # already tokens: the length check counts them
-
-
-def _cut(rendered: Rendered, limit: int) -> Rendered:
-    """The first `limit` characters (excess_length_strategy: truncate keeps only the first sequence_len tokens,
-    which lie well within them), so that tokenizing costs memory for `limit` characters at most."""
-    if len(rendered.text) <= limit:
-        return rendered
-    spans = [(a, min(b, limit)) for a, b in rendered.spans if a < limit]
-    return Rendered(rendered.text[:limit], spans)
 
 
 def _cut_parts(parts: list[tuple[str, bool]], limit: int) -> list[tuple[str, bool]]:
@@ -343,7 +336,26 @@ def tokenizer_for(cfg: Config, config_dir: Path) -> TokenizerInfo:
     name = cfg.tokenizer_config or cfg.base_model
     assert name is not None
     specials = cfg.special_tokens.model_dump() if cfg.special_tokens else None
+    if name.startswith("mistral:"):
+        # mistral-common takes about a second to import: only for this route.
+        from dataprep.mistral import load_mistral_tokenizer
+
+        return load_mistral_tokenizer(name, config_dir, specials, cfg.tokens)
     return load_tokenizer(name, config_dir, specials, cfg.tokens)
+
+
+def chat_encoder_for(cfg: Config, dataset_index: int, tok: TokenizerInfo, template_text: str | None,
+                     name: str | None = None, cut_at: int | None = None) -> ChatEncoder | None:
+    """How datasets[dataset_index]'s conversations are encoded, decided here only: by the tokenizer itself when
+    it encodes conversations (mistral-common), else by the dataset's chat template (`name` for messages,
+    `cut_at` see TemplateEncoder). None for datasets of other types."""
+    ds = cfg.datasets[dataset_index]
+    if ds.type != "chat_template":
+        return None
+    if tok.chat_encoding is not None:
+        return tok.chat_encoding.encoder(cfg, ds)
+    assert template_text is not None
+    return TemplateEncoder(cfg, ds, tok, template_text, name, cut_at)
 
 
 def process_in_worker(job: tuple[int, list[RawRow]]) -> list[RowResult]:

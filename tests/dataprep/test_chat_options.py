@@ -200,15 +200,21 @@ def test_tools_from_dataset_and_json_strings() -> None:
 
 
 def test_mistral_common_rows_with_tool_calls_or_reasoning_say_why() -> None:
-    """mistral: tokenizers encode role and content only (for now): other fields are never dropped silently."""
+    """mistral: tokenizers encode tools (v2 and later) and reasoning (v13 with [THINK]; see
+    tests/golden/test_mistral_tools.py); what a version cannot encode is quarantined saying why, never dropped
+    silently."""
     tools_row = TOOL_ROWS["call_then_answer"]
     reasoning_row = {"messages": [{"role": "user", "content": "Hi"},
                                   {"role": "assistant", "reasoning_content": "Greet.", "content": "Hello."}]}
     plain = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
-    results = process_rows(Path("mistral:mistral_instruct_tokenizer_240323.model.v3"), {"type": "chat_template"},
-                           [{**plain, "tools": tools_row["tools"]}, reasoning_row, plain])
+    rows = [{**plain, "tools": tools_row["tools"]}, reasoning_row, plain]
+    results = process_rows(Path("mistral:mistral_instruct_tokenizer_240323.model.v3"), {"type": "chat_template"}, rows)
+    assert [r.reason.value if r.reason else None for r in results] == [None, "template_error", None]
+    assert len(results[0].input_ids) > len(results[2].input_ids)  # the [AVAILABLE_TOOLS] block
+    assert "reasoning_content" in results[1].message and "[THINK]" in results[1].message
+    results = process_rows(Path("mistral:tokenizer.model.v1"), {"type": "chat_template"}, rows)
     assert [r.reason.value if r.reason else None for r in results] == ["template_error", "template_error", None]
-    assert "tool definitions" in results[0].message and "reasoning_content" in results[1].message
+    assert "tool definitions" in results[0].message and results[0].field == "tools"
 
 
 def test_tool_call_rows_that_cannot_be_used_name_the_field() -> None:

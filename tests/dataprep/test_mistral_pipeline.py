@@ -1,4 +1,4 @@
-"""Mistral models through the whole pipeline: `tokenizer_config: mistral:<file>` encodes chats with
+"""Mistral models through the whole pipeline: `tokenizer_config: mistral:<file>` encodes chats (tool calls too) with
 mistral-common (the reference vLLM uses), the shards hold exactly its ids, the saved tokenizer loads as
 transformers' MistralCommonBackend, and `tessera golden` compares against mistral-common.
 
@@ -72,3 +72,31 @@ def test_non_chat_formats_are_refused_with_a_mistral_tokenizer(tmp_path: Path, p
     write_jsonl(tmp_path / "a.jsonl", [{"instruction": "x", "output": "y"}])
     with pytest.raises(PrepareError, match="other formats are not supported with it yet"):
         prepare({"tokenizer_config": "mistral:tekken_240911.json", "datasets": [{"path": "a.jsonl", "type": "alpaca"}]})
+
+
+def test_tool_calls_through_the_pipeline_and_golden(tmp_path: Path, prepare: Prepare,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Tool-call rows with a SentencePiece v3 tokenizer (it loads faster than tekken): kept with exactly
+    mistral-common's ids, the one it cannot encode (content and calls in one message before v7) quarantined with
+    the field, and `tessera golden` compares ids and labels of every kept row."""
+    from tests.golden.test_mistral_tools import ROWS, from_openai_ids
+
+    shapes = list(ROWS)
+    write_jsonl(tmp_path / "tools.jsonl", [ROWS[s] for s in shapes])
+    config = {"tokenizer_config": "mistral:mistral_instruct_tokenizer_240323.model.v3", "quarantine_max_fraction": 0.5,
+              "sequence_len": 2048,
+              "datasets": [{"path": "tools.jsonl", "type": "chat_template"}]}
+    result = prepare(config)
+    samples = pl.read_parquet(result.out / "samples.parquet").sort("source_row")
+    status = dict(zip(shapes, samples["status"].to_list(), strict=True))
+    assert status == {s: "quarantined" if s == "content_and_call" else "kept" for s in shapes}
+    quarantine = pl.read_parquet(result.out / "quarantine.parquet")
+    assert quarantine["field"].to_list() == ["messages[1].content"]
+    for row in samples.filter(pl.col("status") == "kept").iter_rows(named=True):
+        shard = ipc.open_file(result.out / row["shard"]).read_all()
+        ids = shard.column("input_ids")[row["shard_row"]].as_py()
+        a = row["row_offset"]
+        assert ids[a:a + row["num_tokens"]] == from_openai_ids("v3", ROWS[shapes[row["source_row"]]])
+    (tmp_path / "m.yaml").write_text(json.dumps(config))
+    assert main(["golden", str(tmp_path / "m.yaml")]) == 0
+    assert "golden: 5 samples match the inference path (ids and labels)" in capsys.readouterr().out

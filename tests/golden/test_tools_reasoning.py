@@ -3,7 +3,8 @@ supports them (Qwen2.5, Qwen3 and Llama 3.1/3.2/3.3 tools; Qwen3 reasoning), the
 ids it prepares equal `apply_chat_template(messages, tools=...)` of transformers on the same messages, and the
 trained tokens are exactly what the model generates after each assistant header through its end-of-turn
 token: reasoning and tool calls included by default, each maskable (train_on_reasoning /
-train_on_tool_calls), tool results never trained.
+train_on_tool_calls), tool results never trained. Also: `tessera golden`'s reference labels for these rows
+(golden_refs.template_reference) equal the expected labels computed here.
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest tests/golden/test_tools_reasoning.py -v
 
@@ -24,8 +25,10 @@ import pytest
 
 from dataprep.fetch_tokenizers import tokenizer_dir
 from dataprep.formats import to_sample
+from dataprep.golden_refs import template_reference
 from dataprep.load import RawRow
 from dataprep.render import resolve_template
+from dataprep.template_encoder import TemplateEncoder
 from dataprep.transform import RowProcessor
 from schemas.config import config_from_dict
 from tests.conftest import _tokenizer, process_rows
@@ -111,8 +114,8 @@ def prepare_one(family: str, template: str, row: dict[str, Any], **ds: Any) -> t
     processor = RowProcessor(cfg, 0, tok, text)
     [result] = processor.process([RawRow(0, copy.deepcopy(row))])
     sample = to_sample(copy.deepcopy(row), cfg.datasets[0], False, tok.eos_text)
-    assert processor.chat is not None
-    return processor.chat.render_text(sample.messages, False, sample.tools), result
+    assert isinstance(processor.chat, TemplateEncoder)
+    return processor.chat.renderer.render_text(sample.messages, False, sample.tools), result
 
 
 def hf_messages(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Any] | None]:
@@ -235,3 +238,22 @@ def test_name_and_tool_call_id_reach_the_template() -> None:
     assert lines[1].startswith('<|im_start|>assistant|||[{"id": "call_get_weather", "type": "function"')
     assert lines[2] == "<|im_start|>tool|get_weather|call_get_weather|no calls|"
     assert r.status.value == "kept"
+
+
+@pytest.mark.parametrize("shape", [*TOOL_ROWS, *REASONING_ROWS])
+@pytest.mark.parametrize("case", ["qwen2.5", "qwen3", "llama3.1"])
+def test_golden_reference_labels(case: str, shape: str) -> None:
+    """`tessera golden`'s template reference (golden_refs.template_reference) trains what expected_trained says,
+    for tool and reasoning rows: its labels are a real check, not a copy of Tessera's span code."""
+    family, template, eot, call_re = FAMILIES[case]
+    row = {**TOOL_ROWS, **REASONING_ROWS}[shape]
+    if (shape in REASONING_ROWS and case != "qwen3") or (shape == "two_calls" and case.startswith("llama")):
+        pytest.skip("the template does not write reasoning / refuses two calls")
+    tok = hf_tokenizer(family, template)
+    cfg = config_from_dict({"tokenizer_config": str(tokenizer_dir(family)), "chat_template": template,
+                            "datasets": [{"path": "x", "type": "chat_template"}]})
+    chat = to_sample(copy.deepcopy(row), cfg.datasets[0], False, "")
+    ids, labels = template_reference(tok, chat)
+    want_ids, want = expected_trained(tok, row, eot, call_re)
+    assert ids == want_ids and labels is not None
+    assert [lab != -100 for lab in labels] == want
