@@ -64,16 +64,6 @@ def _build(base: Path, packing: bool) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("packed"), packing=True)
-
-
-@pytest.fixture(scope="module")
-def unpacked(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("unpacked"), packing=False)
-
-
 def _arrow_rows(out: Path, split: str) -> list[dict[str, Any]]:
     """Every row of a split in manifest order, as pyarrow itself reads it."""
     manifest = json.loads((out / "manifest.json").read_text())

@@ -26,18 +26,6 @@ from train.prefetch import prefetched
 COMBOS = [(1, 1, 0), (2, 1, 0), (5, 1, 0), (32, 1, 0), (1, 3, 2), (3, 2, 1), (2, 7, 6)]
 
 
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.train.test_data import _build
-    return _build(tmp_path_factory.mktemp("packed"), packing=True)
-
-
-@pytest.fixture(scope="module")
-def unpacked(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.train.test_data import _build
-    return _build(tmp_path_factory.mktemp("unpacked"), packing=False)
-
-
 @pytest.mark.parametrize("fixture", ["packed", "unpacked"])
 @pytest.mark.parametrize("prefetch", [False, True])
 @pytest.mark.parametrize(("chunk_tokens", "group"), [(None, 1), (None, 3), (700, 2), (1, 32)])

@@ -21,20 +21,10 @@ import pytest
 import torch
 
 import train.data
-from tests.train.test_data import _arrow_rows, _build
+from tests.train.test_data import _arrow_rows
 from train.data import PAD_TOKEN_ID, Batch, DataError, LoaderState, iterate_batches, open_prepared
 
 FIELDS = ("input_ids", "labels", "position_ids", "sample_ids")
-
-
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("packed"), packing=True)
-
-
-@pytest.fixture(scope="module")
-def unpacked(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("unpacked"), packing=False)
 
 
 def _reference_batch(rows: list[dict[str, Any]]) -> dict[str, Any]:
