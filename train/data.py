@@ -22,8 +22,10 @@ Batches are built a chunk of consecutive micro-batches at a time, across epochs 
 rows; train/assemble.py builds them: ~256k tokens, one copy per row, a fixed number of numpy/torch calls per
 chunk), then yielded one by one; the first iteration of a split also gathers every row's sample ids and run
 lengths once (_rows). A chunk starts wherever iteration starts, so a resumed run builds exactly the batches it
-would have built. By default the next chunk is built on a background thread (train/prefetch.py) while the
-consumer takes this one's batches; the position yielded with each batch is still the consumer's.
+would have built. With prefetch=True the next chunk is built on a background thread (train/prefetch.py) while
+the consumer takes this one's batches; the position yielded with each batch is still the consumer's. It is off by
+default: on an idle CPU it costs more than it hides (bench/RESULTS.md), and a daemon thread still inside torch
+when a torchrun worker exits aborted that worker ("terminate called without an active exception").
 
 Worked example, micro_batch_size 2, rows [a a a b b] (samples 7, 8) and [c c c] (sample 9):
 
@@ -304,7 +306,7 @@ def batches_per_epoch(data: PreparedData, split: str, micro_batch_size: int, wor
 
 def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, seed: int, rank: int = 0,
                     world_size: int = 1, start: LoaderState = START, shuffle: bool = True,
-                    epochs: int | None = None, prefetch: bool = True) -> Iterator[tuple[Batch, LoaderState]]:
+                    epochs: int | None = None, prefetch: bool = False) -> Iterator[tuple[Batch, LoaderState]]:
     """Yields (batch, state_after); state_after resumes at the next micro-batch, so a checkpoint that stores
     it resumes exactly. epochs=None cycles forever. prefetch builds the next chunk's arrays on a background
     thread (train/prefetch.py) while this one's batches are consumed; it changes nothing that is yielded."""

@@ -81,13 +81,13 @@ def _no_loader_thread_within(seconds: float) -> bool:
 def test_the_thread_stops_when_the_consumer_leaves(packed: Path) -> None:
     assert _no_loader_thread_within(5)
     data = open_prepared(packed)
-    batches = iterate_batches(data, "train", 1, seed=0)  # forever
+    batches = iterate_batches(data, "train", 1, seed=0, prefetch=True)  # forever
     for _ in range(5):
         next(batches)
     assert len(_loader_threads()) == 1
     batches.close()
     assert _no_loader_thread_within(5)
-    batches = iterate_batches(data, "train", 2, seed=0)
+    batches = iterate_batches(data, "train", 2, seed=0, prefetch=True)
     next(batches)
     del batches  # dropped without close(), as a training loop's generator is when the run ends
     assert _no_loader_thread_within(5)
