@@ -507,7 +507,8 @@ class Config(_Model):
     prepared tokenizer's size. The initial weights (from `seed`) are saved to output_dir/base_model/ so that
     an adapter's base_model_name_or_path resolves. For the demo and tests."""
     adapter: Literal["lora", "qlora"] | None = None
-    """Trainer: lora, or empty for a full fine-tune (qlora: the GPU issue)."""
+    """Trainer: lora, qlora (LoRA over a base quantized to 4-bit nf4 by bitsandbytes; needs load_in_4bit), or
+    empty for a full fine-tune."""
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = 16
     lora_dropout: float = Field(0.05, ge=0, lt=1)
@@ -519,7 +520,12 @@ class Config(_Model):
     """Modules trained in full next to the adapter and saved with it, e.g. [embed_tokens, lm_head] when tokens
     were added."""
     load_in_4bit: bool = False
+    """Trainer: with adapter: qlora, the frozen base weights are bitsandbytes nf4 with double quantization."""
     load_in_8bit: bool = False
+    """Trainer: with adapter: lora, the frozen base weights are bitsandbytes int8 (LLM.int8)."""
+    bnb_config_kwargs: dict[str, Any] | None = None
+    """Trainer: passed to transformers' BitsAndBytesConfig over the defaults (as Axolotl does), e.g.
+    {bnb_4bit_quant_type: fp4, bnb_4bit_use_double_quant: false}."""
     micro_batch_size: int = Field(1, ge=1)
     """Packed rows per forward pass (per process)."""
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -535,8 +541,25 @@ class Config(_Model):
     warmup_steps: int | None = Field(None, ge=0)
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
     """Warmup as a fraction of the total optimizer steps."""
-    optimizer: Literal["adamw_torch", "adamw_torch_fused"] = "adamw_torch"
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
+                       "paged_adamw_32bit"] = "adamw_torch"
+    """adamw_torch(_fused): torch's AdamW; the others are bitsandbytes' AdamW with 8-bit states (adamw_8bit is
+    the same as adamw_bnb_8bit) or paged states (CUDA unified memory, evicted to CPU under memory pressure)."""
     weight_decay: float = Field(0.0, ge=0)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_alternative(cls, value: Any) -> Any:
+        """Optimizers Axolotl configs name that Tessera does not build: say which one gives the same thing."""
+        closest = {"adamw_torch_8bit": "adamw_bnb_8bit (bitsandbytes' 8-bit AdamW; this one is torchao's)",
+                   "adamw_torch_4bit": "adamw_bnb_8bit (bitsandbytes' 8-bit AdamW; torchao's 4-bit AdamW is not "
+                                       "available)",
+                   "adamw_hf": "adamw_torch", "adamw_apex_fused": "adamw_torch_fused",
+                   "paged_adamw": "paged_adamw_32bit", "adamw_bnb": "adamw_bnb_8bit"}
+        if isinstance(value, str) and value in closest:
+            raise ValueError(f"'{value}' is not available in tessera train; use {closest[value]}")
+        return value
+
     max_grad_norm: float = Field(1.0, ge=0)
     """Clip the gradient norm to this; 0 turns clipping off (the norm is still logged)."""
     bf16: bool | Literal["auto"] = "auto"
@@ -611,6 +634,9 @@ class Config(_Model):
             problems.append("adapter: qlora needs load_in_4bit: true")
         if self.load_in_4bit and self.load_in_8bit:
             problems.append("load_in_4bit and load_in_8bit are exclusive")
+        if self.quantization is not None and self.fsdp_on:
+            problems.append("FSDP with a bitsandbytes-quantized base is not supported by tessera train yet: use "
+                            "one process or DDP (torchrun without fsdp_config)")
         if self.bf16 is True and self.fp16:
             problems.append("bf16 and fp16 are exclusive")
         problems += self._trainer_problems()
@@ -677,6 +703,17 @@ class Config(_Model):
         return problems
 
     @property
+    def quantization(self) -> Literal["nf4", "int8"] | None:
+        """The base weights' bitsandbytes quantization, read as Axolotl reads the keys: nf4 for adapter: qlora
+        with load_in_4bit, int8 for adapter: lora with load_in_8bit; load_in_4bit under lora and load_in_8bit
+        without an adapter quantize nothing (the trainer warns)."""
+        if self.adapter == "qlora" and self.load_in_4bit:
+            return "nf4"
+        if self.adapter == "lora" and self.load_in_8bit:
+            return "int8"
+        return None
+
+    @property
     def fsdp_on(self) -> bool:
         """FSDP2 was asked for: fsdp_config or the old `fsdp` list (Axolotl's signals)."""
         return self.fsdp_config is not None or bool(self.fsdp)
@@ -703,7 +740,8 @@ class Config(_Model):
 # a data key put here would let stale shards be reused.
 TRAINER_KEYS = frozenset({
     "output_dir", "base_model_init", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
-    "lora_target_linear", "lora_modules_to_save", "load_in_4bit", "load_in_8bit", "micro_batch_size",
+    "lora_target_linear", "lora_modules_to_save", "load_in_4bit", "load_in_8bit", "bnb_config_kwargs",
+    "micro_batch_size",
     "gradient_accumulation_steps", "num_epochs", "max_steps", "learning_rate", "lr_scheduler", "cosine_min_lr_ratio",
     "warmup_steps", "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "bf16", "fp16", "tf32",
     "attn_implementation", "flash_attention", "sdp_attention", "gradient_checkpointing", "logging_steps",

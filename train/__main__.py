@@ -36,6 +36,7 @@ def main(args: argparse.Namespace) -> int:
     from train.log import print0
     from train.loop import TrainingError, train
     from train.model import ModelError
+    from train.optim import OptimizerError
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -57,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
             return code
         print0(f"config: {_trainer_summary(cfg)}", world.is_main)
         train(cfg, prepared, args.config)
-    except (DataError, ModelError, CheckpointError, TrainingError, DistributedError) as e:
+    except (DataError, ModelError, OptimizerError, CheckpointError, TrainingError, DistributedError) as e:
         _error(f"{rank}{e}")
         return 1
     except KeyboardInterrupt:

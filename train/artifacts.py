@@ -1,7 +1,8 @@
 """What a finished (or interrupted) run left behind, for the after-training tools (merge-lora, generate, eval).
 
     weights_dir(cfg, checkpoint)   output_dir/final, or a checkpoint-<step> folder given with --checkpoint
-    load_model_from(dir, cfg)      a full model (save_pretrained) or base + LoRA adapter, in fp32, eval mode
+    load_model_from(dir, cfg)      a full model (save_pretrained) or base + LoRA adapter, in fp32, eval mode; with
+                                   quantized=True a QLoRA / 8-bit LoRA base is quantized as in training
     tokenizer_dir(cfg, dir)        the tokenizer (and exact chat template) the data was prepared with
 
 A LoRA folder holds adapter_config.json, whose base_model_name_or_path the trainer wrote as an absolute path (a
@@ -59,10 +60,17 @@ def base_model_dir(cfg: Config, adapter_dir: Path) -> Path:
                         "base_model to the folder the adapter was trained on")
 
 
-def load_model_from(path: Path, cfg: Config, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The model in `path` ready for inference: a full model, or the base model with the adapter on top."""
+def load_model_from(path: Path, cfg: Config, dtype: torch.dtype = torch.float32, quantized: bool = False,
+                    device: torch.device | None = None, compute_dtype: torch.dtype | None = None
+                    ) -> torch.nn.Module:
+    """The model in `path` ready for inference: a full model, or the base model with the adapter on top.
+    quantized: a base the run trained quantized (cfg.quantization) is quantized again the same way onto
+    `device` (computing in compute_dtype, default `dtype`), so evaluation and generation see the model training
+    saw; merging takes the unquantized base."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
+
+    from train.model import ModelError, quantization_config
 
     hf_logging.disable_progress_bar()
     try:
@@ -71,9 +79,15 @@ def load_model_from(path: Path, cfg: Config, dtype: torch.dtype = torch.float32)
                                                         attn_implementation=cfg.attention).eval()
         from peft import PeftModel
 
+        extra = {}
+        if quantized and cfg.quantization is not None:
+            extra = {"quantization_config": quantization_config(cfg, compute_dtype or dtype),
+                     "device_map": {"": device or torch.device("cpu")}}
         base = AutoModelForCausalLM.from_pretrained(str(base_model_dir(cfg, path)), dtype=dtype,
-                                                    attn_implementation=cfg.attention)
+                                                    attn_implementation=cfg.attention, **extra)
         return PeftModel.from_pretrained(base, str(path)).eval()
+    except ModelError as e:
+        raise ArtifactError(str(e)) from None
     except (OSError, ValueError, ImportError) as e:
         raise ArtifactError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
 

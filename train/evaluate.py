@@ -35,8 +35,10 @@ def evaluate_weights(cfg: Config, weights: Path, prepared: Path) -> tuple[dict[s
     from train.distributed import Precision, setup_world
 
     world = setup_world(cfg)
-    model = load_model_from(weights, cfg).to(world.device)
-    return evaluate(model, data, cfg, world, Precision(cfg, world.device)), notes
+    precision = Precision(cfg, world.device)
+    model = load_model_from(weights, cfg, quantized=True, device=world.device,
+                            compute_dtype=precision.dtype).to(world.device)
+    return evaluate(model, data, cfg, world, precision), notes
 
 
 def step_of(weights: Path) -> int | None:

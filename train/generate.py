@@ -101,7 +101,7 @@ def generate(cfg: Config, weights: Path, messages: list[dict[str, str]], *, prep
              max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
              stream: TextIO | None = None) -> Generation:
     tok = load_tokenizer(tokenizer_dir(cfg, weights, prepared))
-    model = load_model_from(weights, cfg)
+    model = load_model_from(weights, cfg, quantized=True)
     ids = prompt_ids(tok, messages, cfg.chat_template_date)
     stops = stop_ids(tok, model, cfg.chat_template_date)
     streamer = _streamer(tok, stream) if stream is not None else None

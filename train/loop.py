@@ -85,7 +85,8 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> T
     plan = _plan(cfg, data, world.size)  # too little data fails before the model is loaded, too
     vocab_size = int(data.manifest["tokenizer"]["vocab_size"])
     with main_first(world):  # rank 0 writes base_model/ (base_model_init), the others load it
-        loaded = load_model(cfg, vocab_size, out, is_main=world.is_main, empty=loads_empty(cfg, world))
+        loaded = load_model(cfg, vocab_size, out, is_main=world.is_main, empty=loads_empty(cfg, world),
+                            device=world.device, compute_dtype=precision.dtype)
     check_tokenizer(data, loaded.model.get_input_embeddings().num_embeddings, _model_tokenizer(cfg))
     model, world = wrap_model(loaded.model, cfg, world)
     if world.size > 1:
@@ -94,7 +95,8 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> T
     schedule = make_schedule(cfg, plan.total)
     step, loader, trained_total = _resume(resume, cfg, model, optimizer, world)
     _write_run_json(out, cfg, config_file, data, loaded.info, world, precision, resumed_at=step)
-    print0(f"training {loaded.info['architecture']} ({loaded.info['trainable_parameters']:,} of "
+    base = f"{loaded.info['quantization']} base, " if loaded.info["quantization"] else ""
+    print0(f"training {loaded.info['architecture']} ({base}{loaded.info['trainable_parameters']:,} of "
            f"{loaded.info['parameters']:,} parameters trained) on {_shown(prepared_dir, data.dir)}: "
            f"{plan.total} steps, {plan.steps_per_epoch} per epoch, {world.describe()}", world.is_main)
     log = RunLog(out, plan.total, step, world.is_main, cfg.wandb_project, cfg.model_dump(mode="json"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ from transformers.utils import logging as hf_logging
 
 from schemas.config import Config
 from schemas.shard import IGNORE_INDEX
+from train.log import print0
+
+
+# peft reads the property transformers 5 renamed (is_gradient_checkpointing) when it wraps a model: noise in every
+# run's output, not the user's to fix.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 
 class ModelError(Exception):
@@ -41,12 +48,15 @@ class LoadedModel:
 
 
 def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtype = torch.float32,
-               is_main: bool = True, empty: bool = False) -> LoadedModel:
-    """The base model (loaded, or built from base_model_init with `seed`), gradient checkpointing, LoRA.
+               is_main: bool = True, empty: bool = False, device: torch.device | None = None,
+               compute_dtype: torch.dtype | None = None) -> LoadedModel:
+    """The base model (loaded, or built from base_model_init with `seed`), quantized by bitsandbytes onto
+    `device` for QLoRA / 8-bit LoRA (computing in compute_dtype, default `dtype`), gradient checkpointing, LoRA.
     empty: build it on the meta device without reading the weights (FSDP2's cpu_ram_efficient_loading: ranks
     other than 0 get theirs from rank 0 after sharding, train/distributed.py)."""
     hf_logging.disable_progress_bar()  # "Loading weights" bars; the run prints its own progress
     attention = cfg.attention
+    quantized = _quantized_loading(cfg, compute_dtype or dtype, device, is_main)
     if cfg.base_model_init is not None:
         base_dir = output_dir / "base_model"
         fields = {"vocab_size": vocab_size, **cfg.base_model_init}
@@ -81,12 +91,18 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
                                                          dtype=dtype, attn_implementation=attention)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(base_dir.resolve()), dtype=dtype,
-                                                         attn_implementation=attention)
+                                                         attn_implementation=attention, **quantized)
     except (OSError, ValueError, ImportError) as e:
         raise ModelError(f"cannot load {base_dir}: {str(e).splitlines()[0]}") from None
     if model.get_input_embeddings().num_embeddings < vocab_size:
         raise ModelError(f"the model has {model.get_input_embeddings().num_embeddings} token embeddings but the "
                          f"prepared data uses ids up to {vocab_size - 1}: use the model's own tokenizer")
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        # Freezes the base and casts its unquantized weights (norms, embeddings) to fp32 for stable training;
+        # checkpointing is set up below as for every model (non-reentrant needs no input grads).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if cfg.gradient_checkpointing or (cfg.fsdp_on and cfg.fsdp_settings.activation_checkpointing):
         # Non-reentrant: works with frozen embeddings (LoRA) without enable_input_require_grads. transformers 5
         # renamed the method (the old name warns); 4.x only has the old one.
@@ -95,19 +111,63 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if cfg.adapter == "lora":
+    if cfg.adapter in ("lora", "qlora"):
         # LoRA's initial weights come from the seed, not from whatever the RNG did before: the same on every
         # rank (FSDP2 keeps each rank's own shard of them) and on every run.
         torch.manual_seed(cfg.seed)
         model = add_lora(model, cfg)
-    elif cfg.adapter is not None:
-        raise ModelError(f"adapter: {cfg.adapter} needs bitsandbytes on a GPU (a later issue); use adapter: lora")
-    params = sum(p.numel() for p in model.parameters())
+    params = sum(_numel(p) for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info = {**source, "parameters": params, "trainable_parameters": trainable, "adapter": cfg.adapter,
             "architecture": type(model.get_base_model() if cfg.adapter else model).__name__,
-            "attn_implementation": attention}
+            "attn_implementation": attention, "quantization": cfg.quantization}
     return LoadedModel(model, info, base_dir)
+
+
+def _numel(p: torch.Tensor) -> int:
+    """Weights a parameter holds: a bitsandbytes 4-bit one packs two in a byte (its quant_state has the shape)."""
+    state = getattr(p, "quant_state", None)
+    return int(torch.Size(state.shape).numel()) if state is not None else p.numel()
+
+
+def quantization_config(cfg: Config, compute_dtype: torch.dtype) -> Any:
+    """transformers' BitsAndBytesConfig for cfg.quantization, with Axolotl's defaults (nf4, double quant,
+    int8 threshold 6) under the user's bnb_config_kwargs; None when the base stays unquantized."""
+    if cfg.quantization is None:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401  (transformers' own message on a missing package is less direct)
+    except ImportError:
+        raise ModelError(f"adapter: {cfg.adapter} with load_in_{'4' if cfg.quantization == 'nf4' else '8'}bit "
+                         "needs bitsandbytes: pip install -e '.[gpu]' (bitsandbytes >= 0.48 also runs on CPU)"
+                         ) from None
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "int8":
+        fields: dict[str, Any] = {"load_in_8bit": True}
+    else:
+        fields = {"load_in_4bit": True, "llm_int8_threshold": 6.0, "llm_int8_has_fp16_weight": False,
+                  "bnb_4bit_compute_dtype": compute_dtype, "bnb_4bit_use_double_quant": True,
+                  "bnb_4bit_quant_type": "nf4"}
+    fields.update(cfg.bnb_config_kwargs or {})
+    try:
+        return BitsAndBytesConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"bnb_config_kwargs {cfg.bnb_config_kwargs}: {str(e).splitlines()[0]}") from None
+
+
+def _quantized_loading(cfg: Config, compute_dtype: torch.dtype, device: torch.device | None,
+                       is_main: bool) -> dict[str, Any]:
+    """from_pretrained's extra arguments: the quantization and the device the weights are quantized onto (bnb
+    quantizes while loading; a quantized model is not moved afterwards)."""
+    if (cfg.load_in_4bit or cfg.load_in_8bit) and cfg.quantization is None:
+        key = "load_in_4bit" if cfg.load_in_4bit else "load_in_8bit"
+        print0(f"warning: {key} quantizes nothing with adapter: {cfg.adapter or 'none'} (as in Axolotl): the base "
+               f"is not quantized; set adapter: {'qlora' if cfg.load_in_4bit else 'lora'} to quantize it", is_main)
+    config = quantization_config(cfg, compute_dtype)
+    if config is None:
+        return {}
+    return {"quantization_config": config, "device_map": {"": device or torch.device("cpu")}}
 
 
 def config_from(fields: dict[str, Any]) -> Any:

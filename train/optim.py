@@ -54,13 +54,32 @@ def lr_at(step: int, s: Schedule) -> float:
     return floor + (s.peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class OptimizerError(Exception):
+    """The optimizer asked for cannot be built here; the message says how to fix it."""
+
+
+# optimizer name -> bitsandbytes AdamW's (optim_bits, is_paged), the names transformers and Axolotl use.
+BNB_OPTIMIZERS = {"adamw_bnb_8bit": (8, False), "adamw_8bit": (8, False), "paged_adamw_8bit": (8, True),
+                  "paged_adamw_32bit": (32, True)}
+
+
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; no weight decay on biases and norm weights (1-D tensors), as HF
-    Trainer and nanoGPT do."""
+    Trainer and nanoGPT do. torch's AdamW, or bitsandbytes' with 8-bit or paged states (`optimizer`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     # The lr is set by the loop from lr_at before every step.
+    if cfg.optimizer in BNB_OPTIMIZERS:
+        bits, paged = BNB_OPTIMIZERS[cfg.optimizer]
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise OptimizerError(f"optimizer: {cfg.optimizer} needs bitsandbytes: pip install -e '.[gpu]' "
+                                 "(bitsandbytes >= 0.48 also runs on CPU), or use adamw_torch") from None
+        # weight_decay=0 for the groups that set none: bnb's own default is 0.01.
+        return bnb.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                               optim_bits=bits, is_paged=paged)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8,
                              fused=cfg.optimizer == "adamw_torch_fused" or None)

@@ -315,14 +315,15 @@ def test_prepare_prints_the_not_used_note_once(tmp_path: Path) -> None:
 
 def test_prepare_warns_about_trainer_values_that_train_rejects(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type: alpaca\noptimizer: adamw_bnb_8bit\n"
+    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type: alpaca\noptimizer: adafactor\n"
                    "eval_steps: 10\nlearning_rate: 1e-4\n")
     warnings: list[str] = []
     loaded = load_config(cfg, warnings=warnings, for_prepare=True)
     assert loaded.datasets[0].type == "alpaca"
     assert warnings == [
-        f"{cfg}:5: optimizer: Input should be 'adamw_torch' or 'adamw_torch_fused' (tessera prepare does not use this "
-        "trainer setting and goes on; tessera train will stop on it)",
+        f"{cfg}:5: optimizer: Input should be 'adamw_torch', 'adamw_torch_fused', 'adamw_bnb_8bit', 'adamw_8bit', "
+        "'paged_adamw_8bit' or 'paged_adamw_32bit' (tessera prepare does not use this trainer setting and goes on; "
+        "tessera train will stop on it)",
     ]
     with pytest.raises(ConfigError, match="optimizer: Input should be"):
         load_config(cfg)  # as tessera train reads it

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,8 @@ FROZEN_TOP_LEVEL_KEYS = {
     "eot_tokens",
     # curation (issue 10): MinHash near-dedup
     "dataset_near_deduplication",
+    # QLoRA (issue 11): Axolotl's overrides of the BitsAndBytesConfig
+    "bnb_config_kwargs",
 }
 
 
@@ -155,9 +158,29 @@ def test_axolotl_style_config_is_accepted() -> None:
         "adapter": "qlora", "load_in_4bit": True, "lora_r": 32, "lora_alpha": 16, "lora_target_linear": True,
         "micro_batch_size": 2, "gradient_accumulation_steps": 4, "num_epochs": 3, "learning_rate": 2e-4,
         "bf16": "auto", "flash_attention": True, "gradient_checkpointing": True,
-        "fsdp": ["full_shard", "auto_wrap"], "fsdp_config": {"fsdp_offload_params": True},
+        "bnb_config_kwargs": {"bnb_4bit_quant_type": "nf4"},
     })
     assert cfg.datasets[0].format == "chat_template"
+    assert cfg.quantization == "nf4"
+
+
+@pytest.mark.parametrize(("keys", "quantization"), [
+    ({"adapter": "qlora", "load_in_4bit": True}, "nf4"),
+    ({"adapter": "lora", "load_in_8bit": True}, "int8"),
+    ({"adapter": "lora", "load_in_4bit": True}, None),  # as in Axolotl: lora ignores load_in_4bit (train warns)
+    ({"load_in_8bit": True}, None),  # a full fine-tune is never quantized
+])
+def test_quantization_is_read_as_axolotl_reads_it(keys: dict[str, Any], quantization: str | None) -> None:
+    cfg = config_from_dict({"tokenizer_config": "t", "datasets": [{"path": "a.jsonl", "type": "alpaca"}],
+                            "lora_target_linear": True, **keys})
+    assert cfg.quantization == quantization
+
+
+def test_fsdp_with_a_quantized_base_is_refused() -> None:
+    with pytest.raises(ConfigError, match="FSDP with a bitsandbytes-quantized base is not supported"):
+        config_from_dict({"tokenizer_config": "t", "datasets": [{"path": "a.jsonl", "type": "alpaca"}],
+                          "adapter": "qlora", "load_in_4bit": True, "lora_target_linear": True,
+                          "fsdp_version": 2, "fsdp_config": {"reshard_after_forward": True}})
 
 
 def test_yaml_traps_are_warned_about(tmp_path: Path) -> None:
@@ -184,3 +207,12 @@ def test_pretraining_dataset_entry_of_type_completion_reads_like_pretrain() -> N
         {"path": "docs.jsonl", "type": "completion", "field": "body"}]})
     [ds] = [d for d in cfg.datasets if d.type == "pretrain"]
     assert (ds.path, ds.field) == ("docs.jsonl", "body")
+
+
+@pytest.mark.parametrize(("name", "use"), [("adamw_torch_8bit", "use adamw_bnb_8bit"),
+                                           ("adamw_torch_4bit", "use adamw_bnb_8bit"),
+                                           ("paged_adamw", "use paged_adamw_32bit")])
+def test_optimizers_tessera_does_not_build_name_the_closest_one(name: str, use: str) -> None:
+    with pytest.raises(ConfigError, match=f"optimizer: '{name}' is not available in tessera train; {use}"):
+        config_from_dict({"tokenizer_config": "t", "datasets": [{"path": "a.jsonl", "type": "alpaca"}],
+                          "optimizer": name})

@@ -6,8 +6,9 @@ checkpoint; `accelerate launch --multi_gpu --num_processes 2 -m train` resumes i
 - each rank trains on disjoint rows, and together on the rows one process takes with twice the micro-batch;
 - after training, the weights are identical on both ranks (DDP) and FSDP2's gathered weights equal DDP's;
 - the loss curve (and eval loss) of 2 ranks x micro_batch_size 1 equals 1 rank x micro_batch_size 2 (fp32, 1e-5),
-  full fine-tune and LoRA, under DDP and FSDP2 (with reshard_after_forward off, activation checkpointing and
-  cpu_ram_efficient_loading too), and over a whole epoch whose last micro-batch leaves rank 1 without a row;
+  full fine-tune and LoRA under DDP and FSDP2 (with reshard_after_forward off, activation checkpointing and
+  cpu_ram_efficient_loading too), QLoRA under DDP, and over a whole epoch whose last micro-batch leaves rank 1
+  without a row;
 - run.json and the start line say the world size and the parallelism in effect;
 - checkpoints hold every rank's RNG and loader position, FSDP2's sharded state, and weights that
   AutoModelForCausalLM loads; final/ is the consolidated model;
@@ -41,6 +42,7 @@ FSDP = {"fsdp_version": 2, "fsdp_config": {"fsdp_transformer_layer_cls_to_wrap":
                                            "reshard_after_forward": True}}
 LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
         "lora_target_modules": ["q_proj", "v_proj", "gate_proj"], "learning_rate": 1e-2}
+QLORA = {**LORA, "adapter": "qlora", "load_in_4bit": True}  # bitsandbytes nf4 on CPU (tests/train/test_quantized.py)
 # A whole epoch of a small prepared set with an odd number of train rows (15 unpacked ShareGPT samples; the 16th
 # is the val split): 8 micro-batches of 1 per rank, the last one of rank 1 padding only (no row left for it).
 TAIL = {"datasets": [{"path": str(ROOT / "examples" / "data" / "sharegpt.jsonl"), "type": "chat_template"}],
@@ -51,6 +53,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "ddp": {"save_steps": 2},
     "fsdp2": FSDP,
     "ddp_lora": LORA,
+    "ddp_qlora": QLORA,
     # FSDP2 options that must not change the numbers: layers kept gathered until backward, recomputed activations,
     # rank 1 building an empty model and receiving rank 0's weights
     "fsdp2_lora": {**LORA, "fsdp_config": {"reshard_after_forward": False, "fsdp_activation_checkpointing": True,
@@ -121,7 +124,7 @@ def single(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path, demo_prepar
     tmp = tmp_path_factory.mktemp("single")
     out = {}
     for name, keys, prepared in (("full", {}, demo_prepared), ("lora", LORA, demo_prepared),
-                                 ("tail", TAIL, tail_prepared)):
+                                 ("qlora", QLORA, demo_prepared), ("tail", TAIL, tail_prepared)):
         cfg = _config(tmp, qwen_dir, prepared, name, micro_batch_size=2, **keys)
         out[name] = train(load_config(cfg), prepared, cfg).final.parent
     return out
@@ -139,7 +142,7 @@ def test_each_rank_trains_on_its_own_rows(runs: dict[str, Path], single: dict[st
 
 def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(runs: dict[str, Path], single: dict[str, Path]) -> None:
     for two, one in (("ddp", "full"), ("fsdp2", "full"), ("ddp_lora", "lora"), ("fsdp2_lora", "lora"),
-                     ("ddp_tail", "tail"), ("fsdp2_tail", "tail")):
+                     ("ddp_qlora", "qlora"), ("ddp_tail", "tail"), ("fsdp2_tail", "tail")):
         (steps2, evals2), (steps1, evals1) = _metrics(runs[two] / "out"), _metrics(single[one])
         assert len(steps2) == len(steps1) == RUNS[two].get("max_steps", 3)
         torch.testing.assert_close([m["loss"] for m in steps2], [m["loss"] for m in steps1], rtol=0, atol=1e-5,
@@ -152,7 +155,7 @@ def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(runs: dict[str, Pat
 
 
 def test_weights_are_identical_on_all_ranks_and_fsdp2_equals_ddp(runs: dict[str, Path]) -> None:
-    for name in ("ddp", "ddp_lora", "fsdp2", "fsdp2_lora"):
+    for name in ("ddp", "ddp_lora", "ddp_qlora", "fsdp2", "fsdp2_lora"):
         r0, r1 = _ranks(runs, name)
         assert r0["weights"] == r1["weights"], name
     ddp, fsdp2 = _ranks(runs, "ddp")[0], _ranks(runs, "fsdp2")
