@@ -12,6 +12,7 @@ import copy
 import datetime
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -512,8 +513,9 @@ class Config(_Model):
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = 16
     lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: list[str] | None = None
-    """Module names (or suffixes) that get LoRA, e.g. [q_proj, v_proj]."""
+    lora_target_modules: list[str] | str | None = None
+    """Module names (or suffixes) that get LoRA, e.g. [q_proj, v_proj]; or one string, a regular expression the
+    whole module path must match (peft's rule), e.g. 'model.layers.[\\d]+.(mlp|self_attn).(q|v)_proj'."""
     lora_target_linear: bool = False
     """LoRA on every linear layer except the output layer (added to lora_target_modules)."""
     lora_modules_to_save: list[str] | None = None
@@ -534,8 +536,9 @@ class Config(_Model):
     max_steps: int | None = Field(None, ge=1)
     """Optimizer steps; overrides num_epochs when set."""
     learning_rate: float = Field(2e-5, gt=0)
-    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    """After warmup: cosine decay to cosine_min_lr_ratio * learning_rate, linear decay to 0, or constant."""
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """After warmup: cosine decay to cosine_min_lr_ratio * learning_rate, linear decay to 0, or constant
+    (constant_with_warmup, transformers' name, is the same: every schedule warms up first)."""
     cosine_min_lr_ratio: float | None = Field(None, ge=0, le=1)
     """lr_scheduler: cosine ends at this fraction of learning_rate (default 0)."""
     warmup_steps: int | None = Field(None, ge=0)
@@ -567,18 +570,33 @@ class Config(_Model):
     fp16: bool = False
     tf32: bool = False
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
-    """transformers' attention kernel; default sdpa (flash_attention_2 when flash_attention: true)."""
+    """transformers' attention kernel; default sdpa (flash_attention_2 when flash_attention: true). Axolotl's
+    `xformers` is read as sdpa: the same exact attention, whose memory-efficient kernel PyTorch picks itself."""
+
+    @field_validator("attn_implementation", mode="before")
+    @classmethod
+    def _xformers_is_sdpa(cls, value: Any) -> Any:
+        return "sdpa" if value == "xformers" else value
+
     flash_attention: bool = False
     """Same as attn_implementation: flash_attention_2 (needs a GPU and flash-attn)."""
     sdp_attention: bool = False
     """Same as attn_implementation: sdpa."""
     gradient_checkpointing: bool = False
+    """Recompute each decoder layer in backward instead of keeping its activations. Axolotl's `offload` and
+    `offload_disk` (activation offloading) are read as true: Tessera checkpoints without offloading."""
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _offload_is_checkpointing(cls, value: Any) -> Any:
+        return True if value in ("offload", "offload_disk") else value
+
     logging_steps: int = Field(1, ge=1)
     eval_steps: int | float | None = Field(None, gt=0)
     """Evaluate on the val split every N optimizer steps (a float < 1: that fraction of the total steps), and
     always at the end. Default: once per epoch (evals_per_epoch: 1) when there is a val split."""
-    evals_per_epoch: int | None = Field(None, ge=1)
-    """Evaluations per epoch, instead of eval_steps."""
+    evals_per_epoch: int | None = Field(None, ge=0)
+    """Evaluations per epoch, instead of eval_steps; 0: none during the run (as in Axolotl), only at the end."""
     save_steps: int | float | None = Field(None, gt=0)
     """Checkpoint every N optimizer steps (a float < 1: that fraction of the total steps). Default: once per
     epoch when neither save_steps nor saves_per_epoch is set."""
@@ -666,8 +684,11 @@ class Config(_Model):
             value = getattr(self, key)
             if isinstance(value, float) and value >= 1 and value != int(value):
                 problems.append(f"{key} {value}: a fraction of the total steps must be < 1, a count a whole number")
-        if (self.eval_steps is not None or self.evals_per_epoch is not None) and self.val_set_size == 0:
-            problems.append("eval_steps/evals_per_epoch need a validation split: set val_set_size")
+        if isinstance(self.lora_target_modules, str):
+            try:
+                re.compile(self.lora_target_modules)
+            except re.error as e:
+                problems.append(f"lora_target_modules '{self.lora_target_modules}': not a regular expression ({e})")
         if self.cosine_min_lr_ratio is not None and self.lr_scheduler != "cosine":
             problems.append(f"cosine_min_lr_ratio only applies to lr_scheduler: cosine (it is {self.lr_scheduler})")
         attn = {"flash_attention": "flash_attention_2", "sdp_attention": "sdpa"}

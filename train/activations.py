@@ -23,6 +23,7 @@ time during backward ("recomputed layer").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +66,16 @@ class Shape:
 
 
 def lora_targets(cfg: Config) -> set[str]:
-    """The decoder Linears LoRA adapts, by name, as train/model.py's add_lora chooses them."""
-    targets = {t.rsplit(".", 1)[-1] for t in cfg.lora_target_modules or []}
+    """The decoder Linears LoRA adapts, by name, as train/model.py's add_lora chooses them. A regular expression
+    (lora_target_modules as one string) is tried on each Linear's path in a Llama-style layer; one that picks
+    some layers only is counted as if it picked them in every layer (an upper bound)."""
+    mods = cfg.lora_target_modules
+    if isinstance(mods, str):
+        targets = {n for n in ATTENTION_LINEARS + MLP_LINEARS for prefix in ("model", "model.language_model")
+                   for part in ("self_attn", "mlp") for layer in range(64)
+                   if re.fullmatch(mods, f"{prefix}.layers.{layer}.{part}.{n}")}
+    else:
+        targets = {t.rsplit(".", 1)[-1] for t in mods or []}
     if cfg.lora_target_linear:
         targets |= set(ATTENTION_LINEARS + MLP_LINEARS)
     return targets

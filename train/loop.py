@@ -82,7 +82,7 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> T
     out.mkdir(parents=True, exist_ok=True)
     resume = _resume_path(cfg, out)  # a wrong path fails before the model is loaded
     data = open_prepared(prepared_dir)
-    plan = _plan(cfg, data, world.size)  # too little data fails before the model is loaded, too
+    plan = _plan(cfg, data, world.size, world.is_main)  # too little data fails before the model is loaded, too
     vocab_size = int(data.manifest["tokenizer"]["vocab_size"])
     with main_first(world):  # rank 0 writes base_model/ (base_model_init), the others load it
         loaded = load_model(cfg, vocab_size, out, is_main=world.is_main, empty=loads_empty(cfg, world),
@@ -242,7 +242,7 @@ def _model_tokenizer(cfg: Config) -> Path | None:
     return None
 
 
-def _plan(cfg: Config, data: PreparedData, world_size: int) -> Plan:
+def _plan(cfg: Config, data: PreparedData, world_size: int, is_main: bool = True) -> Plan:
     micro = batches_per_epoch(data, "train", cfg.micro_batch_size, world_size)
     per_epoch = micro // cfg.gradient_accumulation_steps
     if per_epoch == 0:
@@ -258,8 +258,14 @@ def _plan(cfg: Config, data: PreparedData, world_size: int) -> Plan:
         per = per or default_per
         return max(1, per_epoch // per) if per else None
 
-    # Axolotl's defaults: evaluate (when there is a val split) and save once per epoch.
+    # Axolotl's defaults: evaluate (when there is a val split) and save once per epoch; evals_per_epoch: 0 and
+    # eval settings without a val split evaluate nothing during the run, as in Axolotl.
     eval_every = every(cfg.eval_steps, cfg.evals_per_epoch, 1) if data.num_rows("val") else None
+    if cfg.evals_per_epoch == 0 and cfg.eval_steps is None:
+        eval_every = None
+    if (cfg.eval_steps is not None or cfg.evals_per_epoch) and not data.num_rows("val"):
+        print0(f"warning: eval_steps/evals_per_epoch are set but {data.dir} has no val split (val_set_size: 0): "
+               "no evaluation (set val_set_size to evaluate)", is_main)
     return Plan(per_epoch, total, eval_every, every(cfg.save_steps, cfg.saves_per_epoch, 1))
 
 

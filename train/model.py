@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from transformers.utils import logging as hf_logging
 from schemas.config import Config
 from schemas.shard import IGNORE_INDEX
 from train.log import print0
-
 
 # peft reads the property transformers 5 renamed (is_gradient_checkpointing) when it wraps a model: noise in every
 # run's output, not the user's to fix.
@@ -192,17 +192,22 @@ def config_from(fields: dict[str, Any]) -> Any:
 def add_lora(model: PreTrainedModel, cfg: Config) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    targets = set(cfg.lora_target_modules or [])
+    pattern = cfg.lora_target_modules if isinstance(cfg.lora_target_modules, str) else None
+    targets = set() if pattern else set(cfg.lora_target_modules or [])
     if cfg.lora_target_linear:
         output_layer = model.get_output_embeddings()
         targets |= {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                     if isinstance(m, torch.nn.Linear) and m is not output_layer}
+    target: str | list[str] = sorted(targets)
+    if pattern:  # peft full-matches one string against every module path: the names become one more alternative
+        names = "|".join(re.escape(t) for t in sorted(targets))
+        target = f"(?:{pattern})|(?:.*\\.(?:{names}))" if targets else pattern
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=sorted(targets), modules_to_save=cfg.lora_modules_to_save, task_type="CAUSAL_LM")
+                      target_modules=target, modules_to_save=cfg.lora_modules_to_save, task_type="CAUSAL_LM")
     try:
         return get_peft_model(model, lora)
     except ValueError as e:
-        raise ModelError(f"lora_target_modules {sorted(targets)}: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"lora_target_modules {target}: {str(e).splitlines()[0]}") from None
 
 
 def token_losses(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,

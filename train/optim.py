@@ -25,7 +25,7 @@ class Schedule:
     peak: float
     warmup: int
     total: int
-    kind: str  # cosine | linear | constant
+    kind: str  # cosine | linear | constant (or constant_with_warmup, the same)
     min_ratio: float = 0.0
 
 
@@ -44,7 +44,7 @@ def lr_at(step: int, s: Schedule) -> float:
     # 1) linear warmup
     if step < s.warmup:
         return s.peak * (step + 1) / (s.warmup + 1)
-    if s.kind == "constant":
+    if s.kind in ("constant", "constant_with_warmup"):
         return s.peak
     # 2) decay over what is left; progress is 0 at the first step after warmup and < 1 at the last step
     progress = min((step - s.warmup) / max(1, s.total - s.warmup), 1.0)

@@ -331,10 +331,11 @@ def test_prepare_warns_about_trainer_values_that_train_rejects(tmp_path: Path) -
 
 def test_prepare_goes_on_past_cross_field_trainer_problems(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type: alpaca\neval_steps: 10\n")
+    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type: alpaca\nsave_steps: 10\n"
+                   "saves_per_epoch: 2\n")
     warnings: list[str] = []
     load_config(cfg, warnings=warnings, for_prepare=True)
-    assert len(warnings) == 1 and "eval_steps/evals_per_epoch need a validation split" in warnings[0]
+    assert len(warnings) == 1 and "set save_steps or saves_per_epoch, not both" in warnings[0]
 
 
 @pytest.mark.parametrize("data_problem", ["sequence_len: -1\n", "rl: dpo\n", "sequnce_len: 9\n"])

@@ -114,7 +114,7 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
     ({"eval_steps": 10, "evals_per_epoch": 2, "val_set_size": 0.1}, "set eval_steps or evals_per_epoch, not both"),
     ({"save_steps": 10, "saves_per_epoch": 2}, "set save_steps or saves_per_epoch, not both"),
     ({"save_steps": 2.5}, "a fraction of the total steps must be < 1"),
-    ({"eval_steps": 5}, "need a validation split: set val_set_size"),
+    ({"adapter": "lora", "lora_target_modules": "model.(q_proj"}, "lora_target_modules 'model.(q_proj': not a regular"),
     ({"lr_scheduler": "linear", "cosine_min_lr_ratio": 0.1}, "only applies to lr_scheduler: cosine"),
     ({"flash_attention": True, "attn_implementation": "sdpa"}, "attention kernels conflict"),
     ({"adapter": "lora"}, "needs lora_target_modules"),
@@ -216,3 +216,17 @@ def test_optimizers_tessera_does_not_build_name_the_closest_one(name: str, use: 
     with pytest.raises(ConfigError, match=f"optimizer: '{name}' is not available in tessera train; {use}"):
         config_from_dict({"tokenizer_config": "t", "datasets": [{"path": "a.jsonl", "type": "alpaca"}],
                           "optimizer": name})
+
+
+def test_axolotl_trainer_spellings_read_as_axolotl_reads_them() -> None:
+    base = {"tokenizer_config": "t", "datasets": [{"path": "a.jsonl", "type": "alpaca"}]}
+    cfg = config_from_dict({**base, "gradient_checkpointing": "offload", "lr_scheduler": "constant_with_warmup",
+                            "evals_per_epoch": 0, "eval_steps": None, "val_set_size": 0,
+                            "adapter": "lora", "lora_target_modules": r"model.layers.[\d]+.self_attn.(q|v)_proj",
+                            "attn_implementation": "xformers"})
+    assert cfg.attention == "sdpa"
+    assert cfg.gradient_checkpointing is True  # activation offloading: checkpointing without the offload
+    assert cfg.lr_scheduler == "constant_with_warmup" and cfg.evals_per_epoch == 0
+    assert isinstance(cfg.lora_target_modules, str)
+    # eval settings without a val split: Axolotl evaluates nothing; so does tessera train (with a warning)
+    assert config_from_dict({**base, "eval_steps": 5}).eval_steps == 5

@@ -163,3 +163,21 @@ def test_loss_by_source_file_when_a_dataset_reads_several(tmp_path: Path, qwen_d
         if "chat.jsonl" in by_dataset:  # one file: the same tokens, the same loss
             assert by_source["chat.jsonl"] == pytest.approx(by_dataset["chat.jsonl"], rel=1e-12)
     assert {Path(k).name for k in evals[-1]["eval_loss_by_source"]} == {"a.jsonl", "b.jsonl", "chat.jsonl"}
+
+
+def test_eval_settings_evaluate_as_axolotl_does(tmp_path: Path, qwen_dir: Path, demo_prepared: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from dataprep.pipeline import run_pipeline
+    from dataprep.report import Progress
+
+    # evals_per_epoch: 0 evaluates nothing during the run; the final evaluation stays
+    out = _train(tmp_path, qwen_dir, demo_prepared, "zero", max_steps=3, evals_per_epoch=0)
+    assert [m["step"] for m in _metrics(out)[1]] == [3]
+    # eval_steps with no val split: a warning, no evaluation, the run goes on
+    cfg_path = write_config(tmp_path / "noval", qwen_dir, max_steps=2, eval_steps=1, val_set_size=0)
+    cfg = load_config(cfg_path)
+    run_pipeline(cfg, cfg_path, tmp_path / "noval" / "prepared", progress=Progress(enabled=False))
+    train(cfg, tmp_path / "noval" / "prepared", cfg_path)
+    steps, evals = _metrics(tmp_path / "noval" / "out")
+    assert len(steps) == 2 and evals == []
+    assert "warning: eval_steps/evals_per_epoch are set but" in capsys.readouterr().out

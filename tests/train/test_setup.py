@@ -33,6 +33,9 @@ def test_lr_schedule() -> None:
     assert linear.warmup == 5 and lr_at(5, linear) == 1.0 and lr_at(49, linear) == pytest.approx(1 / 45)
     constant = make_schedule(_cfg(learning_rate=0.5, lr_scheduler="constant"), total_steps=10)
     assert {lr_at(s, constant) for s in range(10)} == {0.5}
+    # transformers' name for it; Axolotl configs use it with warmup_steps
+    warm = make_schedule(_cfg(learning_rate=0.5, lr_scheduler="constant_with_warmup", warmup_steps=1), 10)
+    assert [lr_at(s, warm) for s in range(3)] == [0.25, 0.5, 0.5]
 
 
 def test_base_model_init_typos_fail_before_anything_is_built(tmp_path: Path) -> None:
@@ -61,3 +64,19 @@ def test_lora_targets_and_optimizer_groups(tmp_path: Path) -> None:
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+
+
+def test_lora_target_modules_as_one_regular_expression(tmp_path: Path) -> None:
+    # peft's rule for a string: it must match the whole module path; here q/v of layer 1 only
+    cfg = _cfg(base_model_init=TINY, adapter="lora", lora_target_modules=r"model\.layers\.1\.self_attn\.(q|v)_proj")
+    adapted = {n.removesuffix(".lora_A.default") for n, _ in load_model(cfg, VOCAB, tmp_path).model.named_modules()
+               if n.endswith(".lora_A.default")}
+    assert {a.rsplit("model.", 1)[1] for a in adapted} == {"layers.1.self_attn.q_proj", "layers.1.self_attn.v_proj"}
+    # with lora_target_linear the names of every linear layer are one more alternative
+    both = _cfg(base_model_init=TINY, adapter="lora", lora_target_linear=True,
+                lora_target_modules=r"model\.layers\.1\.self_attn\.(q|v)_proj")
+    model = load_model(both, VOCAB, tmp_path / "both").model
+    assert sum(n.endswith(".lora_A.default") for n, _ in model.named_modules()) == 7 * TINY["num_hidden_layers"]
+    with pytest.raises(ModelError, match="lora_target_modules"):
+        load_model(_cfg(base_model_init=TINY, adapter="lora", lora_target_modules=r"nothing\.here"), VOCAB,
+                   tmp_path / "none")
