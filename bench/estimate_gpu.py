@@ -33,20 +33,26 @@ QWEN_15B = {**QWEN_05B, "hidden_size": 1536, "intermediate_size": 8960, "num_hid
 TINY = {**QWEN_05B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "vocab_size": 4096}
 LORA = {"adapter": "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_linear": True}
+QLORA = {**LORA, "adapter": "qlora", "load_in_4bit": True}  # bitsandbytes quantizes onto the device while loading
 CONFIGS = {
     "0.5B full, bf16, seq 4096": (QWEN_05B, {"sequence_len": 4096}),
     "0.5B full, bf16, seq 4096, checkpointing": (QWEN_05B, {"sequence_len": 4096, "gradient_checkpointing": True}),
     "0.5B LoRA, bf16, seq 4096": (QWEN_05B, {"sequence_len": 4096, **LORA}),
     "1.5B LoRA, bf16, seq 2048 x 2, checkpointing": (QWEN_15B, {"sequence_len": 2048, "micro_batch_size": 2,
                                                                "gradient_checkpointing": True, **LORA}),
+    "1.5B QLoRA nf4, bf16, seq 4096": (QWEN_15B, {"sequence_len": 4096, **QLORA}),
+    "1.5B QLoRA nf4, bf16, seq 4096, checkpointing, adamw_bnb_8bit": (
+        QWEN_15B, {"sequence_len": 4096, "gradient_checkpointing": True, "optimizer": "adamw_bnb_8bit", **QLORA}),
 }
 
 
 def measure(model_cfg: dict[str, Any], keys: dict[str, Any], device: torch.device, trained: float) -> int:
     cfg = config_from_dict({"tokenizer_config": "unused", "datasets": [{"path": "x"}], "sample_packing": True,
                             "base_model_init": model_cfg, "optimizer": "adamw_torch", **keys})
+    compute = torch.bfloat16 if device.type == "cuda" else None
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(cfg, model_cfg["vocab_size"], Path(tmp)).model.to(device)
+        model = load_model(cfg, model_cfg["vocab_size"], Path(tmp), device=device, compute_dtype=compute).model
+        model = model.to(device)
     optimizer = build_optimizer(model, cfg)
     b, s = cfg.micro_batch_size, cfg.sequence_len
     gen = torch.Generator().manual_seed(0)
