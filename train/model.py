@@ -149,6 +149,10 @@ def quantization_config(cfg: Config, compute_dtype: torch.dtype) -> Any:
         fields = {"load_in_4bit": True, "llm_int8_threshold": 6.0, "llm_int8_has_fp16_weight": False,
                   "bnb_4bit_compute_dtype": compute_dtype, "bnb_4bit_use_double_quant": True,
                   "bnb_4bit_quant_type": "nf4"}
+    if cfg.fsdp_on:
+        # FSDP2 shards the packed 4-bit weights as ordinary tensors of the storage dtype: the model's (fp32 here)
+        # lets them share a unit with the unquantized weights, as Axolotl's bf16 storage does for its bf16 models.
+        fields["bnb_4bit_quant_storage"] = torch.float32
     fields.update(cfg.bnb_config_kwargs or {})
     try:
         return BitsAndBytesConfig(**fields)

@@ -176,37 +176,15 @@ def test_quantization_is_read_as_axolotl_reads_it(keys: dict[str, Any], quantiza
     assert cfg.quantization == quantization
 
 
-def test_fsdp_with_a_quantized_base_is_refused() -> None:
-    with pytest.raises(ConfigError, match="FSDP with a bitsandbytes-quantized base is not supported"):
-        config_from_dict({"tokenizer_config": "t", "datasets": [{"path": "a.jsonl", "type": "alpaca"}],
-                          "adapter": "qlora", "load_in_4bit": True, "lora_target_linear": True,
-                          "fsdp_version": 2, "fsdp_config": {"reshard_after_forward": True}})
-
-
-def test_yaml_traps_are_warned_about(tmp_path: Path) -> None:
-    cfg = tmp_path / "traps.yaml"
-    cfg.write_text("tokenizer_config: t\ndatasets:\n  - path: a.jsonl\n    type:\n"
-                   '      format: "Q {instruction} "\n'  # quoted: the space is kept, no warning
-                   "      no_input_format: Question {instruction} Answer   \n"
-                   "      system_prompt: >\n        be\n        nice\n")
-    warnings: list[str] = []
-    loaded = load_config(cfg, warnings=warnings)
-    assert loaded.datasets[0].type.no_input_format == "Question {instruction} Answer"  # what YAML did
-    assert warnings == [
-        f"{cfg}:6: no_input_format: YAML dropped the 3 trailing whitespace character(s) after 'Question "
-        "{instruction} Answer' (unquoted values cannot end in spaces); if they are part of the prompt, quote it: "
-        'no_input_format: "Question {instruction} Answer   "',
-        f"{cfg}:7: system_prompt: a folded block (>) turns newlines into spaces; use a literal block (|) to keep "
-        "the prompt's line breaks",
-    ]
-
-
-def test_pretraining_dataset_entry_of_type_completion_reads_like_pretrain() -> None:
-    """Axolotl's examples also write pretraining_dataset entries as `type: completion` with `field`."""
-    cfg = config_from_dict({"tokenizer_config": "t", "pretraining_dataset": [
-        {"path": "docs.jsonl", "type": "completion", "field": "body"}]})
-    [ds] = [d for d in cfg.datasets if d.type == "pretrain"]
-    assert (ds.path, ds.field) == ("docs.jsonl", "body")
+def test_fsdp_over_int8_or_an_empty_quantized_model_is_refused() -> None:
+    base = {"tokenizer_config": "t", "datasets": [{"path": "a.jsonl", "type": "alpaca"}], "lora_target_linear": True,
+            "fsdp_version": 2}
+    with pytest.raises(ConfigError, match="FSDP over an int8"):
+        config_from_dict({**base, "adapter": "lora", "load_in_8bit": True, "fsdp_config": {}})
+    with pytest.raises(ConfigError, match="cpu_ram_efficient_loading builds the model empty"):
+        config_from_dict({**base, "adapter": "qlora", "load_in_4bit": True,
+                          "fsdp_config": {"cpu_ram_efficient_loading": True}})
+    assert config_from_dict({**base, "adapter": "qlora", "load_in_4bit": True, "fsdp_config": {}}).fsdp_on
 
 
 @pytest.mark.parametrize(("name", "use"), [("adamw_torch_8bit", "use adamw_bnb_8bit"),

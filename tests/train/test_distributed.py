@@ -54,6 +54,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "fsdp2": FSDP,
     "ddp_lora": LORA,
     "ddp_qlora": QLORA,
+    "fsdp2_qlora": {**QLORA, **FSDP, "save_steps": 2},
     # FSDP2 options that must not change the numbers: layers kept gathered until backward, recomputed activations,
     # rank 1 building an empty model and receiving rank 0's weights
     "fsdp2_lora": {**LORA, "fsdp_config": {"reshard_after_forward": False, "fsdp_activation_checkpointing": True,
@@ -142,7 +143,7 @@ def test_each_rank_trains_on_its_own_rows(runs: dict[str, Path], single: dict[st
 
 def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(runs: dict[str, Path], single: dict[str, Path]) -> None:
     for two, one in (("ddp", "full"), ("fsdp2", "full"), ("ddp_lora", "lora"), ("fsdp2_lora", "lora"),
-                     ("ddp_qlora", "qlora"), ("ddp_tail", "tail"), ("fsdp2_tail", "tail")):
+                     ("ddp_qlora", "qlora"), ("fsdp2_qlora", "qlora"), ("ddp_tail", "tail"), ("fsdp2_tail", "tail")):
         (steps2, evals2), (steps1, evals1) = _metrics(runs[two] / "out"), _metrics(single[one])
         assert len(steps2) == len(steps1) == RUNS[two].get("max_steps", 3)
         torch.testing.assert_close([m["loss"] for m in steps2], [m["loss"] for m in steps1], rtol=0, atol=1e-5,
