@@ -15,9 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from dataprep import golden, html_report, inspect_tokens, query
 from dataprep.encode import TokenizerError
 from dataprep.load import InputError
+from dataprep.look import golden, html_report, inspect_tokens, query
 from dataprep.outdir import OutdirError
 from dataprep.pipeline import PrepareError, run_pipeline
 from dataprep.report import Progress, escape_controls, summary_lines, summary_table

@@ -104,7 +104,8 @@ def test_runtime_does_not_import_the_fixture_builder(venv: Path, tmp_path: Path,
                                        "datasets:\n  - path: chats.jsonl\n    type: chat_template\n")
     code = ("import sys\nfrom dataprep.cli import main\n"
             "assert main(['prepare', 'run.yaml', '--out', 'out']) == 0\n"
-            "import dataprep.query, dataprep.inspect_tokens, dataprep.html_report, dataprep.golden\n"
+            "import dataprep.look.query, dataprep.look.inspect_tokens, dataprep.look.html_report\n"
+            "import dataprep.look.golden\n"
             "print(sorted(m for m in sys.modules if m.startswith(('dataprep', 'gguf'))))")
     proc = run([str(venv / "bin/python"), "-c", code], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
