@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
+from dataprep import cli
 from dataprep.fetch_tokenizers import FAMILIES, main, tokenizer_dir
 from tokenizer_fixtures.build import BUILDER_VERSION, reference_vectors
 from tokenizer_fixtures.families import family as family_spec
@@ -203,6 +204,12 @@ def test_cli_prints_one_line_per_family(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["--family", "qwen2.5"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith("qwen2.5 ") and "vocab 151665" in line and "vectors 46/46" in line
+    # `tessera fetch-tokenizers` is the same command, flags included
+    assert cli.main(["fetch-tokenizers", "--family", "qwen2.5"]) == 0
+    assert capsys.readouterr().out.splitlines() == [line]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["query", "prepared/x", "--family", "qwen2.5"])
+    assert e.value.code == 2 and "unrecognized arguments: --family qwen2.5" in capsys.readouterr().err
 
 
 @pytest.mark.slow
