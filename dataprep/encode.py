@@ -59,16 +59,17 @@ class TokenizerInfo:
 
 def resolve_tokenizer_dir(name: str, config_dir: Path) -> Path:
     if name.startswith("fixture:"):
-        try:
-            from dataprep.fetch_tokenizers import FAMILIES, tokenizer_dir
-        except ImportError as e:  # gguf, the fixture builder's one extra dependency
-            raise TokenizerError(f"tokenizer '{name}': the offline fixture builder needs the '{e.name}' package: "
-                                 "pip install 'tessera[fixtures]'") from None
+        from dataprep.fetch_tokenizers import FAMILIES, tokenizer_dir
+
         family = name.removeprefix("fixture:")
         if family not in FAMILIES:
             raise TokenizerError(f"tokenizer_config '{name}': unknown fixture; use one of "
                                  f"{', '.join(f'fixture:{f}' for f in FAMILIES)}, or a local tokenizer folder")
-        return tokenizer_dir(family)
+        try:
+            return tokenizer_dir(family)
+        except ImportError as e:  # gguf, the fixture builder's one extra dependency
+            raise TokenizerError(f"tokenizer '{name}': the offline fixture builder needs the '{e.name}' package: "
+                                 "pip install 'tessera[fixtures]'") from None
     path = Path(name)
     candidates = [path] if path.is_absolute() else [config_dir / path, path]
     for p in candidates:

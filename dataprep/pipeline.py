@@ -293,7 +293,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     datasets = [ds.path for ds in cfg.datasets]
     _check_rows(cfg, outputs.counts(table, datasets), work / "quarantine.parquet")
     try:
-        records, layout, removed = run_stages(table, cfg, timer)
+        records, layout, removed = run_stages(table, cfg, timer, curation=st.curation)
     except (SplitError, FilterError) as e:  # FilterError: a field no row has, a filter failing on the data
         raise ConfigProblem(str(e)) from None
     assert layout is not None  # pack always runs

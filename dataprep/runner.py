@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dataprep.curate import decontam_settings, decontam_stage, filter_settings, filter_stage
+from dataprep.curate import Curation, decontam_settings, decontam_stage, filter_settings, filter_stage
 from dataprep.dedup import exact_dedup, exact_dedup_settings
 from dataprep.layout import Layout, layout_settings, pack, split
 from dataprep.mix import mix_settings, mix_stage
@@ -31,8 +31,8 @@ from schemas.reasons import Reason, Status
 STAGES: list[Stage] = [
     Stage("exact_dedup", exact_dedup, exact_dedup_settings),
     Stage("near_dedup", near_dedup, near_dedup_settings),
-    Stage("filters", filter_stage, filter_settings),
-    Stage("decontaminate", decontam_stage, decontam_settings),
+    Stage("filters", filter_stage, filter_settings, takes_setup=True),
+    Stage("decontaminate", decontam_stage, decontam_settings, takes_setup=True),
     Stage("mix", mix_stage, mix_settings),
     Stage("split", split, layout_settings),
     Stage("pack", pack, layout_settings),
@@ -75,14 +75,16 @@ class Removed:
                 "similarity": similarity, "cluster": cluster}
 
 
-def run_stages(table: SampleTable, cfg: Config, timer: StageTimer,
-               stages: list[Stage] | None = None) -> tuple[list[dict[str, Any]], Layout | None, Removed]:
-    """Runs the stages on the table; returns the manifest rows, pack's layout and what was removed."""
+def run_stages(table: SampleTable, cfg: Config, timer: StageTimer, stages: list[Stage] | None = None,
+               curation: Curation | None = None) -> tuple[list[dict[str, Any]], Layout | None, Removed]:
+    """Runs the stages on the table; returns the manifest rows, pack's layout and what was removed.
+    `curation` is the run's setup for the stages that take one (filters, decontaminate): pipeline.setup
+    builds it once, before any row is read."""
     records: list[dict[str, Any]] = []
     removed = Removed()
     layout = None
     for stage in STAGES if stages is None else stages:
-        settings = stage.settings(cfg)
+        settings = stage.settings(cfg, curation) if stage.takes_setup else stage.settings(cfg)
         if settings is None:
             continue
         with timer(stage.name) as t:

@@ -6,7 +6,10 @@
 `view["content_hash"]`, `view["num_tokens"]`, ... are numpy arrays with one value per active sample,
 `view.extra("minhash")` an extra column from the row pass, `view.tokens(i)` a sample's ids and labels,
 `view.rows` the table rows and `view.table` the whole table (read it, never write it). `settings` is what
-`Stage.settings(cfg)` returned: only what the stage uses, never the whole Config. A stage neither writes files
+`Stage.settings(cfg)` returned: only what the stage uses, never the whole Config. A stage whose settings are
+built once per run before any row is read (filters and decontaminate: the checked filters and the eval index,
+curate.Curation) is declared with `takes_setup=True`; the runner then calls `settings(cfg, setup)` with the
+setup the run made, so nothing is looked up by config identity. A stage neither writes files
 nor prints; it returns an `Outcome`:
 
     rejected  a list of `Rejected`: positions in the view (0 .. len(view)-1), the status they get
@@ -50,7 +53,6 @@ from typing import Any
 import numpy as np
 
 from dataprep.table import View
-from schemas.config import Config
 from schemas.reasons import Status
 
 
@@ -74,4 +76,5 @@ class Outcome:
 class Stage:
     name: str
     run: Callable[[View, Any], Outcome]
-    settings: Callable[[Config], Any]  # the stage's settings from the config; None: the stage is off
+    settings: Callable[..., Any]  # settings(cfg) -> the stage's settings; None: the stage is off
+    takes_setup: bool = False  # settings(cfg, setup): they need the run's setup (curate.Curation) too

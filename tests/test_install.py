@@ -1,8 +1,9 @@
 """An installable package: the wheel built from a copy of the sources ships sql/*.sql and the chat templates as
 package data; installed (not editable) into a fresh venv, `tessera prepare`, `query DIR summary` (a bare name
 resolves to the shipped SQL library), `report` and `inspect` work from an unrelated directory; the runtime never
-imports the tokenizer-fixture builder (dataprep.fetch_tokenizers) unless a `fixture:` tokenizer is named, and
-without its dependency (gguf) that is a one-line error naming `pip install 'tessera[fixtures]'`.
+imports the tokenizer-fixture builder (tokenizer_fixtures, through dataprep.fetch_tokenizers) unless a `fixture:`
+tokenizer is named, and without its dependency (gguf) that is a one-line error naming
+`pip install 'tessera[fixtures]'`.
 
 The fresh venv gets its third-party dependencies from the shared venv through a .pth file (no download), so the
 only Tessera code it can import is the installed wheel's.
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["pyproject.toml", "README.md", "dataprep", "schemas", "train", "sql"]
+SOURCES = ["pyproject.toml", "README.md", "dataprep", "schemas", "train", "sql", "tokenizer_fixtures"]
 CHATS = [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
                        {"role": "assistant", "content": f"{2 * i}."}]} for i in range(6)]
 
@@ -104,11 +105,13 @@ def test_runtime_does_not_import_the_fixture_builder(venv: Path, tmp_path: Path,
                                        "datasets:\n  - path: chats.jsonl\n    type: chat_template\n")
     code = ("import sys\nfrom dataprep.cli import main\n"
             "assert main(['prepare', 'run.yaml', '--out', 'out']) == 0\n"
-            "import dataprep.query, dataprep.inspect_tokens, dataprep.html_report, dataprep.golden\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('dataprep', 'gguf'))))")
+            "import dataprep.look.query, dataprep.look.inspect_tokens, dataprep.look.html_report\n"
+            "import dataprep.look.golden\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('dataprep', 'gguf', 'tokenizer_fixtures'))))")
     proc = run([str(venv / "bin/python"), "-c", code], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "dataprep.pipeline" in proc.stdout and "fetch_tokenizers" not in proc.stdout and "gguf" not in proc.stdout
+    assert "tokenizer_fixtures" not in proc.stdout
 
 
 def test_fixture_tokenizer_without_gguf_names_the_extra(venv: Path, tmp_path: Path) -> None:

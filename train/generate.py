@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import torch
 
-from dataprep.golden import pinned_clock
+from dataprep.look.golden import pinned_clock
 from schemas.config import Config
 from train.artifacts import ArtifactError, load_model_from, tokenizer_dir
 

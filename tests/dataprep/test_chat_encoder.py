@@ -25,7 +25,8 @@ from tests.conftest import _tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["dataprep.mistral", "dataprep.mistral_templates", "dataprep.encode", "dataprep.chat_encoder",
-           "dataprep.template_encoder", "dataprep.transform", "dataprep.probes", "dataprep.pipeline", "dataprep.golden"]
+           "dataprep.template_encoder", "dataprep.transform", "dataprep.probes", "dataprep.pipeline",
+           "dataprep.look.golden"]
 
 
 def run(code: str) -> subprocess.CompletedProcess[str]:
@@ -41,7 +42,7 @@ def test_each_module_imports_first_in_a_fresh_interpreter(first: str) -> None:
 
 
 def test_hf_route_does_not_import_mistral_common() -> None:
-    done = run("import sys, dataprep.pipeline, dataprep.golden; print(any(m.startswith('mistral_common') "
+    done = run("import sys, dataprep.pipeline, dataprep.look.golden; print(any(m.startswith('mistral_common') "
                "for m in sys.modules))")
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
 

@@ -19,9 +19,9 @@ import pyarrow.ipc as ipc
 import pytest
 import yaml
 
-from dataprep.html_report import build
+from dataprep.look.html_report import build
+from dataprep.look.query import connect, run_file
 from dataprep.pipeline import ConfigProblem, Result, run_pipeline
-from dataprep.query import connect, run_file
 from dataprep.report import Progress, summary_lines
 from schemas.config import load_config
 from tests.conftest import write_jsonl

@@ -1,6 +1,7 @@
 """The filters and decontaminate stages on their own (dataprep/curate.py): a sample table built from plain
 RowResults with the worker's extra columns, a View in, an Outcome out (positions, reasons, messages, the
-original row and the eval file/row as audit), evaluated in chunks that agree on field types.
+original row and the eval file/row as audit), evaluated in chunks that agree on field types; and the run's
+Curation handed to them by the runner.
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest tests/dataprep/test_curation_stages.py -v
 """
@@ -14,9 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dataprep import curate
+from dataprep import curate, runner
 from dataprep.curate import Curation, decontam_stage, filter_stage
 from dataprep.filters import FilterError
+from dataprep.report import StageTimer
 from dataprep.table import SampleTable, TableBuilder
 from dataprep.transform import RowResult
 from schemas.config import config_from_dict
@@ -103,3 +105,24 @@ def test_decontam_stage_in_chunks_records_the_eval_row(tmp_path: Path, monkeypat
     assert rejected.audit["eval_row"].tolist() == [1]
     assert rejected.audit["original"].tolist() == ["row 2"]
     assert cur.manifest()["decontaminate"][0]["rejected"] == 1
+
+
+def test_runner_passes_the_runs_curation_to_the_stages_that_take_it(tmp_path: Path) -> None:
+    """The Curation is the setup pipeline.setup makes once per run; the runner hands it to filters and
+    decontaminate (nothing is looked up by config identity), and without it a configured filter is an error,
+    never a stage silently skipped."""
+    cfg = config_from_dict({"base_model": "x", "datasets": [{"path": "data.jsonl", "type": "alpaca"}],
+                            "filters": [{"name": "no_ai", "where": "assistant_text not like 'As an AI%'"}]})
+    cur, other = Curation(cfg, tmp_path), Curation(cfg, tmp_path)  # two runs of one config: each its own
+    cur.sources = other.sources = ["data.jsonl"]
+    rows = [_row(0, "fine", {}), _row(1, "As an AI, no", {}), _row(2, "fine too", {})]
+    filters = [s for s in runner.STAGES if s.name == "filters"]
+    assert [s.takes_setup for s in runner.STAGES if s.name in ("filters", "decontaminate")] == [True, True]
+    records, _, removed = runner.run_stages(_table(tmp_path, rows), cfg, StageTimer(), filters, curation=cur)
+    assert records[0]["rejected_by_reason"] == {"filter:no_ai": 1}
+    assert removed.quarantined[0]["rows"].tolist() == [1]
+    assert cur.manifest()["filters"][0]["rejected"] == 1 and other.manifest()["filters"][0]["rejected"] == 0
+    assert curate.decontam_settings(cfg, cur) is None  # no eval files: the stage is off
+    (tmp_path / "again").mkdir()
+    with pytest.raises(ValueError, match="`filters` is configured but the run has no Curation"):
+        runner.run_stages(_table(tmp_path / "again", rows), cfg, StageTimer(), filters)

@@ -17,7 +17,8 @@ import pyarrow.ipc as ipc
 import pytest
 
 from dataprep.cli import main
-from dataprep.html_report import _nice_ticks, build, default_out
+from dataprep.look.html import nice_ticks
+from dataprep.look.html_report import build, default_out
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,6 @@ def test_cli_writes_next_to_the_directory(prepared: Path, tmp_path: Path,
 
 
 def test_nice_ticks() -> None:
-    assert _nice_ticks(112) == [0, 50, 100, 150]
-    assert _nice_ticks(21) == [0, 5, 10, 15, 20, 25]
-    assert _nice_ticks(0) == [0, 1]
+    assert nice_ticks(112) == [0, 50, 100, 150]
+    assert nice_ticks(21) == [0, 5, 10, 15, 20, 25]
+    assert nice_ticks(0) == [0, 1]

@@ -17,8 +17,9 @@ import pyarrow.ipc as ipc
 import pytest
 
 from dataprep.cli import main
-from dataprep.inspect_tokens import Segment, build, pairs_view, print_lines, text_view, to_plain
-from dataprep.query import Vocab, tokenizer_file
+from dataprep.look.inspect_tokens import Segment, build, pairs_view, print_lines, text_view, to_plain
+from dataprep.look.prepared import tokenizer_file
+from dataprep.look.vocab import Vocab
 
 IM_START, IM_END = 151644, 151645
 PAIR = re.compile(r"\((-?\d+), (\d+)\)")

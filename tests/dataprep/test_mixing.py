@@ -20,8 +20,8 @@ import pytest
 import torch
 import yaml
 
-from dataprep.html_report import build as build_report
-from dataprep.inspect_tokens import InspectError, find_sample
+from dataprep.look.html_report import build as build_report
+from dataprep.look.inspect_tokens import InspectError, find_sample
 from dataprep.pipeline import PrepareError, Result, run_pipeline
 from dataprep.report import Progress, summary_lines
 from schemas.config import ConfigError, load_config

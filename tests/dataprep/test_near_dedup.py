@@ -21,11 +21,11 @@ import polars as pl
 import pytest
 
 from dataprep import minhash
-from dataprep.html_report import build as build_report
-from dataprep.inspect_tokens import InspectError
-from dataprep.inspect_tokens import build as inspect
+from dataprep.look.html_report import build as build_report
+from dataprep.look.inspect_tokens import InspectError
+from dataprep.look.inspect_tokens import build as inspect
+from dataprep.look.query import connect, run_file
 from dataprep.pipeline import run_pipeline
-from dataprep.query import connect, run_file
 from dataprep.report import Progress
 from schemas.config import ConfigError, config_from_dict, load_config
 from tests.conftest import Prepare, write_jsonl

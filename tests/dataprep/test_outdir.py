@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dataprep import cli, html_report, inspect_tokens, outdir, pipeline
+from dataprep import cli, outdir, pipeline
+from dataprep.look import html_report, inspect_tokens
+from dataprep.look.query import connect
 from dataprep.outdir import OutdirError, open_prepared_dir, release_prepared_dir
-from dataprep.query import connect
 from dataprep.report import Progress
 from dataprep.shards import sha256_file
 from schemas.config import load_config
@@ -280,7 +281,8 @@ def test_a_live_lock_is_waited_for_whatever_its_pid(tmp_path: Path, data: Path) 
 CHILD = """
 import os, signal, sys, time
 from pathlib import Path
-from dataprep import cli, html_report, inspect_tokens, outdir, pipeline
+from dataprep import cli, outdir, pipeline
+from dataprep.look import html_report, inspect_tokens
 point, gate = sys.argv[1], Path(sys.argv[2])
 out = os.path.abspath(sys.argv[3])
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from dataprep import golden, inspect_tokens
 from dataprep.cli import available_cores
+from dataprep.look import golden, inspect_tokens
 from dataprep.pipeline import ConfigProblem
 from dataprep.report import escape_controls, summary_table
 from tests.conftest import Prepare, write_jsonl

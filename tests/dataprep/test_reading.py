@@ -29,8 +29,9 @@ import zstandard
 
 from dataprep.formats import ALPACA, Segments, to_sample
 from dataprep.load import InputError, is_data_file, read_batches
+from dataprep.look.prepared import QueryError
+from dataprep.look.query import connect
 from dataprep.paths import expand_glob, walk_files
-from dataprep.query import QueryError, connect
 from dataprep.shards import ShardPathError, shard_path
 from schemas.config import CustomInstructType, config_from_dict
 from tests.conftest import ROOT, Prepare, write_jsonl

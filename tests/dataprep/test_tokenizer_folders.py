@@ -21,8 +21,10 @@ import yaml
 from transformers import AutoTokenizer
 
 from dataprep.encode import TokenizerError, load_tokenizer
-from dataprep.fetch_tokenizers import cache_root, read_gguf_metadata, reference_vectors
 from tests.conftest import Prepare, write_jsonl
+from tokenizer_fixtures.build import reference_vectors
+from tokenizer_fixtures.gguf_meta import read_gguf_metadata
+from tokenizer_fixtures.sdist import cache_root
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"

@@ -33,7 +33,7 @@ from mistral_common.tokens.tokenizers.base import SpecialTokens
 from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 
 from dataprep.formats import Chat, RowError
-from dataprep.golden_refs import MistralReference
+from dataprep.look.golden_refs import MistralReference
 from dataprep.mistral import MistralChatEncoder
 from dataprep.mistral_files import SHIPPED_DIR
 from schemas.reasons import Reason

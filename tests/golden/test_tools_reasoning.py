@@ -25,8 +25,8 @@ import pytest
 
 from dataprep.fetch_tokenizers import tokenizer_dir
 from dataprep.formats import to_sample
-from dataprep.golden_refs import template_reference
 from dataprep.load import RawRow
+from dataprep.look.golden_refs import template_reference
 from dataprep.render import resolve_template
 from dataprep.template_encoder import TemplateEncoder
 from dataprep.transform import RowProcessor

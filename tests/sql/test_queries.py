@@ -19,7 +19,7 @@ import pyarrow.ipc as ipc
 import pytest
 from tokenizers import Tokenizer
 
-from dataprep.query import SQL_DIR, connect, header, named_params, run_file
+from dataprep.look.query import SQL_DIR, connect, header, named_params, run_file
 from tests.sql.fixture import (
     CONTAINING_CAPITAL,
     CONTAINING_NIHAO,

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataprep.cli import main
-from dataprep.query import VIEWS, connect, resolve_sql, run
+from dataprep.look.query import VIEWS, connect, resolve_sql, run
 
 
 def snapshot(folder: Path) -> dict[str, str]:

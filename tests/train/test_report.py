@@ -1,4 +1,4 @@
-"""`tessera report OUTPUT_DIR` on a training run (train/report.py, dispatched by dataprep/html_report.py):
+"""`tessera report OUTPUT_DIR` on a training run (train/report.py, dispatched by dataprep/look/html_report.py):
 the page is self-contained (no scripts, nothing loaded; only relative links to the prepared directory and its
 report), its numbers come from metrics.jsonl (merged and separate eval objects, re-logged steps after a resume,
 a half-written last line), it draws the charts, and the CLI dispatches on what the folder is.
@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from dataprep.cli import main
-from dataprep.html_report import default_out, line_chart
+from dataprep.look.html import line_chart
+from dataprep.look.html_report import default_out
 from tests.dataprep.test_html_report import Tags
 from train.report import build, read_metrics, short_names, total
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from dataprep.query import run_file
+from dataprep.look.html import ALL, bar_chart, card, esc, src, table
+from dataprep.look.query import run_file
 
 EXAMPLES = 3  # pairs side by side: the least similar member of each of the largest clusters
 EXCERPT = 1200  # characters of each text shown
@@ -25,23 +26,21 @@ EXCERPT = 1200  # characters of each text shown
 
 def section(con: Any, manifest: dict[str, Any]) -> str:
     """The report section; empty when near-dedup was off."""
-    from dataprep.html_report import ALL, _card, _esc, _src, bar_chart, table
-
     params = manifest.get("near_deduplication")
     if params is None:
         return ""
     clusters = run_file(con, "near_duplicate_clusters").to_pylist()
     removed = sum(c["size"] - 1 for c in clusters)
     cards = "".join([
-        _card(f"{removed:,}", "samples removed"), _card(f"{len(clusters):,}", "clusters"),
-        _card(f"{params['threshold']:g}", "threshold (est. Jaccard)"),
-        _card(f"{params['bands']} × {params['rows']}", f"bands × rows of {params['num_perm']}"),
-        _card(f"{params['ngram']}", "words per shingle"), _card(_esc(", ".join(params["fields"])), "fields"),
-        _card(_esc(params["keep"]), "keep"),
+        card(f"{removed:,}", "samples removed"), card(f"{len(clusters):,}", "clusters"),
+        card(f"{params['threshold']:g}", "threshold (est. Jaccard)"),
+        card(f"{params['bands']} × {params['rows']}", f"bands × rows of {params['num_perm']}"),
+        card(f"{params['ngram']}", "words per shingle"), card(esc(", ".join(params["fields"])), "fields"),
+        card(esc(params["keep"]), "keep"),
     ])
     if not clusters:
         return (f'<section id="near-duplicates"><h2>Near duplicates: none found</h2><div class="cards">{cards}</div>'
-                f"{_src('near_duplicate_clusters')}</section>")
+                f"{src('near_duplicate_clusters')}</section>")
     sizes: dict[int, int] = {}
     for c in clusters:
         sizes[c["size"]] = sizes.get(c["size"], 0) + 1
@@ -62,13 +61,11 @@ def section(con: Any, manifest: dict[str, Any]) -> str:
     return (f'<section id="near-duplicates"><h2>Near duplicates: {removed:,} samples removed, {len(clusters):,} '
             f'clusters</h2><div class="cards">{cards}</div><div class="grid"><div>{size_chart}</div>'
             f"<div>{sim_chart}</div></div>{table(shown, columns, wrap=frozenset({'member_locations'}))}{more}"
-            f"{_pairs(con, manifest, clusters)}<p class=\"meta\">{_esc(params['implementation'])}</p>"
-            f"{_src('near_duplicate_clusters')}</section>")
+            f"{_pairs(con, manifest, clusters)}<p class=\"meta\">{esc(params['implementation'])}</p>"
+            f"{src('near_duplicate_clusters')}</section>")
 
 
 def _pairs(con: Any, manifest: dict[str, Any], clusters: list[dict[str, Any]]) -> str:
-    from dataprep.html_report import _esc
-
     picks = []
     for c in clusters[:EXAMPLES]:
         k = min(range(len(c["similarities"])), key=lambda i: (c["similarities"][i], i))
@@ -76,13 +73,13 @@ def _pairs(con: Any, manifest: dict[str, Any], clusters: list[dict[str, Any]]) -
     texts = compared_texts(con, manifest, [i for p in picks for i in p[:2]])
     rows = []
     for kept, member, similarity in picks:
-        cells = "".join(f'<td class="wrap code" style="white-space: pre-wrap; width: 50%">{_esc(texts[i])}</td>'
+        cells = "".join(f'<td class="wrap code" style="white-space: pre-wrap; width: 50%">{esc(texts[i])}</td>'
                         for i in (kept, member))
         rows.append(f"<tr><th>kept {kept}</th><th>removed {member} (est. Jaccard {similarity:.3f})</th></tr>"
                     f"<tr>{cells}</tr>")
     return (f"<h2>Example pairs: the least similar member of the {len(picks)} largest clusters</h2>"
             f"<table>{''.join(rows)}</table><p class=\"meta\">the compared text (fields: "
-            f"{_esc(', '.join(manifest['near_deduplication']['fields']))}), normalised for comparison only "
+            f"{esc(', '.join(manifest['near_deduplication']['fields']))}), normalised for comparison only "
             f"(case and whitespace fold), read again from the source files; first {EXCERPT:,} characters</p>")
 
 

@@ -1,10 +1,11 @@
-"""Real tokenizers built offline by dataprep.fetch_tokenizers: llama.cpp's reference vectors, AutoTokenizer,
-the Qwen2.5 chat template, unicode round trips, provenance and the atomic cache.
+"""Real tokenizers built offline by tokenizer_fixtures/ (reached through dataprep.fetch_tokenizers, as the runtime
+reaches it): llama.cpp's reference vectors, AutoTokenizer, the Qwen2.5 chat template, unicode round trips,
+provenance and the atomic cache.
 
 No mocks: every test uses the real vocabularies from the llama-cpp-python sdist. The first run downloads the
 sdist (~75 s) and builds the families (~1-2 min) into $TESSERA_CACHE or ~/.cache/tessera; later runs reuse it.
 
-Run: .venv/bin/python -m pytest tests/dataprep/test_fetch_tokenizers.py -q
+Run: .venv/bin/python -m pytest tests/tokenizer_fixtures/test_build.py -q
 """
 
 from __future__ import annotations
@@ -20,16 +21,14 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
-from dataprep import fetch_tokenizers as ft
-from dataprep.fetch_tokenizers import (
-    FAMILIES,
-    VectorMismatchError,
-    check_vectors,
-    main,
-    reference_vectors,
-    template_path,
-    tokenizer_dir,
-)
+from dataprep import cli
+from dataprep.fetch_tokenizers import FAMILIES, main, tokenizer_dir
+from tokenizer_fixtures.build import BUILDER_VERSION, reference_vectors
+from tokenizer_fixtures.families import family as family_spec
+from tokenizer_fixtures.gguf_meta import read_gguf_metadata
+from tokenizer_fixtures.sdist import SDIST_FILE, SDIST_SHA256, cache_root, template_path
+from tokenizer_fixtures.tokenizer_json import build_tokenizer_json
+from tokenizer_fixtures.verify import VectorMismatchError, check_vectors
 
 # qwen2.5 is what the rest of the project uses; the other families cost ~1 min more on a cold cache.
 FAMILY_PARAMS = [pytest.param(f, marks=() if f == "qwen2.5" else pytest.mark.slow) for f in FAMILIES]
@@ -139,9 +138,9 @@ def test_qwen25_nfc_normaliser() -> None:
 def test_a_wrong_tokenizer_is_rejected_with_the_string() -> None:
     # Llama 3 without ignore_merges is what transformers' GGUF loader builds; one vector must catch it.
     vectors = reference_vectors("llama3")
-    fam = dataclasses.replace(ft._FAMILIES["llama3"], ignore_merges=False)
-    meta = ft.read_gguf_metadata(ft.cache_root() / "models" / fam.gguf)
-    wrong = Tokenizer.from_str(json.dumps(ft.build_tokenizer_json(fam, meta)))
+    fam = dataclasses.replace(family_spec("llama3"), ignore_merges=False)
+    meta = read_gguf_metadata(cache_root() / "models" / fam.gguf)
+    wrong = Tokenizer.from_str(json.dumps(build_tokenizer_json(fam, meta)))
     with pytest.raises(VectorMismatchError, match="Cửa Việt"):
         check_vectors(wrong, vectors, "llama3")
 
@@ -149,9 +148,9 @@ def test_a_wrong_tokenizer_is_rejected_with_the_string() -> None:
 def test_fast_gguf_reader_agrees_with_gguf_package() -> None:
     import gguf
 
-    path = ft.cache_root() / "models" / "ggml-vocab-phi-3.gguf"
+    path = cache_root() / "models" / "ggml-vocab-phi-3.gguf"
     reference_vectors("phi3.5")  # makes sure the models/ folder is extracted
-    ours = ft.read_gguf_metadata(path)
+    ours = read_gguf_metadata(path)
     reader = gguf.GGUFReader(path)
     # GGUFReader also lists the header (GGUF.version, GGUF.tensor_count, GGUF.kv_count) as fields.
     fields = {k: f for k, f in reader.fields.items() if not k.startswith("GGUF.")}
@@ -175,10 +174,10 @@ def test_folder_files_and_provenance(family: str) -> None:
     names = {p.name for p in path.iterdir()}
     assert names == {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "SOURCE.json"}
     source = json.loads((path / "SOURCE.json").read_text())
-    assert source["sdist"]["sha256"] == ft.SDIST_SHA256
-    assert source["builder_version"] == ft.BUILDER_VERSION
+    assert source["sdist"]["sha256"] == SDIST_SHA256
+    assert source["builder_version"] == BUILDER_VERSION
     assert source["vectors"] == {**source["vectors"], "passed": 46, "total": 46}
-    assert source["gguf"]["sha256"] == _sha256(ft.cache_root() / "models" / source["gguf"]["file"])
+    assert source["gguf"]["sha256"] == _sha256(cache_root() / "models" / source["gguf"]["file"])
     config = json.loads((path / "tokenizer_config.json").read_text())
     if source["template"] is None:
         assert "chat_template" not in config
@@ -205,18 +204,24 @@ def test_cli_prints_one_line_per_family(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["--family", "qwen2.5"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith("qwen2.5 ") and "vocab 151665" in line and "vectors 46/46" in line
+    # `tessera fetch-tokenizers` is the same command, flags included
+    assert cli.main(["fetch-tokenizers", "--family", "qwen2.5"]) == 0
+    assert capsys.readouterr().out.splitlines() == [line]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["query", "prepared/x", "--family", "qwen2.5"])
+    assert e.value.code == 2 and "unrecognized arguments: --family qwen2.5" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_half_written_folder_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A fresh cache that already holds the sdist (linked, no download) and a folder without SOURCE.json,
     # as a crash mid-build could leave: the folder is rebuilt, and no scratch folders remain.
-    sdist = ft.cache_root() / "downloads" / ft.SDIST_FILE
+    sdist = cache_root() / "downloads" / SDIST_FILE
     tokenizer_dir("qwen2.5")  # guarantees the shared cache holds the sdist
     monkeypatch.setenv("TESSERA_CACHE", str(tmp_path))
-    root = ft.cache_root()
+    root = cache_root()
     (root / "downloads").mkdir(parents=True)
-    os.symlink(sdist, root / "downloads" / ft.SDIST_FILE)
+    os.symlink(sdist, root / "downloads" / SDIST_FILE)
     (root / "llama2").mkdir()
     (root / "llama2" / "tokenizer.json").write_text("{half")
     assert tokenizer_dir("llama2") == root / "llama2"

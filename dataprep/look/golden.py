@@ -34,8 +34,8 @@ from rich.text import Text
 
 from dataprep.encode import TokenizerError, save_tokenizer
 from dataprep.formats import Chat, Segments, parse, to_sample
-from dataprep.golden_refs import MistralReference, openai_messages, template_reference
 from dataprep.load import InputError
+from dataprep.look.golden_refs import MistralReference, openai_messages, template_reference
 from dataprep.pipeline import PrepareError, setup
 from dataprep.render import render_segments
 from dataprep.report import escape_controls

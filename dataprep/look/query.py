@@ -24,36 +24,26 @@ write into the prepared directory or anywhere else. Results are written by Pytho
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
-import datetime
-import decimal
-import hashlib
-import io
-import json
-import math
 import re
-import shutil
 import sys
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from dataprep.outdir import NotPrepared, open_prepared_dir
-from dataprep.shards import ShardPathError, shard_path
-from schemas.shard import IGNORE_INDEX, SHARD_SCHEMA
+from dataprep.look.prepared import QueryError, manifest_table, open_dir, packed_table, read_manifest
+from dataprep.look.results import show_table, to_csv, to_json
+from dataprep.look.vocab import cached_vocab_table
+from schemas.shard import IGNORE_INDEX
 
 if TYPE_CHECKING:  # imported where used: `tessera prepare` imports this module and needs neither
     import duckdb
 
-# Installed from a wheel, the library ships as dataprep/sql (see pyproject.toml); in a checkout it is ../sql.
-_HERE = Path(__file__).resolve().parent
-SQL_DIR = _HERE / "sql" if (_HERE / "sql").is_dir() else _HERE.parent / "sql"
+# Installed from a wheel, the library ships as dataprep/sql (see pyproject.toml); in a checkout it is sql/ at
+# the top of the repository, next to dataprep/.
+_PACKAGE = Path(__file__).resolve().parent.parent
+SQL_DIR = _PACKAGE / "sql" if (_PACKAGE / "sql").is_dir() else _PACKAGE.parent / "sql"
 
 VIEWS = {
     "packed": "one row per shard row (all splits): shard, split, row (index in the shard) + the shard columns",
@@ -113,186 +103,8 @@ from flat
 """
 
 
-class QueryError(Exception):
-    """The directory cannot be queried (not a prepared directory, tokenizer missing, bad --param, ...)."""
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the tokenizer's vocabulary
-
-
-class Vocab:
-    """The saved tokenizer's vocabulary with each token's exact bytes, so that a run of tokens decodes to the
-    text the model saw even when a multi-byte character is split across tokens (each token alone would
-    decode to U+FFFD). Bytes are worked out per id on first use: inspect needs a few hundred, vocab all."""
-
-    def __init__(self, tokenizer_json: Path):
-        from tokenizers import Tokenizer
-
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
-        decoder = self.tokenizer.decoder
-        self.byte_level = decoder is not None and "ByteLevel" in decoder.__getstate__().decode()
-        self.added = self.tokenizer.get_added_tokens_decoder()
-        self.size = self.tokenizer.get_vocab_size(with_added_tokens=True)
-        self._bytes: dict[int, bytes] = {}
-
-    def __len__(self) -> int:
-        return self.size
-
-    def piece(self, token_id: int) -> str | None:
-        """As stored in the vocabulary: Ġ-encoded for byte-level BPE, ▁ for SentencePiece."""
-        return self.tokenizer.id_to_token(token_id)
-
-    def special(self, token_id: int) -> bool:
-        return token_id in self.added and self.added[token_id].special
-
-    def bytes(self, token_id: int) -> bytes:
-        if (b := self._bytes.get(token_id)) is None:
-            b = self._bytes[token_id] = self._token_bytes(token_id)
-        return b
-
-    def text(self, token_id: int) -> str:
-        return self.bytes(token_id).decode("utf-8", errors="replace")
-
-    def _token_bytes(self, token_id: int) -> bytes:
-        piece = self.piece(token_id)
-        if piece is None:
-            return b""
-        if token_id in self.added:  # added tokens are stored as their literal text
-            return self.added[token_id].content.encode()
-        byte_map = _byte_decoder()
-        if self.byte_level and all(c in byte_map for c in piece):
-            return bytes(byte_map[c] for c in piece)
-        if m := _BYTE_PIECE.match(piece):  # SentencePiece byte fallback
-            return bytes([int(m.group(1), 16)])
-        return piece.replace("▁", " ").encode()
-
-
-@cache
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet (printable stand-ins for the 256 bytes), reversed."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, n = list(printable), 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
-
-
-_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-
-
-def tokenizer_file(prepared: Path) -> Path:
-    saved = prepared / "tokenizer" / "tokenizer.json"
-    if saved.is_file():
-        return saved
-    # Directories prepared before tokenizer/ was saved: the source tokenizer, if it is byte-identical.
-    tok = read_manifest(prepared).get("tokenizer", {})
-    source = Path(tok.get("path", "")) / "tokenizer.json"
-    if source.is_file() and _sha256(source) == tok.get("files", {}).get("tokenizer.json"):
-        return source
-    raise QueryError(f"{prepared}: no tokenizer/tokenizer.json (and the source tokenizer {source} is gone or "
-                     "changed); re-run `tessera prepare CONFIG --force` to save it")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def cached_vocab_table(prepared: Path) -> pa.Table:
-    """vocab_table for a tokenizer file, built once per process for each version of the file: the report
-    and the tests open several connections, and a 150k vocabulary takes about a second."""
-    path = tokenizer_file(prepared).resolve()
-    st = path.stat()
-    return _vocab_table_for(str(path), st.st_mtime_ns, st.st_size)
-
-
-@cache
-def _vocab_table_for(path: str, mtime_ns: int, size: int) -> pa.Table:
-    return vocab_table(Vocab(Path(path)))
-
-
-def vocab_table(vocab: Vocab) -> pa.Table:
-    ids = range(len(vocab))
-    token_bytes = [vocab.bytes(i) for i in ids]
-    return pa.table({
-        "token_id": pa.array(np.arange(len(vocab), dtype=np.int32)),
-        "piece": pa.array([vocab.piece(i) for i in ids], pa.string()),
-        "text": pa.array([b.decode("utf-8", errors="replace") for b in token_bytes], pa.string()),
-        "bytes": pa.array(token_bytes, pa.binary()),
-        "special": pa.array([vocab.special(i) for i in ids], pa.bool_()),
-    })
-
-
 # ------------------------------------------------------------------------------------------------------------
 # the connection
-
-
-def read_manifest(prepared: Path) -> dict[str, Any]:
-    path = prepared / "manifest.json"
-    if not path.is_file():
-        hint = " (it is being written, or the run crashed)" if prepared.is_dir() else ""
-        raise QueryError(f"{prepared}: not a prepared directory, no manifest.json{hint}; "
-                         "create one with `tessera prepare CONFIG`")
-    try:
-        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise QueryError(f"{path}: not valid JSON ({e}); run `tessera prepare CONFIG` again to rebuild it") from None
-    return manifest
-
-
-def open_dir(prepared: Path) -> Path:
-    """The one version of `prepared` every file is read from (outdir.open_prepared_dir), as a QueryError."""
-    try:
-        return open_prepared_dir(prepared)
-    except NotPrepared as e:
-        raise QueryError(str(e)) from None
-
-
-def packed_table(prepared: Path, manifest: dict[str, Any]) -> pa.Table:
-    """Every shard (memory-mapped: zero-copy, the OS pages data in as queries touch it) with shard, split and
-    row prepended."""
-    tables = []
-    for s in manifest["shards"]:
-        try:
-            path = shard_path(prepared, s["file"])
-        except ShardPathError as e:
-            raise QueryError(str(e)) from None
-        t = ipc.open_file(pa.memory_map(str(path))).read_all()
-        n = t.num_rows
-        extra = [pa.array([s["file"]] * n, pa.string()), pa.array([s["split"]] * n, pa.string()),
-                 pa.array(np.arange(n, dtype=np.int32))]
-        tables.append(pa.Table.from_arrays(extra + t.columns, names=["shard", "split", "row", *t.column_names]))
-    if not tables:
-        empty = SHARD_SCHEMA.empty_table()
-        return pa.Table.from_arrays([pa.array([], pa.string()), pa.array([], pa.string()), pa.array([], pa.int32()),
-                                     *empty.columns], names=["shard", "split", "row", *empty.column_names])
-    return pa.concat_tables(tables)
-
-
-def manifest_table(manifest: dict[str, Any]) -> pa.Table:
-    tok, stats, cfg = manifest.get("tokenizer", {}), manifest.get("stats", {}), manifest.get("config", {})
-    template = manifest.get("chat_template") or {}
-    return pa.Table.from_pylist([{
-        "tessera_version": manifest.get("tessera_version"),
-        "format_version": manifest.get("format_version"),
-        "fingerprint": manifest.get("fingerprint"),
-        "sequence_len": stats.get("sequence_len", cfg.get("sequence_len")),
-        "sample_packing": stats.get("sample_packing", cfg.get("sample_packing")),
-        "val_set_size": cfg.get("val_set_size"),
-        "seed": cfg.get("seed"),
-        "tokenizer_path": tok.get("path"),
-        "vocab_size": tok.get("vocab_size"),
-        "bos_token": tok.get("bos_token"),
-        "eos_token": tok.get("eos_token"),
-        "chat_template": template.get("name"),
-    }], schema=pa.schema([("tessera_version", pa.string()), ("format_version", pa.int32()),
-                          ("fingerprint", pa.string()), ("sequence_len", pa.int32()), ("sample_packing", pa.bool_()),
-                          ("val_set_size", pa.float64()), ("seed", pa.int64()), ("tokenizer_path", pa.string()),
-                          ("vocab_size", pa.int32()), ("bos_token", pa.string()), ("eos_token", pa.string()),
-                          ("chat_template", pa.string())]))
 
 
 def connect(prepared: Path, with_vocab: bool = True) -> duckdb.DuckDBPyConnection:
@@ -416,60 +228,6 @@ def run_file(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, str] |
 
 def uses_vocab(sql: str) -> bool:
     return re.search(r"\bvocab\b", sql, re.IGNORECASE) is not None
-
-
-# ------------------------------------------------------------------------------------------------------------
-# output
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, decimal.Decimal):  # DuckDB sums are HUGEINT/DECIMAL
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, datetime.date | datetime.time | datetime.datetime):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def to_json(table: pa.Table) -> str:
-    return json.dumps([_jsonable(r) for r in table.to_pylist()], ensure_ascii=False, allow_nan=False)
-
-
-def to_csv(table: pa.Table) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(table.column_names)
-    for row in table.to_pylist():
-        values = (_jsonable(v) for v in row.values())
-        w.writerow(["" if v is None else json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else v
-                    for v in values])
-    return buf.getvalue()
-
-
-def show_table(rel: duckdb.DuckDBPyRelation, max_rows: int) -> str:
-    """DuckDB's box rendering, as wide as the terminal (160 columns when not a terminal). A single row that
-    does not fit is shown transposed, one column per line, instead of with columns left out."""
-    width = shutil.get_terminal_size((200, 24)).columns
-
-    def render(mode: str | None) -> str:
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            rel.show(max_width=width, max_rows=max_rows, max_col_width=60, render_mode=mode)
-        return buf.getvalue()
-
-    out = render(None)
-    if re.search(r"\d+ columns \(\d+ shown\)", out) and len(rel) == 1:
-        out = render("columns")
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------

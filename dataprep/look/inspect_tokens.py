@@ -35,8 +35,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from dataprep.near_dedup_report import cluster_note
-from dataprep.query import QueryError, Vocab, open_dir, read_manifest, tokenizer_file
+from dataprep.look.near_dedup_report import cluster_note
+from dataprep.look.prepared import QueryError, open_dir, read_manifest, tokenizer_file
+from dataprep.look.vocab import Vocab
 from dataprep.report import escape_controls
 from dataprep.shards import ShardPathError, shard_path
 from schemas.shard import IGNORE_INDEX
