@@ -57,7 +57,7 @@ WINDOW = 64
 # (false positive, false negative) weights of the S-curve areas (see the module docstring).
 LSH_WEIGHTS = (0.1, 0.9)
 PAIR_CHUNK = 1 << 14  # candidate pairs verified per step: 2 x 16k x num_perm x 4 bytes = 16 MB at 128
-BLOCK = 1 << 16  # signature rows read per step while banding: 32 MB at num_perm 128
+BLOCK = 1 << 14  # signature rows read per step while banding: 8 MB at num_perm 128
 
 Keep = Literal["first", "longest", "most_trained"]
 
