@@ -63,6 +63,7 @@ def write_samples(path: Path, table: SampleTable, layout: Layout, placement: Pla
             piece = np.full(len(t), -1, np.int64)
             piece[in_shards] = first_piece + np.arange(int(in_shards.sum()))
             writer.write_batch(columns.batch(t, piece, in_shards, None).cast(SAMPLES_FILE_SCHEMA))
+            table.release()  # this block's pages of the column files
         # Copies made by datasets[].weight: after every input row, as their sample_ids are.
         for lo in range(layout.originals, len(layout.pieces), BLOCK):
             piece = np.arange(lo, min(lo + BLOCK, len(layout.pieces)))

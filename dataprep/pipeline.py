@@ -304,6 +304,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
                       SpillReader(work / "ids.bin", work / "labels.bin"))
     placement = Placement.empty(len(pieces))
     shards: list[ShardInfo] = []
+    table.release()  # the stages' pages of the table's column files (table.py)
     with timer("write") as stage, progress.bar("write", total=len(layout.rows)) as bar:
         for split, rows in layout.rows.items():
             shards += write_split(tmp / "shards", split, rows, samples, placement)
