@@ -261,7 +261,8 @@ class TableBuilder:
         return self.reasons.index(reason)
 
     def _write_extra(self, key: str, pairs: list[tuple[int, Any]]) -> None:
-        if key in self._matrix or (key not in self._extra and isinstance(pairs[0][1], np.ndarray)):
+        first = pairs[0][1]
+        if key in self._matrix or (key not in self._extra and isinstance(first, np.ndarray) and first.ndim == 1):
             self._write_matrix(key, pairs)
             return
         ids = pa.array([p[0] for p in pairs], pa.int64())
