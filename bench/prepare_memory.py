@@ -2,6 +2,7 @@
 
     python bench/prepare_memory.py                          # 100,000 and 1,000,000 rows
     python bench/prepare_memory.py --rows 100000,500000     # other sizes
+    python bench/prepare_memory.py --near-dedup             # with dataset_near_deduplication: true (MinHash)
     PYTHONPATH=/path/to/other/checkout python bench/prepare_memory.py   # the same for another version
 
 What it does:
@@ -11,8 +12,10 @@ What it does:
               as a prompt, ~3% exact copies of an earlier row (removed by exact dedup) and ~0.5% with a token
               outside the vocabulary (quarantined as bad_token_ids). Written once per --rows/--seed under --out.
     prepare   one child process per size: run_pipeline(sequence_len 512, sample_packing, val_set_size 0.01,
-              1 worker, force). Peak RSS is the child's ru_maxrss; rows/s is input rows / the child's wall time
-              from the first row read to manifest.json (setup excluded, it does not depend on the rows).
+              1 worker, force; --near-dedup: dataset_near_deduplication with its defaults, threshold 0.8,
+              128 permutations, over the token ids as words). Peak RSS is the child's ru_maxrss; rows/s is
+              input rows / the child's wall time from the first row read to manifest.json (setup excluded, it
+              does not depend on the rows).
 
 Prints a Markdown table for bench/RESULTS.md with the machine, per size: rows, peak RSS, RSS per row above the
 smallest size, rows/s and the stage seconds from the manifest.
@@ -98,6 +101,7 @@ def main() -> int:
     ap.add_argument("--rows", default="100000,1000000", help="comma-separated sizes (default: 100000,1000000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("/tmp/tessera-bench-memory"))
+    ap.add_argument("--near-dedup", action="store_true", help="turn on dataset_near_deduplication (defaults)")
     ap.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -115,11 +119,14 @@ def main() -> int:
             t = time.perf_counter()
             generate(data, rows, args.seed)
             print(f"generated {data} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        config = args.out / f"rows-{rows}.yaml"
+        near = "-near" if args.near_dedup else ""
+        config = args.out / f"rows-{rows}{near}.yaml"
         config.write_text(json.dumps({"tokenizer_config": tokenizer, "datasets": [{"path": str(data)}],
                                       "sequence_len": 512, "sample_packing": True, "val_set_size": 0.01,
-                                      "quarantine_max_fraction": 0.05}))
-        proc = subprocess.run([sys.executable, __file__, "--child", str(config), str(args.out / f"prepared-{rows}")],
+                                      "quarantine_max_fraction": 0.05,
+                                      **({"dataset_near_deduplication": True} if args.near_dedup else {})}))
+        proc = subprocess.run([sys.executable, __file__, "--child", str(config),
+                               str(args.out / f"prepared-{rows}{near}")],
                               capture_output=True, text=True, env=os.environ)
         if proc.returncode != 0:
             print(proc.stderr, file=sys.stderr)
@@ -127,7 +134,8 @@ def main() -> int:
         r = json.loads(proc.stdout.strip().splitlines()[-1]) | {"rows": rows}
         print(f"{rows:,} rows: peak RSS {r['maxrss'] / 2**20:,.0f} MiB, {r['wall_s']:.1f}s", file=sys.stderr)
         results.append(r)
-    print(f"\nMachine: {machine()}\n")
+    print(f"\nMachine: {machine()}; load average {os.getloadavg()[0]:.1f}; near-dedup "
+          f"{'on' if args.near_dedup else 'off'}\n")
     print("| rows | peak RSS MiB | RSS above the smallest, bytes/row | rows/s (excl. setup) | "
           "seconds: rows / stages / write | accounting |")
     print("|---:|---:|---:|---:|---|---|")

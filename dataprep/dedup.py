@@ -1,7 +1,9 @@
 """Exact dedup: a sample whose normalised content (transform.content_hash: Unicode NFC, whitespace runs folded)
 equals an earlier kept sample's, in any dataset, is removed as a duplicate of that first occurrence.
 
-Vectorised: numpy's unique over the 16-byte hashes gives each hash's first position in sample_id order.
+Vectorised: a stable sort of the 16-byte hashes (as two uint64) groups equal ones; the first of each group is
+its first position in sample_id order. (np.unique over the hashes as 16-byte voids did the same with about
+three times the memory: +90 MB at 1M rows.)
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ def exact_dedup(view: View, settings: bool) -> Outcome:
     hashes = view["content_hash"]
     if len(hashes) == 0:
         return Outcome()
-    # The view is in sample_id order, and unique's return_index is the first position of each value.
-    _, first, inverse = np.unique(hashes.view(np.dtype((np.void, 16))), return_index=True, return_inverse=True)
-    kept_at = first[inverse.reshape(-1)]
+    kept_at = first_of_each(hashes.view(np.uint64).reshape(-1, 2))
     dup = np.flatnonzero(kept_at != np.arange(len(hashes)))
     if len(dup) == 0:
         return Outcome()
@@ -32,3 +32,16 @@ def exact_dedup(view: View, settings: bool) -> Outcome:
     return Outcome(rejected=[Rejected(dup, Status.duplicate, str(Reason.duplicate),
                                       audit={"kept_sample_id": kept_ids, "similarity": np.ones(len(dup)),
                                              "cluster_id": kept_ids})])
+
+
+def first_of_each(keys: np.ndarray) -> np.ndarray:
+    """For each row of `keys` (n, 2) uint64, the position of the first row equal to it."""
+    order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable: equal keys stay in position order
+    ordered = keys[order]
+    starts = np.ones(len(order), bool)
+    starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    del ordered
+    group = np.cumsum(starts) - 1
+    kept_at = np.empty(len(order), np.int64)
+    kept_at[order] = order[np.flatnonzero(starts)][group]
+    return kept_at

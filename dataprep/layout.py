@@ -74,9 +74,12 @@ def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray, np.ndarray, 
     every table row's first piece and its number of ids, the instances (view positions) and each instance's
     first published id (copies after every table row's ids)."""
     inst = instances(view)
-    types = np.asarray(s.types)[view["dataset_index"][inst]]
-    pieces = cut_rows(view["offset"][inst], view["num_tokens"][inst], types == "completion", types == "pretrain",
-                      s.sequence_len)
+    dataset = view["dataset_index"][inst]
+    # per-dataset flags, then per row: an array of the type strings would take ~60 bytes a row
+    completion = np.array([t == "completion" for t in s.types], bool)[dataset]
+    pretrain = np.array([t == "pretrain" for t in s.types], bool)[dataset]
+    del dataset
+    pieces = cut_rows(view["offset"][inst], view["num_tokens"][inst], completion, pretrain, s.sequence_len)
     per_inst = np.bincount(pieces.row, minlength=len(inst))
     count = np.ones(len(view.table), np.int64)
     count[view.rows] = per_inst[:len(view)]

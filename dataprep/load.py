@@ -118,7 +118,7 @@ def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIM
         if fmt in ("json", "jsonl"):
             yield from _json_batches(path, batch_size, max_line)
         elif fmt == "parquet":
-            yield from _arrow_batches(pq.ParquetFile(path).iter_batches(batch_size=batch_size))
+            yield from _arrow_batches(_parquet_batches(path, batch_size))
         elif fmt == "arrow":
             yield from _arrow_batches(_ipc_batches(path))
         elif fmt == "csv":
@@ -354,6 +354,22 @@ def _binary_type(t: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(t):
         return pa.struct([pa.field(f.name, _binary_type(f.type)) for f in t])
     return t
+
+
+def _parquet_batches(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The file's rows in batches, a few row groups per reader. One `iter_batches` over the whole file keeps
+    memory in Arrow's pool that grows with every row group it reads (pyarrow 26: +220 bytes a row of this
+    benchmark's data, 217 MB at 1M rows, bench/prepare_memory.py); a reader per run of row groups stays at the
+    size of one run. Row groups smaller than a batch are read together, so batches keep their size."""
+    pf = pq.ParquetFile(path)
+    run: list[int] = []
+    rows = 0
+    for g in range(pf.num_row_groups):
+        run.append(g)
+        rows += pf.metadata.row_group(g).num_rows
+        if rows >= batch_size or g == pf.num_row_groups - 1:
+            yield from pf.iter_batches(batch_size=batch_size, row_groups=run)
+            run, rows = [], 0
 
 
 def _ipc_batches(path: Path) -> Iterator[pa.RecordBatch]:

@@ -1,6 +1,8 @@
 """MinHash near-duplicate detection on plain arrays: shingles, signatures, LSH banding, union-find clusters.
 
-numpy only (no Polars, no I/O), so each step is tested on arrays; dataprep/near_dedup.py runs it as a stage.
+numpy only (no Polars, no I/O), so each step is tested on arrays; dataprep/near_dedup.py runs it as a stage,
+over signatures it reads from disk (`Signatures`: blocks of rows for banding, the rows of a chunk of pairs for
+verification), so that memory does not grow by num_perm x 4 bytes a row.
 
     text ─normalise─> words ─ngram─> shingles ─hash32─> h ─fmix32─> (a_k·h + b_k) mod 2^32 ─min─> sig[k]
 
@@ -39,8 +41,9 @@ the signatures and their order, never on how many workers computed them.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -53,7 +56,8 @@ IMPLEMENTATION = ("numpy MinHash: datasketch affine32 permutations (fmix32, a*h+
 WINDOW = 64
 # (false positive, false negative) weights of the S-curve areas (see the module docstring).
 LSH_WEIGHTS = (0.1, 0.9)
-PAIR_CHUNK = 1 << 16  # candidate pairs verified per step: 2 x 64k x num_perm x 4 bytes = 64 MB at 128
+PAIR_CHUNK = 1 << 14  # candidate pairs verified per step: 2 x 16k x num_perm x 4 bytes = 16 MB at 128
+BLOCK = 1 << 14  # signature rows read per step while banding: 8 MB at num_perm 128
 
 Keep = Literal["first", "longest", "most_trained"]
 
@@ -182,18 +186,55 @@ def signatures(texts: list[str], num_perm: int, ngram: int, seed: int = SEED) ->
     return out
 
 
+class Signatures(Protocol):
+    """Rows of a (n, num_perm) uint32 signature matrix that need not be in memory (near_dedup.py reads them from
+    disk): whole blocks of consecutive rows, or any rows."""
+
+    def __len__(self) -> int: ...
+
+    def block(self, lo: int, hi: int) -> np.ndarray: ...
+
+    def take(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class InMemory:
+    """Signatures held as one array."""
+
+    sigs: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sigs)
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        return self.sigs[lo:hi]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.sigs[rows]
+
+
+def _source(sigs: np.ndarray | Signatures) -> Signatures:
+    return InMemory(sigs) if isinstance(sigs, np.ndarray) else sigs
+
+
+def _blocks(src: Signatures) -> Iterator[np.ndarray]:
+    for lo in range(0, len(src), BLOCK):
+        yield src.block(lo, min(lo + BLOCK, len(src)))
+
+
 def has_text(sigs: np.ndarray) -> np.ndarray:
     """Rows whose text had at least one shingle (an all-MAX_HASH signature cannot come from real shingles in
     practice: every one of num_perm independent minima would have to be 2^32-1)."""
     return ~(sigs == MAX_HASH).all(axis=1)
 
 
-def similarity(sigs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def similarity(sigs: np.ndarray | Signatures, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Estimated Jaccard similarity of rows i[k] and j[k]: the share of equal positions (float32)."""
+    src = _source(sigs)
     out = np.empty(len(i), dtype=np.float32)
     for start in range(0, len(i), PAIR_CHUNK):
         stop = start + PAIR_CHUNK
-        out[start:stop] = (sigs[i[start:stop]] == sigs[j[start:stop]]).mean(axis=1)
+        out[start:stop] = (src.take(i[start:stop]) == src.take(j[start:stop])).mean(axis=1)
     return out
 
 
@@ -262,12 +303,15 @@ def bucket_pairs(keys: np.ndarray, window: int = WINDOW) -> tuple[np.ndarray, np
     return np.minimum(i, j), np.maximum(i, j)
 
 
-def candidate_pairs(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unique pairs (i, j), i < j, sharing at least one band, sorted."""
+def candidate_pairs(sigs: np.ndarray | Signatures, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique pairs (i, j), i < j, sharing at least one band, sorted. One band at a time, its keys computed a
+    block of rows at a time: 8 bytes a row are held, not the signatures."""
+    src = _source(sigs)
     found = []
-    n = np.int64(len(sigs))
+    n = np.int64(len(src))
     for band in range(bands):
-        i, j = bucket_pairs(band_keys(sigs, band, rows))
+        keys = np.concatenate([np.empty(0, np.uint64), *(band_keys(b, band, rows) for b in _blocks(src))])
+        i, j = bucket_pairs(keys)
         found.append(_unique(i * n + j))  # per band, so duplicates across bands never pile up
     pair = _unique(np.concatenate(found)) if found else np.empty(0, np.int64)
     return pair // n, pair % n
@@ -326,12 +370,15 @@ def keep_order(keep: Keep, sample_ids: np.ndarray, num_tokens: np.ndarray, num_t
     return rank
 
 
-def near_duplicates(sigs: np.ndarray, threshold: float, bands: int, rows: int, rank: np.ndarray) -> Clusters:
+def near_duplicates(sigs: np.ndarray | Signatures, threshold: float, bands: int, rows: int,
+                    rank: np.ndarray) -> Clusters:
     """Cluster rows whose signatures are estimated >= threshold similar (directly or through a chain), and keep
-    the row of lowest `rank` (keep_order) in each. Rows without text (has_text) never join a cluster."""
+    the row of lowest `rank` (keep_order) in each. Rows without text (has_text) never join a cluster. `sigs` is
+    an array or Signatures read from disk (a block of rows, or the rows of a chunk of pairs, at a time)."""
+    sigs = _source(sigs)
     ci, cj = candidate_pairs(sigs, bands, rows)
     sim = similarity(sigs, ci, cj)
-    text = has_text(sigs)
+    text = np.concatenate([np.empty(0, bool), *(has_text(b) for b in _blocks(sigs))])
     ok = (sim >= np.float32(threshold)) & text[ci] & text[cj]
     vi, vj = ci[ok], cj[ok]
     empty = Clusters(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int64),

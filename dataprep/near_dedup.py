@@ -4,8 +4,12 @@
     near_dedup(view, settings)                        banding -> verified pairs -> clusters -> one kept each
 
 The signature of every kept row is computed where the row is parsed, so the work is spread over the workers
-and nothing but num_perm uint32 values per row reaches the stage. The stage reads them as one array and runs
-dataprep/minhash.py over it (see its docstring for the S-curve and the choice of bands and rows). A removed
+and nothing but num_perm uint32 values per row reaches the stage. They are written, a batch at a time, to a
+fixed-width file of the sample table (`_work/extra/minhash.bin`, table.py), and the stage runs
+dataprep/minhash.py over that file without loading it (see its docstring for the S-curve and the choice of
+bands and rows): banding reads it a block of rows at a time, once per band, keeping one 8-byte key per sample;
+verification reads the two rows of each candidate pair (pread, a chunk of pairs at a time); union-find runs
+over the verified pairs only. Memory is a few arrays of 8 bytes per sample, not num_perm x 4. A removed
 sample gets status `duplicate`, reason `near_duplicate`; duplicates.parquet gets one row per removed sample:
 kept_sample_id, kind `near`, similarity (estimated Jaccard to the kept sample; below the threshold for a sample
 joined to the cluster through another one) and cluster_id = the kept sample's id, as for exact duplicates.
@@ -20,7 +24,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from dataprep import minhash
 from dataprep.dedup_text import dedup_text
@@ -29,7 +32,7 @@ from schemas.reasons import Reason, Status
 if TYPE_CHECKING:
     from dataprep.formats import Sample
     from dataprep.stage import Outcome
-    from dataprep.table import View
+    from dataprep.table import Matrix, View
     from schemas.config import Config, DatasetConfig
 
 EXTRA = "minhash"  # the RowResult.extra key and sample-table column holding a row's signature
@@ -79,17 +82,38 @@ class Signer:
             result.extra = {**(result.extra or {}), EXTRA: sig}
 
 
-def signature_matrix(column: pa.Array, num_perm: int) -> np.ndarray:
-    """The view's signatures as (rows, num_perm) uint32; a row without one (null) gets MAX_HASH everywhere,
-    which minhash treats as a row without text."""
-    out = np.full((len(column), num_perm), minhash.MAX_HASH, dtype=np.uint32)
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    valid = column.is_valid().to_numpy(zero_copy_only=False)
-    if valid.any():
-        values = column.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
-        out[valid] = values.astype(np.uint32, copy=False).reshape(-1, num_perm)
-    return out
+@dataclass
+class ViewSignatures:
+    """minhash.Signatures of a view's samples, read from the row pass's fixed-width `minhash` column on disk
+    (table.Matrix); a sample without a signature reads as MAX_HASH everywhere, which minhash treats as a row
+    without text."""
+
+    matrix: Matrix
+    num_perm: int
+
+    def __len__(self) -> int:
+        return len(self.matrix.at)
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        at = self.matrix.at[lo:hi]
+        out = np.full((len(at), self.num_perm), minhash.MAX_HASH, dtype=np.uint32)
+        have = np.flatnonzero(at >= 0)
+        if len(have) == 0:
+            return out
+        first, last = int(at[have[0]]), int(at[have[-1]])
+        if last - first < 2 * len(have):  # mostly consecutive stored rows: one read
+            out[have] = self.matrix.rows_between(first, last + 1)[at[have] - first]
+        else:
+            out[have] = self.matrix.take(at[have])
+        return out
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        at = self.matrix.at[rows]
+        out = np.full((len(at), self.num_perm), minhash.MAX_HASH, dtype=np.uint32)
+        have = at >= 0
+        if have.any():
+            out[have] = self.matrix.take(at[have])
+        return out
 
 
 def near_dedup(view: View, settings: NearDedupSettings) -> Outcome:
@@ -97,7 +121,10 @@ def near_dedup(view: View, settings: NearDedupSettings) -> Outcome:
 
     if len(view) < 2:
         return Outcome()
-    sigs = signature_matrix(view.extra(EXTRA), settings.num_perm)
+    try:
+        sigs = ViewSignatures(view.matrix(EXTRA), settings.num_perm)
+    except KeyError:  # no kept row had a signature (a row pass without near-dedup text): nothing is a duplicate
+        return Outcome()
     ids = view["sample_id"]
     rank = minhash.keep_order(settings.keep, ids, view["num_tokens"], view["num_trainable"])
     found = minhash.near_duplicates(sigs, settings.threshold, settings.bands, settings.rows, rank)

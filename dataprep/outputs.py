@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -64,6 +63,7 @@ def write_samples(path: Path, table: SampleTable, layout: Layout, placement: Pla
             piece = np.full(len(t), -1, np.int64)
             piece[in_shards] = first_piece + np.arange(int(in_shards.sum()))
             writer.write_batch(columns.batch(t, piece, in_shards, None).cast(SAMPLES_FILE_SCHEMA))
+            table.release()  # this block's pages of the column files
         # Copies made by datasets[].weight: after every input row, as their sample_ids are.
         for lo in range(layout.originals, len(layout.pieces), BLOCK):
             piece = np.arange(lo, min(lo + BLOCK, len(layout.pieces)))
@@ -124,21 +124,29 @@ class _Columns:
         ], schema=SAMPLES_SCHEMA)
 
 
-def hex_hashes(hashes: np.ndarray) -> pl.Series:
-    """16-byte hashes as the 32-character hex strings samples.parquet has always had (through Arrow: numpy's
-    bytes would drop trailing zero bytes)."""
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(hashes), [None, pa.py_buffer(hashes.tobytes())])
-    return pl.Series(fixed.cast(pa.binary())).bin.encode("hex")
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def hex_hashes(hashes: np.ndarray) -> pa.Array:
+    """16-byte hashes (numpy "S16") as the 32-character lowercase hex strings samples.parquet has always had.
+    In numpy, not Polars: Polars' allocator kept ~270 bytes a row of freed memory through the block loop of
+    write_samples (+80 MB at 300k rows, bench/prepare_memory.py). (Raw bytes: numpy's "S16" items would drop
+    trailing zero bytes.)"""
+    raw = np.frombuffer(hashes.tobytes(), np.uint8).reshape(len(hashes), 16)
+    text = np.empty((len(hashes), 32), np.uint8)
+    text[:, 0::2], text[:, 1::2] = _HEX[raw >> 4], _HEX[raw & 15]
+    offsets = np.arange(0, 32 * len(hashes) + 1, 32, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(hashes), pa.py_buffer(offsets), pa.py_buffer(text.tobytes()))
 
 
 def _hash_column(hashes: np.ndarray, has: np.ndarray, t: np.ndarray) -> pa.Array:
-    values = hex_hashes(hashes[t]).to_arrow().cast(pa.string())
+    values = hex_hashes(hashes[t])
     return pc.if_else(pa.array(has[t]), values, pa.nulls(len(t), pa.string()))
 
 
 def write_duplicates(path: Path, table: SampleTable, layout: Layout, removed: Removed) -> None:
     dup = removed.duplicates()
-    hashes = hex_hashes(table.columns["content_hash"][dup["rows"]]).to_arrow().cast(pa.string())
+    hashes = hex_hashes(table.columns["content_hash"][dup["rows"]])
     exact = ~dup["near"]
     columns = [
         pa.array(layout.first_id[dup["rows"]], pa.int64()),

@@ -50,7 +50,7 @@ def choose_validation(sample_ids: np.ndarray, val_set_size: float, seed: int) ->
         return mask
     keys = np.fromiter(
         (int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little")
-         for i in sample_ids.tolist()),
+         for _, i in _each(sample_ids)),  # a block of Python ints at a time, not a list of them all
         dtype=np.uint64, count=n)
     mask[np.lexsort((sample_ids, keys))[:count]] = True
     return mask

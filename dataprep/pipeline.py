@@ -304,10 +304,13 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
                       SpillReader(work / "ids.bin", work / "labels.bin"))
     placement = Placement.empty(len(pieces))
     shards: list[ShardInfo] = []
+    table.release()  # the stages' pages of the table's column files (table.py)
     with timer("write") as stage, progress.bar("write", total=len(layout.rows)) as bar:
         for split, rows in layout.rows.items():
             shards += write_split(tmp / "shards", split, rows, samples, placement)
             bar.advance(1)
+        layout.rows.clear()  # the shard rows are written; the tables below need only where each sample went
+        del samples
         formats = [ds.format for ds in cfg.datasets]
         sources = [s.display for s in st.sources]
         outputs.write_samples(tmp / "samples.parquet", table, layout, placement, removed, datasets, formats, sources)
@@ -320,7 +323,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     add_mixing(counts, table, datasets, len(pieces) - layout.originals)
     counts["chunked_rows"] = int(np.count_nonzero(layout.count[table.columns["status"] == KEPT] > 1))
     lengths = pieces.end[:layout.originals] - pieces.start[:layout.originals]
-    del table, samples  # release the memmaps before the work folder is deleted
+    del table  # release the memmaps before the work folder is deleted
     shutil.rmtree(work)
     saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
     manifest = _manifest(st, counts, records, shards, lengths, timer, saved)

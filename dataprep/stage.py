@@ -4,7 +4,8 @@
 
 `view` (table.py) is the sample table restricted to the samples still kept, in sample_id order:
 `view["content_hash"]`, `view["num_tokens"]`, ... are numpy arrays with one value per active sample,
-`view.extra("minhash")` an extra column from the row pass, `view.tokens(i)` a sample's ids and labels,
+`view.extra("assistant_text")` an extra column from the row pass (`view.matrix("minhash")` a fixed-width one,
+read from disk a block at a time), `view.tokens(i)` a sample's ids and labels,
 `view.rows` the table rows and `view.table` the whole table (read it, never write it). `settings` is what
 `Stage.settings(cfg)` returned: only what the stage uses, never the whole Config. A stage whose settings are
 built once per run before any row is read (filters and decontaminate: the checked filters and the eval index,

@@ -3,7 +3,8 @@
 The row pass (parse -> format -> render -> tokenize, transform.py) hands each batch's RowResults to
 `TableBuilder.add`, which appends them as fixed-width columns to one file per column (`_work/table/`) and the
 kept rows' tokens to the spill (two flat int32 files in `_work/`): the row pass holds nothing per row. The
-stages then get the columns as numpy arrays, about 60 bytes per row; nothing per row is a Python object.
+stages then get the columns as numpy arrays over the files, mapped (about 60 bytes a row, resident only while
+read: `SampleTable.release`); nothing per row is a Python object.
 The stages after it (stage.py) read the table; the runner writes samples.parquet and the accounting from it.
 
 Columns (`table.columns[name]`, index = table row = input order over all datasets):
@@ -26,13 +27,21 @@ Columns (`table.columns[name]`, index = table row = input order over all dataset
     kind           uint8  index into schemas.shard.KINDS (today always 0, "sft")
 
 Extra columns: a RowResult may carry `extra`, a dict of name -> value (a MinHash signature, a role's text,
-...). Each name becomes a column stored on disk, `_work/extra/<name>.arrow` (Arrow IPC: `sample_id` and
-`value`, only the rows that had it; the value's Arrow type is taken from the first batch that has it). Stages
-read it as an Arrow array aligned with their rows, null where a row had none: `view.extra("minhash")`.
+...). Each name becomes a column stored on disk, only for the rows that had it:
+
+    numpy arrays (same dtype and length in every row: a MinHash signature)
+        `_work/extra/<name>.bin`, one fixed-width row per value, back to back, and `<name>.ids`, their table
+        rows (int64). Stages read them a block at a time, never as a whole: `view.matrix(name)` (Matrix).
+    anything else (text, numbers, lists)
+        `_work/extra/<name>.arrow` (Arrow IPC: `sample_id` and `value`; the value's Arrow type is taken from the
+        first batch that has it), read as an Arrow array aligned with the view, null where a row had none:
+        `view.extra("assistant_text")`.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +73,7 @@ class SampleTable:
     labels: np.ndarray
     extra_dir: Path
     added: set[str] = field(default_factory=set)  # columns stages added (stage.Outcome.columns)
+    maps: list[mmap.mmap] = field(default_factory=list)  # the columns' files, mapped (TableBuilder.finish)
 
     def __len__(self) -> int:
         return len(self.columns["sample_id"])
@@ -73,13 +83,38 @@ class SampleTable:
             self.reasons.append(reason)
         return self.reasons.index(reason)
 
+    def release(self) -> None:
+        """Drops the pages of the column files from this process (they stay in the page cache, changes
+        included): a mapped page counts in RSS from its first touch until the map is gone, so without this
+        every column a stage ever read would stay resident to the end (~60 bytes a row). Called before each
+        stage and after each block the output tables write."""
+        for m in self.maps:
+            m.madvise(mmap.MADV_DONTNEED)
+
     def active(self) -> View:
         """The samples still kept: what the next stage receives."""
+        self.release()
         return View(self, np.flatnonzero(self.columns["status"] == KEPT))
+
+    def matrix(self, name: str, rows: np.ndarray) -> Matrix:
+        """Fixed-width extra column `name` (numpy values) for table rows `rows` (ascending)."""
+        meta = self.extra_dir / f"{name}.dtype"
+        if not meta.exists():
+            raise KeyError(f"no fixed-width extra column {name!r}: no RowResult had a numpy extra[{name!r}]")
+        dtype, width = meta.read_text().split()
+        ids = np.fromfile(self.extra_dir / f"{name}.ids", dtype=np.int64)
+        at = np.minimum(np.searchsorted(ids, rows), max(len(ids) - 1, 0))
+        found = (ids[at] == rows) if len(ids) else np.zeros(len(rows), bool)
+        return Matrix(self.extra_dir / f"{name}.bin", np.dtype(dtype), int(width), np.where(found, at, -1))
 
     def extra(self, name: str, rows: np.ndarray) -> pa.Array:
         """Extra column `name` for table rows `rows` (ascending), null where a row has no value."""
         path = self.extra_dir / f"{name}.arrow"
+        if not path.exists() and (self.extra_dir / f"{name}.dtype").exists():  # fixed-width: as lists
+            m = self.matrix(name, rows)
+            values = m.take(np.maximum(m.at, 0)) if len(rows) else np.zeros((0, m.width), m.dtype)
+            lists = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), m.width)
+            return pc.if_else(pa.array(m.at >= 0), lists, pa.nulls(len(rows), lists.type))
         if not path.exists():
             raise KeyError(f"no extra column {name!r}: no RowResult had extra[{name!r}]")
         with pa.memory_map(str(path)) as source:
@@ -108,11 +143,69 @@ class View:
     def extra(self, name: str) -> pa.Array:
         return self.table.extra(name, self.rows)
 
+    def matrix(self, name: str) -> Matrix:
+        return self.table.matrix(name, self.rows)
+
+
     def tokens(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, labels) of the view's i-th sample (memmap slices)."""
         row = self.rows[i]
         start, n = int(self.table.columns["offset"][row]), int(self.table.columns["num_tokens"][row])
         return self.table.ids[start:start + n], self.table.labels[start:start + n]
+
+
+@dataclass
+class Matrix:
+    """A fixed-width extra column on disk, for the rows of a view: `at[i]` is the stored row of the view's i-th
+    sample (-1: it has no value). Read with pread (`block`, `take`), not a memory map: every page a map touches
+    would count in RSS until it is gone, and the whole file is touched (num_perm x 4 bytes a row for MinHash)."""
+
+    path: Path
+    dtype: np.dtype
+    width: int
+    at: np.ndarray
+
+    def rows_between(self, lo: int, hi: int) -> np.ndarray:
+        """Stored rows lo..hi-1, shape (hi - lo, width)."""
+        out = np.empty((max(hi - lo, 0), self.width), self.dtype)
+        if hi > lo:
+            _pread_into(self.path, out, lo * out.itemsize * self.width)
+        return out
+
+    def take(self, stored: np.ndarray) -> np.ndarray:
+        """Stored rows `stored` (any order, repeats allowed), shape (len(stored), width); runs of consecutive
+        rows are read at once."""
+        order = np.argsort(stored, kind="stable")
+        uniq, inverse = np.unique(stored[order], return_inverse=True)
+        out = np.empty((len(uniq), self.width), self.dtype)
+        if len(uniq):
+            run = np.flatnonzero(np.diff(uniq) != 1) + 1
+            first, last = np.concatenate([[0], run]), np.concatenate([run, [len(uniq)]])
+            row_bytes = out.itemsize * self.width
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                for a, b in zip(first.tolist(), last.tolist(), strict=True):
+                    _pread_into(fd, out[a:b], int(uniq[a]) * row_bytes)
+            finally:
+                os.close(fd)
+        result = np.empty((len(stored), self.width), self.dtype)
+        result[order] = out[inverse.reshape(-1)]
+        return result
+
+
+def _pread_into(file: Path | int, out: np.ndarray, offset: int) -> None:
+    fd = os.open(file, os.O_RDONLY) if isinstance(file, Path) else file
+    try:
+        view = memoryview(out.reshape(-1)).cast("B")
+        done = 0
+        while done < len(view):
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise OSError(f"{file}: the extra column file is shorter than expected (was it modified?)")
+            done += n
+    finally:
+        if isinstance(file, Path):
+            os.close(fd)
 
 
 @dataclass
@@ -122,6 +215,7 @@ class TableBuilder:
     _files: dict[str, Any] = field(default_factory=dict)
     _extra: dict[str, ipc.RecordBatchFileWriter] = field(default_factory=dict)
     _extra_types: dict[str, pa.DataType] = field(default_factory=dict)
+    _matrix: dict[str, tuple[Any, Any, np.dtype, int]] = field(default_factory=dict)  # data, ids files; dtype, width
     rows: int = 0
 
     def __post_init__(self) -> None:
@@ -167,6 +261,10 @@ class TableBuilder:
         return self.reasons.index(reason)
 
     def _write_extra(self, key: str, pairs: list[tuple[int, Any]]) -> None:
+        first = pairs[0][1]
+        if key in self._matrix or (key not in self._extra and isinstance(first, np.ndarray) and first.ndim == 1):
+            self._write_matrix(key, pairs)
+            return
         ids = pa.array([p[0] for p in pairs], pa.int64())
         if key not in self._extra:
             values = pa.array([p[1] for p in pairs])
@@ -177,12 +275,34 @@ class TableBuilder:
             values = pa.array([p[1] for p in pairs], self._extra_types[key])
         self._extra[key].write_batch(pa.record_batch([ids, values], names=["sample_id", "value"]))
 
+    def _write_matrix(self, key: str, pairs: list[tuple[int, Any]]) -> None:
+        values = np.stack([p[1] for p in pairs])
+        if key not in self._matrix:
+            (self.work / "extra" / f"{key}.dtype").write_text(f"{values.dtype.str} {values.shape[1]}\n")
+            data = open(self.work / "extra" / f"{key}.bin", "wb")  # noqa: SIM115  (closed in finish())
+            ids = open(self.work / "extra" / f"{key}.ids", "wb")  # noqa: SIM115
+            self._matrix[key] = (data, ids, values.dtype, values.shape[1])
+        data, ids, dtype, width = self._matrix[key]
+        if values.dtype != dtype or values.shape[1:] != (width,):
+            raise ValueError(f"extra[{key!r}]: every row's array must be {dtype} x {width}, not "
+                             f"{values.dtype} x {values.shape[1:]}")
+        data.write(values.tobytes())
+        ids.write(np.array([p[0] for p in pairs], np.int64).tobytes())
+
     def finish(self) -> SampleTable:
+        for data, ids, _, _ in self._matrix.values():
+            data.close()
+            ids.close()
         for writer in self._extra.values():
             writer.close()
         ids, labels = self.spill.finish()
-        columns = {}
+        columns, maps = {}, []
         for k, f in self._files.items():
             f.close()
-            columns[k] = np.fromfile(self.work / "table" / f"{k}.bin", dtype=_DTYPES[k])
-        return SampleTable(columns, self.reasons, ids, labels, self.work / "extra")
+            if self.rows == 0:
+                columns[k] = np.zeros(0, dtype=_DTYPES[k])
+                continue
+            with open(self.work / "table" / f"{k}.bin", "r+b") as file:
+                maps.append(mmap.mmap(file.fileno(), 0))  # the map outlives the file object
+            columns[k] = np.frombuffer(maps[-1], dtype=_DTYPES[k])
+        return SampleTable(columns, self.reasons, ids, labels, self.work / "extra", maps=maps)

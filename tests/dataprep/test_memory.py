@@ -1,0 +1,149 @@
+"""What keeps `prepare`'s memory flat with the row count (bench/prepare_memory.py measures it at 100k and 1M
+rows), each piece checked against the in-memory code it replaced: near-dedup over signatures read from disk
+(table.Matrix, near_dedup.ViewSignatures) gives the same clusters as over one array; Parquet is read a few row
+groups per reader (the same rows, and Arrow's pool does not grow with the file); content hashes are
+hex-encoded in numpy exactly as Polars did; exact dedup's first occurrences equal np.unique's.
+
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/dataprep/test_memory.py -q
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dataprep import minhash as mh
+from dataprep.dedup import first_of_each
+from dataprep.load import _parquet_batches, read_batches
+from dataprep.near_dedup import ViewSignatures
+from dataprep.outputs import hex_hashes
+from dataprep.table import TableBuilder
+from dataprep.transform import RowResult
+from schemas.reasons import Reason, Status
+
+
+def _texts(rng: random.Random, n: int) -> list[str]:
+    """n texts; about a third are light edits of an earlier one (near duplicates), some have no words."""
+    texts: list[str] = []
+    for i in range(n):
+        if texts and rng.random() < 0.35:
+            words = rng.choice(texts).split()
+            for _ in range(max(1, len(words) // 25)):
+                if words:
+                    words[rng.randrange(len(words))] = f"x{rng.randrange(10_000)}"
+            texts.append(" ".join(words))
+        else:
+            words = [f"w{rng.randrange(5000)}" for _ in range(rng.randrange(20, 80))]
+            texts.append("" if i % 17 == 0 else " ".join(words))
+    return texts
+
+
+def test_near_duplicates_from_disk_equal_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(3)
+    texts = _texts(rng, 700)
+    sigs = mh.signatures(texts, 64, 3)
+    # Row pass: a quarantined row every 11th (no signature), signatures as numpy arrays -> fixed-width column.
+    builder = TableBuilder(tmp_path)
+    ids = np.array([1, 2, 3], np.int32)
+    for lo in range(0, len(texts), 64):
+        batch = []
+        for i in range(lo, min(lo + 64, len(texts))):
+            if i % 11 == 5:
+                batch.append(RowResult(i, Status.quarantined, Reason.malformed_json, original="{"))
+            else:
+                batch.append(RowResult(i, Status.kept, content_hash=f"{i:032x}", input_ids=ids, labels=ids,
+                                       num_tokens=3, num_trainable=2, extra={"minhash": sigs[i]}))
+        builder.add(0, 0, batch)
+    table = builder.finish()
+    assert (tmp_path / "extra" / "minhash.bin").stat().st_size == sum(i % 11 != 5 for i in range(700)) * 64 * 4
+    # A view that skips rows (as after exact dedup): every 7th kept row is left out.
+    view_rows = np.array([i for i in range(700) if i % 11 != 5 and i % 7 != 0] + [5], np.int64)
+    view_rows.sort()
+    matrix = table.matrix("minhash", view_rows)
+    assert (matrix.at[view_rows == 5] == -1).all()  # quarantined: no signature
+    on_disk = ViewSignatures(matrix, 64)
+    in_memory = np.where((view_rows % 11 == 5)[:, None], mh.MAX_HASH, sigs[view_rows])
+    assert np.array_equal(on_disk.block(0, len(view_rows)), in_memory)
+    picks = np.array([5, 0, 5, len(view_rows) - 1, 3])
+    assert np.array_equal(on_disk.take(picks), in_memory[picks])
+    assert table.extra("minhash", view_rows[:3]).to_pylist() == in_memory[:3].tolist()
+
+    bands, rows = mh.lsh_params(0.7, 64)
+    rank = np.arange(len(view_rows))
+    expected = mh.near_duplicates(in_memory, 0.7, bands, rows, rank)
+    assert len(expected.removed) > 50  # planted copies were found
+    # Small blocks and pair chunks, so that banding and verification take many reads.
+    monkeypatch.setattr(mh, "BLOCK", 100)
+    monkeypatch.setattr(mh, "PAIR_CHUNK", 37)
+    got = mh.near_duplicates(on_disk, 0.7, bands, rows, rank)
+    for name in ("removed", "kept", "similarity", "cluster_size"):
+        assert np.array_equal(getattr(got, name), getattr(expected, name)), name
+    assert (got.pairs_candidate, got.pairs_verified) == (expected.pairs_candidate, expected.pairs_verified)
+
+
+def _row_groups(path: Path, groups: list[int]) -> pa.Table:
+    rng = np.random.default_rng(0)
+    schema = pa.schema([("text", pa.string()), ("ids", pa.list_(pa.int32()))])
+    tables = [schema.empty_table()]
+    with pq.ParquetWriter(path, schema) as w:
+        for g, n in enumerate(groups):
+            t = pa.table({"text": [f"row {g}:{i}" for i in range(n)],
+                          "ids": [rng.integers(0, 1000, 64).astype(np.int32) for _ in range(n)]}, schema=schema)
+            w.write_table(t)  # one row group per call (n < the default row group size)
+            tables.append(t)
+    return pa.concat_tables(tables)
+
+
+@pytest.mark.parametrize("groups", [[1000, 1000, 37], [100] * 30, [3, 900, 5, 5, 2000], []])
+def test_parquet_batches_read_every_row_in_order(tmp_path: Path, groups: list[int]) -> None:
+    path = tmp_path / "data.parquet"
+    expected = _row_groups(path, groups)
+    batches = list(_parquet_batches(path, 512))
+    assert all(b.num_rows <= 512 for b in batches)
+    got = [r for b in batches for r in b.to_pylist()]
+    assert got == expected.to_pylist()
+    rows = [r for batch in read_batches(path, "parquet", 512) for r in batch]
+    assert [r.source_row for r in rows] == list(range(sum(groups)))
+
+
+def test_parquet_reader_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    """One iter_batches over a whole file kept every row group's memory in Arrow's pool (pyarrow 26); the
+    reader per run of row groups holds about one."""
+    path = tmp_path / "data.parquet"
+    _row_groups(path, [2000] * 120)  # ~0.6 MB of Arrow data a row group
+    before = pa.total_allocated_bytes()  # what earlier tests still hold in the same pool
+    peak = 0
+    for batch in _parquet_batches(path, 512):
+        batch.to_pylist()
+        peak = max(peak, pa.total_allocated_bytes() - before)
+    assert peak < 6 * 2**20, f"{peak / 2**20:.1f} MiB held while reading"  # one reader for the file: ~21 MiB
+
+
+def test_hex_hashes_equal_polars_encoding() -> None:
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, (200, 16), dtype=np.uint8)
+    raw[:10, -4:] = 0  # trailing zero bytes (numpy's S16 items hide them) must still be written
+    raw[10] = 0
+    hashes = raw.view("S16").reshape(-1)
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(hashes), [None, pa.py_buffer(hashes.tobytes())])
+    expected = pl.Series(fixed.cast(pa.binary())).bin.encode("hex").to_list()
+    assert hex_hashes(hashes).to_pylist() == expected
+    assert hex_hashes(hashes[:0]).to_pylist() == []
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 5000])
+def test_first_of_each_equals_numpy_unique(n: int) -> None:
+    rng = np.random.default_rng(n)
+    raw = rng.integers(0, 256, (n, 16), dtype=np.uint8)
+    copies = rng.integers(0, n, n // 2)
+    raw[rng.integers(0, n, n // 2)] = raw[copies]
+    raw[n // 2:, :8] = raw[0, :8]  # equal first halves, different second ones: still different hashes
+    hashes = raw.view("S16").reshape(-1)
+    _, first, inverse = np.unique(hashes.view(np.dtype((np.void, 16))), return_index=True, return_inverse=True)
+    assert np.array_equal(first_of_each(hashes.view(np.uint64).reshape(-1, 2)), first[inverse.reshape(-1)])
