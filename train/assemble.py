@@ -3,7 +3,7 @@
 On this 2-core VM a numpy call costs about as much as copying 1,000 tokens, and creating and freeing a torch
 tensor about as much again, so per-micro-batch calls, not the copying, bounded the loader (~50 µs a
 micro-batch at micro_batch_size 1). Here the micro-batches of a chunk (about CHUNK_TOKENS tokens) are built
-together, and each step is a fixed number of calls per chunk, except the copy, which is one per row:
+together, and each step is a fixed number of calls per chunk (the copy also slices a view of each row):
 
     rows         Rows.table[picked]: chunk, token range, trained tokens and runs of every row, one fancy index
     tokens       one np.concatenate of every row's strided [3, n] view of Chunk.tokens (int32 input_ids,
@@ -20,8 +20,8 @@ together, and each step is a fixed number of calls per chunk, except the copy, w
                  the groups chained in C (itertools.chain), so no Python frame runs per micro-batch here
 
 Per micro-batch at micro_batch_size 1 (a ~970-token row; 50M tokens/s leaves ~19 µs) what is left is the
-copy (~7-10 µs, two thirds of it reading 12 KB at random from the page cache), the five tensors (~0.7 µs
-each to create and free) and ~2 µs of per-chunk numpy calls shared out (bench/RESULTS.md).
+copy (~7-10 µs, ~3 µs of it because the rows are read in random order, 12 KB each, from the page cache), the
+five tensors (~0.7 µs each to create and free) and ~2 µs of per-chunk numpy calls shared out (bench/RESULTS.md).
 
 assemble() does everything but the last step at once (on train/prefetch.py's thread when the loader
 prefetches) and returns an iterator that makes the views (in the consumer's thread, _views says why lazily).
@@ -135,8 +135,8 @@ def _copy_rows(tokens: np.ndarray, chunks: list[Chunk], info: np.ndarray, dst: n
     """The chunk's rows, each followed by its padding when short, back to back into `tokens`: one
     np.concatenate of the rows' [3, n] int32 views (Chunk.tokens), widened to int64 as it copies (measured: 20%
     less CPU than gathering int32 and widening the chunk in one call, and ~5% less than a Python loop of one
-    copy per row). Most of a row's cost is reading it (random 12 KB from the page cache: ~2/3 of the copy's
-    time, measured). Shards without the strided view take three copies per row."""
+    copy per row). Reading the rows in the epoch's random order costs ~3 µs a row more than in file order
+    (12 KB each from the page cache, measured). Shards without the strided view take three copies per row."""
     views = [c.tokens for c in chunks]
     rows = zip(info[:, CHUNK].tolist(), info[:, START].tolist(), info[:, END].tolist(), strict=True)
     if not any(v is None for v in views):
