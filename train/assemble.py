@@ -3,18 +3,25 @@
 On this 2-core VM a numpy call costs about as much as copying 1,000 tokens, and creating and freeing a torch
 tensor about as much again, so per-micro-batch calls, not the copying, bounded the loader (~50 µs a
 micro-batch at micro_batch_size 1). Here the micro-batches of a chunk (about CHUNK_TOKENS tokens) are built
-together, and each step is a fixed number of calls per chunk, except the copy, which is one per row:
+together, and each step is a fixed number of calls per chunk (the copy also slices a view of each row):
 
     rows         Rows.table[picked]: chunk, token range, trained tokens and runs of every row, one fancy index
-    tokens       per row one strided copy of its input_ids, labels and position_ids (int32 in the shard, the
-                 [3, tokens] view of Chunk.tokens) into a [3, chunk tokens] int64 array, widened as it copies;
-                 a short row gets one more copy of a padding block
+    tokens       one np.concatenate of every row's strided [3, n] view of Chunk.tokens (int32 input_ids,
+                 labels, position_ids in the shard), each short row followed by a slice of a padding block,
+                 into a [3, chunk tokens] int64 array, widened as it copies
     sample_ids   one np.repeat over the chunk's runs (each row's samples, plus its padding run)
     cu_seqlens   one cumsum over the same runs, made relative to each micro-batch's first token
-    scalars      max_seqlen, num_tokens, num_trainable: one reduceat each (none at micro_batch_size 1)
+    scalars      max_seqlen, num_tokens, num_trainable: one reduceat each (none at micro_batch_size 1), then
+                 one .tolist() each, so that a Batch holds Python ints
     tensors      torch.from_numpy once per array per chunk; then, as the consumer takes them, one narrow +
                  split per array for every GROUP micro-batches: at micro_batch_size 1 the splits are the
                  Batch's [1, T] tensors, otherwise one view + unbind per micro-batch
+    Batches      tuples (Batch is a NamedTuple) made in C by map + zip over the group's splits and scalars,
+                 the groups chained in C (itertools.chain), so no Python frame runs per micro-batch here
+
+Per micro-batch at micro_batch_size 1 (a ~970-token row; 50M tokens/s leaves ~19 µs) what is left is the
+copy (~7-10 µs, ~3 µs of it because the rows are read in random order, 12 KB each, from the page cache), the
+five tensors (~0.7 µs each to create and free) and ~2 µs of per-chunk numpy calls shared out (bench/RESULTS.md).
 
 assemble() does everything but the last step at once (on train/prefetch.py's thread when the loader
 prefetches) and returns an iterator that makes the views (in the consumer's thread, _views says why lazily).
@@ -28,7 +35,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
+from itertools import chain
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,11 +49,16 @@ PAD_TOKEN_ID = 0  # any id the model can embed works: padding is never attended 
 # ~256k tokens a chunk (8 MiB of arrays): the per-chunk calls (~50) then cost < 1 µs a row; measured, 2^14-2^17
 # were 10-40% slower at micro_batch_size 8-32, 2^20 no faster at 1.
 CHUNK_TOKENS = 1 << 18
-GROUP = 32  # micro-batches whose tensor views are made together (_tensors says why not a chunk's)
+GROUP = 32  # micro-batches whose tensor views are made together (_views says why not a chunk's)
+# Views of consecutive ranges of one tensor, made in one C++ loop. The unsafe_ variant makes them without
+# autograd's view tracking (integer tensors are never differentiated): measured ~20% less per tensor.
+_split = torch.unsafe_split_with_sizes
 
 
-@dataclass
-class Batch:
+class Batch(NamedTuple):
+    """One micro-batch. A NamedTuple, not a dataclass: one is made per micro-batch, and a tuple is made in C
+    (_new_batch) at a quarter of a dataclass __init__'s cost. Nothing assigns to a Batch's fields."""
+
     input_ids: torch.Tensor  # int64 [B, T]
     labels: torch.Tensor  # int64 [B, T], aligned with input_ids as in the shards (not shifted); -100 = not trained
     position_ids: torch.Tensor  # int64 [B, T], restart at 0 per sample; a padding tail is its own run
@@ -52,6 +67,10 @@ class Batch:
     max_seqlen: int
     num_tokens: int  # non-padding tokens
     num_trainable: int  # label != -100
+
+
+# Batch((fields...)) without a Python frame: map(_new_batch, zip(...)) builds a group's Batches in C.
+_new_batch = partial(tuple.__new__, Batch)
 
 
 @dataclass
@@ -113,17 +132,26 @@ def padding_batch() -> Batch:
 
 def _copy_rows(tokens: np.ndarray, chunks: list[Chunk], info: np.ndarray, dst: np.ndarray,
                row_width: np.ndarray | None, pad: np.ndarray) -> None:
-    """The one per-row loop: a strided copy of three int32 columns, widened to int64 as it copies (measured: 20%
-    less CPU than gathering int32 and widening the chunk in one call), and for a short row its padding. Most
-    of a row's cost is reading it (random 12 KB from the page cache: ~2/3 of the copy's time, measured)."""
+    """The chunk's rows, each followed by its padding when short, back to back into `tokens`: one
+    np.concatenate of the rows' [3, n] int32 views (Chunk.tokens), widened to int64 as it copies (measured: 20%
+    less CPU than gathering int32 and widening the chunk in one call, and ~5% less than a Python loop of one
+    copy per row). Reading the rows in the epoch's random order costs ~3 µs a row more than in file order
+    (12 KB each from the page cache, measured). Shards without the strided view take three copies per row."""
     views = [c.tokens for c in chunks]
-    rows = zip(info[:, CHUNK].tolist(), info[:, START].tolist(), info[:, END].tolist(), dst.tolist(), strict=True)
-    if row_width is None and not any(v is None for v in views):  # one row per micro-batch: no padding
-        for c, s, e, d in rows:
-            tokens[:, d:d + e - s] = views[c][:, s:e]
+    rows = zip(info[:, CHUNK].tolist(), info[:, START].tolist(), info[:, END].tolist(), strict=True)
+    if not any(v is None for v in views):
+        if row_width is None:  # one row per micro-batch: no padding
+            parts = [views[c][:, s:e] for c, s, e in rows]
+        else:
+            parts = []
+            for (c, s, e), t in zip(rows, row_width.tolist(), strict=True):
+                parts.append(views[c][:, s:e])
+                if e - s < t:
+                    parts.append(pad[:, :t - e + s])
+        np.concatenate(parts, axis=1, out=tokens, casting="safe")
         return
     widths = (info[:, END] - info[:, START]).tolist() if row_width is None else row_width.tolist()
-    for (c, s, e, d), t in zip(rows, widths, strict=True):
+    for (c, s, e), d, t in zip(rows, dst.tolist(), widths, strict=True):
         n = e - s
         if views[c] is not None:
             tokens[:, d:d + n] = views[c][:, s:e]
@@ -211,25 +239,29 @@ def _views(fields: list[torch.Tensor], sizes: list[int], cu_sizes: list[int], at
     chunk's at once: torch tensors are tracked by Python's garbage collector, and at micro_batch_size 1 a
     chunk's ~1,500 views alive together set off a collection every 700 and a full one (every object of the
     process, ~200k with torch imported) every few chunks: measured, a third of the loader's time. A group's
-    ~200 objects are freed by the consumer before the next group is made, so no collection runs.
+    ~200 objects are freed by the consumer before the next group is made, so no collection runs. The groups
+    are chained in C (chain.from_iterable over a lazy map): no Python frame per micro-batch.
 
     Each micro-batch's views cover its own range of the chunk's arrays and no other's (padding is copied in,
     not shared), so a consumer that changes a Batch in place cannot change another Batch."""
+    group = partial(_group, fields, sizes, cu_sizes, at, cu_at, shapes, scalars, GROUP)
+    return chain.from_iterable(map(group, range(0, len(sizes), GROUP)))
+
+
+def _group(fields: list[torch.Tensor], sizes: list[int], cu_sizes: list[int], at: list[int], cu_at: list[int],
+           shapes: list[list[int]] | None, scalars: tuple[list[int], ...], size: int, g: int) -> Iterator[Batch]:
+    """The Batches of micro-batches g .. g + size - 1 of a chunk (_views)."""
     *columns, cus = fields
-    for g in range(0, len(sizes), GROUP):
-        h = min(g + GROUP, len(sizes))
-        group = [x[g:h] for x in scalars]
-        with torch.no_grad():  # integer tensors never need autograd; views made without it cost ~30% less
-            cs = cus.narrow(0, cu_at[g], cu_at[h] - cu_at[g]).split(cu_sizes[g:h])
-            if shapes is None:
-                # One row each (micro_batch_size 1, the usual choice with packing): the splits are the [1, T]
-                # tensors themselves, with no torch call per micro-batch.
-                parts = [f.narrow(1, at[g], at[h] - at[g]).split(sizes[g:h], dim=1) for f in columns]
-                made = list(map(Batch, *parts, cs, *group))
-            else:
-                values, sids = columns
-                made = [Batch(*v.view(3, b, t).unbind(0), s.view(b, t), c, m, n, tr) for v, s, c, b, t, m, n, tr in
-                        zip(values.narrow(1, at[g], at[h] - at[g]).split(sizes[g:h], dim=1),
-                            sids.narrow(0, at[g], at[h] - at[g]).split(sizes[g:h]), cs, *(x[g:h] for x in shapes),
-                            *group, strict=True)]
-        yield from made
+    h = min(g + size, len(sizes))
+    group = [x[g:h] for x in scalars]
+    cs = _split(cus.narrow(0, cu_at[g], cu_at[h] - cu_at[g]), cu_sizes[g:h], 0)
+    if shapes is None:
+        # One row each (micro_batch_size 1, the usual choice with packing): the splits are the [1, T] tensors
+        # themselves, with no torch call per micro-batch.
+        parts = [_split(f.narrow(1, at[g], at[h] - at[g]), sizes[g:h], 1) for f in columns]
+        return map(_new_batch, zip(*parts, cs, *group, strict=True))
+    values, sids = columns
+    return iter([_new_batch((*v.view(3, b, t).unbind(0), s.view(b, t), c, m, n, tr)) for v, s, c, b, t, m, n, tr in
+                 zip(_split(values.narrow(1, at[g], at[h] - at[g]), sizes[g:h], 1),
+                     _split(sids.narrow(0, at[g], at[h] - at[g]), sizes[g:h], 0), cs, *(x[g:h] for x in shapes),
+                     *group, strict=True)])

@@ -43,6 +43,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -91,6 +92,7 @@ class LoaderState(NamedTuple):
 
 
 START = LoaderState()  # a fresh run's position
+_new_state = partial(tuple.__new__, LoaderState)  # LoaderState((epoch, index)) without a Python frame
 
 
 @dataclass
@@ -338,11 +340,16 @@ def iterate_batches(data: PreparedData, split: str, micro_batch_size: int, *, se
 
 
 def _states(spans: list[Span]) -> Iterator[LoaderState]:
-    """The state after each micro-batch of a chunk, made as they are yielded (not a chunk's worth at once: see
-    train/assemble.py, _views, on the garbage collector)."""
+    """The state after each micro-batch of a chunk, made in C as they are yielded (not a chunk's worth at once:
+    see train/assemble.py, _views, on the garbage collector): two lists of ints, then one tuple per state."""
+    epochs: list[int] = []
+    index: list[int] = []
     for epoch, first, last, n in spans:
-        yield from map(LoaderState, repeat(epoch, last - first - 1), range(first + 1, last))
-        yield LoaderState(epoch + 1, 0) if last == n else LoaderState(epoch, last)
+        epochs += repeat(epoch, last - first)
+        index += range(first + 1, last + 1)
+        if last == n:
+            epochs[-1], index[-1] = epoch + 1, 0
+    return map(_new_state, zip(epochs, index, strict=True))
 
 
 def _rows(split: _Split) -> Rows:

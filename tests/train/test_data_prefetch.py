@@ -2,14 +2,15 @@
 (train/prefetch.py), with tensor views made in groups of GROUP micro-batches (group boundaries inside a chunk,
 across epochs and at resume), each against the plain per-row reference loader, on packed and unpacked (padded)
 data at several micro_batch_size / world_size / rank / epoch combinations; batches changed in place by the
-consumer never change another batch; the prefetch thread stops when the consumer leaves, and an error while
-building a chunk reaches the consumer.
+consumer never change another batch (nor overlap it in memory); Batch keeps its field names; the prefetch thread
+stops when the consumer leaves, and an error while building a chunk reaches the consumer.
 
 Run: PYTHONPATH=$PWD .venv/bin/python -m pytest tests/train/test_data_prefetch.py -q
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -106,3 +107,16 @@ def test_an_error_while_building_reaches_the_consumer_in_order() -> None:
     assert got == [0, 10, 20]
     assert list(prefetched(iter(range(50)), lambda i: torch.tensor(i))) == [torch.tensor(i) for i in range(50)]
     assert _no_loader_thread_within(5)
+
+
+def test_batch_is_a_named_tuple_with_the_public_field_names(packed: Path) -> None:
+    """train/loop.py, evaluate.py and distributed.py read Batch fields by name: the NamedTuple keeps the names
+    and order of the former dataclass, and each of a batch's tensors owns no other batch's range."""
+    assert train.assemble.Batch._fields == ("input_ids", "labels", "position_ids", "sample_ids", "cu_seqlens",
+                                            "max_seqlen", "num_tokens", "num_trainable")
+    data = open_prepared(packed)
+    batches = [b for b, _ in iterate_batches(data, "train", 1, seed=0, epochs=1)]
+    assert all(type(b) is train.assemble.Batch for b in batches)
+    spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for b in batches
+                   for t in (b.input_ids, b.labels, b.position_ids, b.sample_ids, b.cu_seqlens))
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(spans))
