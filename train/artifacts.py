@@ -70,7 +70,7 @@ def load_model_from(path: Path, cfg: Config, dtype: torch.dtype = torch.float32,
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from train.model import ModelError, quantization_config
+    from train.model import ModelError, quantized_loading
 
     hf_logging.disable_progress_bar()
     try:
@@ -79,10 +79,7 @@ def load_model_from(path: Path, cfg: Config, dtype: torch.dtype = torch.float32,
                                                         attn_implementation=cfg.attention).eval()
         from peft import PeftModel
 
-        extra = {}
-        if quantized and cfg.quantization is not None:
-            extra = {"quantization_config": quantization_config(cfg, compute_dtype or dtype),
-                     "device_map": {"": device or torch.device("cpu")}}
+        extra = quantized_loading(cfg, compute_dtype or dtype, device) if quantized else {}
         base = AutoModelForCausalLM.from_pretrained(str(base_model_dir(cfg, path)), dtype=dtype,
                                                     attn_implementation=cfg.attention, **extra)
         return PeftModel.from_pretrained(base, str(path)).eval()

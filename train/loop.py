@@ -260,9 +260,8 @@ def _plan(cfg: Config, data: PreparedData, world_size: int, is_main: bool = True
 
     # Axolotl's defaults: evaluate (when there is a val split) and save once per epoch; evals_per_epoch: 0 and
     # eval settings without a val split evaluate nothing during the run, as in Axolotl.
-    eval_every = every(cfg.eval_steps, cfg.evals_per_epoch, 1) if data.num_rows("val") else None
-    if cfg.evals_per_epoch == 0 and cfg.eval_steps is None:
-        eval_every = None
+    default_evals = 1 if cfg.evals_per_epoch is None else None
+    eval_every = every(cfg.eval_steps, cfg.evals_per_epoch, default_evals) if data.num_rows("val") else None
     if (cfg.eval_steps is not None or cfg.evals_per_epoch) and not data.num_rows("val"):
         print0(f"warning: eval_steps/evals_per_epoch are set but {data.dir} has no val split (val_set_size: 0): "
                "no evaluation (set val_set_size to evaluate)", is_main)

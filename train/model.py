@@ -56,7 +56,8 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
     other than 0 get theirs from rank 0 after sharding, train/distributed.py)."""
     hf_logging.disable_progress_bar()  # "Loading weights" bars; the run prints its own progress
     attention = cfg.attention
-    quantized = _quantized_loading(cfg, compute_dtype or dtype, device, is_main)
+    _warn_unquantized(cfg, is_main)
+    quantized = quantized_loading(cfg, compute_dtype or dtype, device)
     if cfg.base_model_init is not None:
         base_dir = output_dir / "base_model"
         fields = {"vocab_size": vocab_size, **cfg.base_model_init}
@@ -160,18 +161,20 @@ def quantization_config(cfg: Config, compute_dtype: torch.dtype) -> Any:
         raise ModelError(f"bnb_config_kwargs {cfg.bnb_config_kwargs}: {str(e).splitlines()[0]}") from None
 
 
-def _quantized_loading(cfg: Config, compute_dtype: torch.dtype, device: torch.device | None,
-                       is_main: bool) -> dict[str, Any]:
+def quantized_loading(cfg: Config, compute_dtype: torch.dtype, device: torch.device | None) -> dict[str, Any]:
     """from_pretrained's extra arguments: the quantization and the device the weights are quantized onto (bnb
-    quantizes while loading; a quantized model is not moved afterwards)."""
-    if (cfg.load_in_4bit or cfg.load_in_8bit) and cfg.quantization is None:
-        key = "load_in_4bit" if cfg.load_in_4bit else "load_in_8bit"
-        print0(f"warning: {key} quantizes nothing with adapter: {cfg.adapter or 'none'} (as in Axolotl): the base "
-               f"is not quantized; set adapter: {'qlora' if cfg.load_in_4bit else 'lora'} to quantize it", is_main)
+    quantizes while loading; a quantized model is not moved afterwards); {} for an unquantized base."""
     config = quantization_config(cfg, compute_dtype)
     if config is None:
         return {}
     return {"quantization_config": config, "device_map": {"": device or torch.device("cpu")}}
+
+
+def _warn_unquantized(cfg: Config, is_main: bool) -> None:
+    if (cfg.load_in_4bit or cfg.load_in_8bit) and cfg.quantization is None:
+        key = "load_in_4bit" if cfg.load_in_4bit else "load_in_8bit"
+        print0(f"warning: {key} quantizes nothing with adapter: {cfg.adapter or 'none'} (as in Axolotl): the base "
+               f"is not quantized; set adapter: {'qlora' if cfg.load_in_4bit else 'lora'} to quantize it", is_main)
 
 
 def config_from(fields: dict[str, Any]) -> Any:
