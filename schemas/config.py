@@ -541,27 +541,39 @@ class Config(_Model):
     (constant_with_warmup, transformers' name, is the same: every schedule warms up first)."""
     cosine_min_lr_ratio: float | None = Field(None, ge=0, le=1)
     """lr_scheduler: cosine ends at this fraction of learning_rate (default 0)."""
+    cosine_constant_lr_ratio: float | None = Field(None, ge=0, le=1)
+    """With cosine_min_lr_ratio (both non-zero, as Axolotl reads them): the cosine reaches the minimum at this
+    fraction of the total steps and stays there (continual pre-training's re-warm recipe)."""
+    lr_quadratic_warmup: bool = False
+    """lr_scheduler: cosine warms up quadratically instead of linearly; as in Axolotl, cosine_min_lr_ratio is
+    then ignored (the trainer warns)."""
     warmup_steps: int | None = Field(None, ge=0)
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
     """Warmup as a fraction of the total optimizer steps."""
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
-                       "paged_adamw_32bit"] = "adamw_torch"
-    """adamw_torch(_fused): torch's AdamW; the others are bitsandbytes' AdamW with 8-bit states (adamw_8bit is
-    the same as adamw_bnb_8bit) or paged states (CUDA unified memory, evicted to CPU under memory pressure)."""
+                       "paged_adamw_32bit", "adamw_torch_8bit", "adamw_torch_4bit", "ao_adamw_fp8"] = "adamw_torch"
+    """AdamW, all of them. adamw_torch(_fused): torch's. adamw_bnb_8bit (= adamw_8bit), paged_adamw_8bit,
+    paged_adamw_32bit: bitsandbytes', with 8-bit states (blocks of 2,048) or paged states (CUDA unified memory,
+    evicted to CPU under memory pressure). adamw_torch_8bit, adamw_torch_4bit, ao_adamw_fp8: torchao's, states
+    in 8 bits, 4 bits or float8 (blocks of 256/128; the one Axolotl advises under FSDP2); compiled on a GPU, run
+    eagerly on a CPU. Tensors under 4,096 values keep 32-bit states in both libraries."""
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_epsilon: float = Field(1e-8, ge=0)
+    """AdamW's betas and epsilon (transformers' defaults), for every optimizer above."""
     weight_decay: float = Field(0.0, ge=0)
 
     @field_validator("optimizer", mode="before")
     @classmethod
     def _optimizer_alternative(cls, value: Any) -> Any:
-        """Optimizers Axolotl configs name that Tessera does not build: say which one gives the same thing."""
-        closest = {"adamw_torch_8bit": "adamw_bnb_8bit (bitsandbytes' 8-bit AdamW; this one is torchao's)",
-                   "adamw_torch_4bit": "adamw_bnb_8bit (bitsandbytes' 8-bit AdamW; torchao's 4-bit AdamW is not "
-                                       "available)",
-                   "adamw_hf": "adamw_torch", "adamw_apex_fused": "adamw_torch_fused",
+        """Axolotl's deprecated spellings of torchao's optimizers are read as their new names; for optimizers
+        Axolotl configs name that Tessera does not build, say which one gives the same thing."""
+        renamed = {"ao_adamw_8bit": "adamw_torch_8bit", "ao_adamw_4bit": "adamw_torch_4bit"}
+        closest = {"adamw_hf": "adamw_torch", "adamw_apex_fused": "adamw_torch_fused",
                    "paged_adamw": "paged_adamw_32bit", "adamw_bnb": "adamw_bnb_8bit"}
         if isinstance(value, str) and value in closest:
             raise ValueError(f"'{value}' is not available in tessera train; use {closest[value]}")
-        return value
+        return renamed.get(value, value) if isinstance(value, str) else value
 
     max_grad_norm: float = Field(1.0, ge=0)
     """Clip the gradient norm to this; 0 turns clipping off (the norm is still logged)."""
@@ -571,12 +583,19 @@ class Config(_Model):
     tf32: bool = False
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
     """transformers' attention kernel; default sdpa (flash_attention_2 when flash_attention: true). Axolotl's
-    `xformers` is read as sdpa: the same exact attention, whose memory-efficient kernel PyTorch picks itself."""
+    `xformers` and `flex_attention` are read as sdpa (the same exact attention, packed rows masked the same way;
+    PyTorch picks its own memory-efficient kernel), and a Hub FlashAttention kernel
+    (`kernels-community/vllm-flash-attn3`) as flash_attention_2, the flash-attn package's varlen kernel (Tessera
+    downloads nothing at train time)."""
 
     @field_validator("attn_implementation", mode="before")
     @classmethod
-    def _xformers_is_sdpa(cls, value: Any) -> Any:
-        return "sdpa" if value == "xformers" else value
+    def _axolotl_kernels(cls, value: Any) -> Any:
+        if value in ("xformers", "flex_attention"):
+            return "sdpa"
+        if isinstance(value, str) and value.startswith("kernels-community/") and "flash-attn" in value:
+            return "flash_attention_2"
+        return value
 
     flash_attention: bool = False
     """Same as attn_implementation: flash_attention_2 (needs a GPU and flash-attn)."""
@@ -655,9 +674,6 @@ class Config(_Model):
         if self.quantization == "int8" and self.fsdp_on:
             problems.append("FSDP over an int8 (load_in_8bit) base is not supported: use adapter: qlora with "
                             "load_in_4bit, or DDP (torchrun without fsdp_config)")
-        if self.quantization == "nf4" and self.fsdp_on and self.fsdp_settings.cpu_ram_efficient_loading:
-            problems.append("fsdp_config.cpu_ram_efficient_loading builds the model empty and cannot quantize it: "
-                            "turn it off for adapter: qlora")
         if self.bf16 is True and self.fp16:
             problems.append("bf16 and fp16 are exclusive")
         problems += self._trainer_problems()
@@ -767,7 +783,8 @@ TRAINER_KEYS = frozenset({
     "lora_target_linear", "lora_modules_to_save", "load_in_4bit", "load_in_8bit", "bnb_config_kwargs",
     "micro_batch_size",
     "gradient_accumulation_steps", "num_epochs", "max_steps", "learning_rate", "lr_scheduler", "cosine_min_lr_ratio",
-    "warmup_steps", "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "bf16", "fp16", "tf32",
+    "cosine_constant_lr_ratio", "lr_quadratic_warmup", "warmup_steps", "warmup_ratio", "optimizer", "adam_beta1",
+    "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "bf16", "fp16", "tf32",
     "attn_implementation", "flash_attention", "sdp_attention", "gradient_checkpointing", "logging_steps",
     "eval_steps", "evals_per_epoch", "save_steps", "saves_per_epoch", "save_total_limit", "resume_from_checkpoint",
     "auto_resume_from_checkpoints", "fsdp", "fsdp_config", "fsdp_version", "wandb_project",

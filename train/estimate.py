@@ -37,6 +37,8 @@ GiB = 1024**3
 CUDA_CONTEXT = 512 * 1024**2  # CUDA context + cuBLAS workspace on a Hopper/Ampere card with torch 2.x (not allocated)
 ALLOCATOR_SLACK = 0.05  # reserved-but-unallocated share of the caching allocator in a steady training loop
 NF4_BLOCK, NESTED_BLOCK, INT8_OPTIM_BLOCK = 64, 256, 256
+# torchao's optimizer states: bits per value, values per fp32 scale, fp32 entries of its code table
+TORCHAO_STATES = {"adamw_torch_8bit": (8, 256, 256), "adamw_torch_4bit": (4, 128, 16), "ao_adamw_fp8": (8, 256, 0)}
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes 8-bit optimizers keep fp32 states for smaller tensors
 _DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -277,7 +279,13 @@ def _nf4_state(c: Counts, double_quant: bool) -> int:
 
 def _optimizer_bytes(name: str, c: Counts) -> int:
     """AdamW: exp_avg + exp_avg_sq in fp32 and a 4-byte step per tensor. 8-bit (bitsandbytes): 1 byte per state
-    plus an fp32 absmax per 256-value block, for tensors of at least 4096 values (smaller ones stay fp32)."""
+    plus an fp32 absmax per 256-value block, for tensors of at least 4096 values (smaller ones stay fp32).
+    torchao (TORCHAO_STATES): its bits per state, an fp32 scale per block and its code table, for tensors of at
+    least 4096 values that are a whole number of blocks."""
+    if name in TORCHAO_STATES:
+        bits, block, table = TORCHAO_STATES[name]
+        return sum(2 * (n * bits // 8 + 4 * (n // block) + 4 * table) if n >= 4096 and n % block == 0 else 8 * n
+                   for n in c.trainable_sizes) + 4 * c.trainable_tensors
     if "8bit" not in name:
         return 8 * c.trainable + 4 * c.trainable_tensors
     total = 0

@@ -48,7 +48,7 @@ from train.distributed import (
 )
 from train.log import RunLog, peak_memory_gib, print0
 from train.model import load_model, token_losses
-from train.optim import build_optimizer, lr_at, make_schedule
+from train.optim import build_optimizer, lr_at, make_schedule, set_lr
 
 
 class TrainingError(Exception):
@@ -93,6 +93,9 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> T
         torch.manual_seed(cfg.seed + world.rank)  # dropout: each rank its own stream, the same on every run
     optimizer = build_optimizer(model, cfg)
     schedule = make_schedule(cfg, plan.total)
+    if cfg.lr_quadratic_warmup and cfg.cosine_min_lr_ratio and cfg.lr_scheduler == "cosine":
+        print0("warning: lr_quadratic_warmup with cosine_min_lr_ratio: the cosine decays to 0, as in Axolotl "
+               "(it uses quadratic warmup and ignores the minimum)", world.is_main)
     step, loader, trained_total = _resume(resume, cfg, model, optimizer, world)
     _write_run_json(out, cfg, config_file, data, loaded.info, world, precision, resumed_at=step)
     base = f"{loaded.info['quantization']} base, " if loaded.info["quantization"] else ""
@@ -110,8 +113,7 @@ def train(cfg: Config, prepared_dir: Path, config_file: Path | None = None) -> T
     while step < plan.total:
         t0 = time.perf_counter()
         lr = lr_at(step, schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         micro = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
         loader = micro[-1][1]
         # Normalise by the trained tokens of the whole step over all ranks, not per micro-batch: a mean per

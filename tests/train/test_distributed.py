@@ -54,7 +54,9 @@ RUNS: dict[str, dict[str, Any]] = {
     "fsdp2": FSDP,
     "ddp_lora": LORA,
     "ddp_qlora": QLORA,
-    "fsdp2_qlora": {**QLORA, **FSDP, "save_steps": 2},
+    # cpu_ram_efficient_loading as Axolotl's QLoRA + FSDP examples set it: over a 4-bit base every rank loads
+    "fsdp2_qlora": {**QLORA, **FSDP, "fsdp_config": {**FSDP["fsdp_config"], "cpu_ram_efficient_loading": True},
+                    "save_steps": 2},
     # FSDP2 options that must not change the numbers: layers kept gathered until backward, recomputed activations,
     # rank 1 building an empty model and receiving rank 0's weights
     "fsdp2_lora": {**LORA, "fsdp_config": {"reshard_after_forward": False, "fsdp_activation_checkpointing": True,
