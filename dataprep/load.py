@@ -122,7 +122,10 @@ def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIM
         elif fmt == "arrow":
             yield from _arrow_batches(_ipc_batches(path))
         elif fmt == "csv":
-            yield from _arrow_batches(_csv_batches(path, batch_size))
+            fast = _CsvProgress()
+            yield from _arrow_batches(_csv_batches(path, batch_size, fast))
+            if fast.stopped:
+                yield from _csv_rows_one_by_one(path, batch_size, max_line, fast.rows)
         else:
             raise InputError(f"{path}: unsupported ds_type '{fmt}'")
     except (OSError, EOFError, pa.ArrowInvalid) as e:
@@ -296,7 +299,7 @@ def _arrow_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[list[RawRow]]:
     for batch in _by_size(batches):
         try:
             records: list[dict[str, Any] | Unreadable] = batch.to_pylist()
-        except UnicodeDecodeError:  # a string cell that is not UTF-8: find it, row by row
+        except (ValueError, OverflowError):  # a cell Python cannot hold (not UTF-8, a date past year 9999): find it
             records = [_arrow_row(batch, i) for i in range(batch.num_rows)]
         yield [RawRow(row + i, r) for i, r in enumerate(records)]
         row += len(records)
@@ -318,19 +321,23 @@ def _arrow_row(batch: pa.RecordBatch, i: int) -> dict[str, Any] | Unreadable:
     one = batch.slice(i, 1)
     try:
         return one.to_pylist()[0]
-    except UnicodeDecodeError as e:
+    except (ValueError, OverflowError) as e:
         bad = next(name for name, col in zip(one.schema.names, one.columns, strict=True) if not _decodes(col))
         raw = {name: _as_bytes(col) for name, col in zip(one.schema.names, one.columns, strict=True)}
         original = json.dumps(raw, ensure_ascii=False, default=lambda b: b.decode("utf-8", errors="replace"))
-        return Unreadable(Reason.invalid_utf8, f"column '{bad}' is not UTF-8 ({e.reason} at byte {e.start}); "
-                          "re-encode the file's text as UTF-8", bad, original)
+        if isinstance(e, UnicodeDecodeError):
+            return Unreadable(Reason.invalid_utf8, f"column '{bad}' is not UTF-8 ({e.reason} at byte {e.start}); "
+                              "re-encode the file's text as UTF-8", bad, original)
+        # Parquet/Arrow dates and timestamps reach far past Python's datetime (years 1-9999)
+        return Unreadable(Reason.wrong_type, f"column '{bad}' holds a value Python cannot represent ({e}); fix "
+                          "the value or drop the column", bad, original)
 
 
 def _decodes(col: pa.Array) -> bool:
     try:
         col.to_pylist()
         return True
-    except UnicodeDecodeError:
+    except (ValueError, OverflowError):
         return False
 
 
@@ -339,6 +346,8 @@ def _as_bytes(col: pa.Array) -> Any:
         return col.cast(_binary_type(col.type)).to_pylist()[0]
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+    except (ValueError, OverflowError):  # shown as Arrow writes it: "<value out of range: 4611686018427387904>"
+        return col.cast(pa.string()).to_pylist()[0] if pa.types.is_temporal(col.type) else None
 
 
 def _binary_type(t: pa.DataType) -> pa.DataType:
@@ -383,23 +392,88 @@ def _ipc_batches(path: Path) -> Iterator[pa.RecordBatch]:
         yield from ipc.open_stream(source)
 
 
-def _csv_batches(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
+@dataclass(slots=True)
+class _CsvProgress:
+    rows: int = 0  # rows Arrow has handed over, all of them before any row it could not read
+    stopped: bool = False  # Arrow met a row it cannot read: the rest of the file is read by Python's csv module
+
+
+def _csv_batches(path: Path, batch_size: int, progress: _CsvProgress) -> Iterator[pa.RecordBatch]:
     # Every column is read as text: a number in an `output` column is the text "42", not a type error. Read as
     # bytes and relabelled as strings without a check, so that a line that is not UTF-8 fails alone, in
-    # _arrow_batches, instead of the whole file in Arrow's converter.
+    # _arrow_batches, instead of the whole file in Arrow's converter. A line with more or fewer values than the
+    # header, or a value longer than Arrow's block, stops this fast path before any later row is handed over,
+    # and _csv_rows_one_by_one reads the rest, so that such a row is quarantined alone.
     with open_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
         header = next(csv.reader(f), [])
     convert = pacsv.ConvertOptions(column_types={name: pa.binary() for name in header}, strings_can_be_null=False)
     read = pacsv.ReadOptions(block_size=1 << 24)
+    bad: list[str] = []
     # Quoted values may hold newlines (multi-line answers are common); Arrow needs to be told.
-    parse = pacsv.ParseOptions(newlines_in_values=True)
+    parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: bad.append(row.text) or "skip")
     try:
         # A path, not a stream: Arrow reads it without the GIL and decompresses .gz/.zst itself.
         reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+        reader.schema.names  # noqa: B018 (decodes the header: a name that is not UTF-8 fails here)
     except pa.ArrowInvalid as e:
-        raise InputError(f"{path}: cannot read as CSV: {e}") from None
-    for batch in reader:
-        columns = [c.view(pa.string()) if c.type == pa.binary() else c for c in batch.columns]
-        batch = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
-        for start in range(0, batch.num_rows, batch_size):
-            yield batch.slice(start, batch_size)
+        if "Empty CSV file" in str(e):
+            raise InputError(f"{path}: cannot read as CSV: {e}") from None
+        progress.stopped = True  # e.g. a value over a block in the first block: read one by one
+        return
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: the header line is not UTF-8 ({e.reason} at byte {e.start}); re-encode the "
+                         "file as UTF-8") from None
+    try:
+        for batch in reader:
+            if bad:  # the handler runs while Arrow splits a block, before that block's batch comes out
+                break
+            columns = [c.view(pa.string()) if c.type == pa.binary() else c for c in batch.columns]
+            batch = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+            for start in range(0, batch.num_rows, batch_size):
+                yield batch.slice(start, batch_size)
+            progress.rows += batch.num_rows
+    except pa.ArrowInvalid:  # e.g. "straddling object straddles two block boundaries": a value over 16 MiB
+        progress.stopped = True
+    progress.stopped = progress.stopped or bool(bad)
+
+
+def _csv_rows_one_by_one(path: Path, batch_size: int, max_line: int, skip: int) -> Iterator[list[RawRow]]:
+    """The rows after the first `skip`, read with Python's csv module (slower than Arrow): a line whose values
+    do not match the header is quarantined as malformed_csv, one that is not UTF-8 as invalid_utf8. A value
+    over `max_line` stops the run (Python's csv cannot skip it)."""
+    csv.field_size_limit(max(max_line, csv.field_size_limit()))
+    batch: list[RawRow] = []
+    row = 0
+    with open_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape",
+                                                    newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, [])
+            for values in reader:
+                if not values:  # a blank line, which Arrow skips too
+                    continue
+                if row >= skip:
+                    batch.append(RawRow(row, _csv_record(header, values)))
+                    if len(batch) == batch_size:
+                        yield batch
+                        batch = []
+                row += 1
+        except csv.Error as e:
+            raise InputError(f"{path}: row {row} cannot be read as CSV ({e}); split or shorten it") from None
+    if batch:
+        yield batch
+
+
+def _csv_record(header: list[str], values: list[str]) -> dict[str, Any] | Unreadable:
+    original = ",".join(values).encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    if len(values) != len(header):
+        return Unreadable(Reason.malformed_csv, f"{len(values)} values, but the header has {len(header)} columns; "
+                          "quote values that hold commas, quotes or newlines (\"a, b\")", None, original)
+    record = dict(zip(header, values, strict=True))
+    for name, value in record.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # surrogateescape keeps a byte that is not UTF-8 as a lone surrogate
+            return Unreadable(Reason.invalid_utf8, f"column '{name}' is not UTF-8 (byte {e.start}); re-encode the "
+                              "file's text as UTF-8", name, original)
+    return record

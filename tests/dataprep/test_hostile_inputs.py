@@ -1,0 +1,119 @@
+"""Inputs from a hostile-input sweep of `tessera prepare` that used to crash a run, fail a whole file for one
+row, or be refused although `datasets` reads them: each is now one row's quarantine record (with its reason and
+source row) or is read, and the accounting still balances.
+
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/dataprep/test_hostile_inputs.py -v
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dataprep.load import InputError, RawRow, Unreadable, read_batches
+from dataprep.pipeline import Result
+from schemas.reasons import Reason
+from tests.conftest import Prepare
+
+GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+CHAT = {"type": "chat_template"}
+HEADER = b"instruction,input,output\n"
+
+
+def reasons_by_row(result: Result) -> list[str | None]:
+    samples = pl.read_parquet(result.out / "samples.parquet").sort("source_file", "source_row")
+    acc = result.manifest["accounting"]
+    assert acc["input_rows"] == acc["kept"] + acc["quarantined"] + acc["duplicates"] + acc["dropped"] == len(samples)
+    return samples["reason"].to_list()
+
+
+def rows_of(path: Path, fmt: str = "csv") -> list[RawRow]:
+    return [row for batch in read_batches(path, fmt, 512) for row in batch]
+
+
+# ---- JSON Lines ------------------------------------------------------------------------------------------
+
+def test_a_lone_surrogate_in_a_key_is_quarantined(tmp_path: Path, prepare: Prepare) -> None:
+    # The field path names the key, which is not text: quarantine.parquet could not hold it (UnicodeEncodeError
+    # when the quarantine table was written, which stopped the run).
+    bad = b'{"messages": [{"role": "user", "content": "x", "\\udc00": 1}, {"role": "assistant", "content": "y"}]}'
+    (tmp_path / "chat.jsonl").write_bytes(json.dumps(GOOD).encode() + b"\n" + bad + b"\n")
+    result = prepare({"datasets": [{"path": "chat.jsonl", **CHAT}], "quarantine_max_fraction": 1.0})
+    assert reasons_by_row(result) == [None, "invalid_unicode"]
+    q = pl.read_parquet(result.out / "quarantine.parquet").row(0, named=True)
+    assert q["field"] == "messages[0].\\udc00" and q["source_row"] == 1
+
+
+# ---- Parquet / Arrow -------------------------------------------------------------------------------------
+
+def test_a_date_python_cannot_hold_quarantines_its_row(tmp_path: Path, prepare: Prepare) -> None:
+    # Parquet timestamps and dates reach far past Python's year 9999; to_pylist raised OverflowError.
+    stamps = pa.array([0, 2**62, 0], pa.int64()).cast(pa.timestamp("us"))
+    texts = pa.array(["first text", "second text", "third text"])
+    pq.write_table(pa.table({"text": texts, "created": stamps}), tmp_path / "data.parquet")
+    result = prepare({"datasets": [{"path": "data.parquet", "type": "completion"}], "quarantine_max_fraction": 1.0})
+    assert reasons_by_row(result) == [None, "wrong_type", None]
+    q = pl.read_parquet(result.out / "quarantine.parquet").row(0, named=True)
+    assert (q["field"], q["source_row"]) == ("created", 1) and "cannot represent" in q["message"]
+    assert "second text" in q["original"] and "value out of range" in q["original"]
+
+
+# ---- CSV -------------------------------------------------------------------------------------------------
+
+def test_a_csv_line_with_the_wrong_number_of_values_is_quarantined_alone(tmp_path: Path, prepare: Prepare) -> None:
+    # Arrow's CSV reader stopped the whole file at such a line ("Expected 3 columns, got 4").
+    (tmp_path / "data.csv").write_bytes(HEADER + b"Say hi,,hi\nSay a,,b,EXTRA\nSay bye,,bye\nShort\nSay ok,,ok\n")
+    result = prepare({"datasets": [{"path": "data.csv", "type": "alpaca"}], "quarantine_max_fraction": 1.0})
+    assert reasons_by_row(result) == [None, "malformed_csv", None, "malformed_csv", None]
+    q = pl.read_parquet(result.out / "quarantine.parquet").sort("source_row")
+    assert q["original"].to_list() == ["Say a,,b,EXTRA", "Short"]
+    assert "4 values, but the header has 3 columns" in q["message"][0]
+
+
+def test_csv_rows_after_arrows_first_block_keep_their_numbers(tmp_path: Path) -> None:
+    # Arrow reads 16 MiB blocks: the bad line sits in the second one, after rows Arrow has already handed over;
+    # the rest of the file is read by Python's csv module from there, each row once and in order.
+    good = b"".join(b"Instruction number %d,,Output %d\n" % (i, i) for i in range(600_000))
+    assert len(good) > 1 << 24
+    path = tmp_path / "data.csv"
+    path.write_bytes(HEADER + good + b"bad,line\n" + b'"multi\nline",,ok\nbad\xff,,x\n')
+    rows = rows_of(path)
+    assert [r.source_row for r in rows] == list(range(600_003))
+    assert rows[599_999].payload == {"instruction": "Instruction number 599999", "input": "", "output": "Output 599999"}
+    assert isinstance(rows[600_000].payload, Unreadable) and rows[600_000].payload.reason is Reason.malformed_csv
+    assert rows[600_001].payload == {"instruction": "multi\nline", "input": "", "output": "ok"}
+    bad = rows[600_002].payload
+    assert isinstance(bad, Unreadable) and (bad.reason, bad.field) == (Reason.invalid_utf8, "instruction")
+
+
+def test_a_csv_value_larger_than_arrows_block_is_read(tmp_path: Path) -> None:
+    # "straddling object straddles two block boundaries" stopped the file; the value is under the line limit.
+    path = tmp_path / "data.csv"
+    path.write_bytes(HEADER + b"Say hi,,hi\nLong,," + b"y" * (20 << 20) + b"\nSay bye,,bye\n")
+    rows = rows_of(path)
+    assert [r.source_row for r in rows] == [0, 1, 2]
+    assert [len(r.payload["output"]) for r in rows if isinstance(r.payload, dict)] == [2, 20 << 20, 3]
+
+
+def test_a_csv_header_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"instruction,outp\xfct\nSay hi,hi\n")
+    with pytest.raises(InputError, match=r"data.csv: the header line is not UTF-8 .*re-encode the file as UTF-8"):
+        rows_of(path)
+
+
+def test_csv_fixtures_read_the_same_by_both_readers(tmp_path: Path) -> None:
+    # The Python reader takes over from Arrow mid-file: for good rows both must give the same records.
+    from dataprep.load import _csv_rows_one_by_one
+
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + HEADER + b'a,,"quoted, comma"\r\n\n"x ""y""",b,\n  spaced , , \nlast,,row')
+    fast = rows_of(path)
+    slow = [row for batch in _csv_rows_one_by_one(path, 2, 1 << 20, 0) for row in batch]
+    assert [(r.source_row, r.payload) for r in fast] == [(r.source_row, r.payload) for r in slow]
+    assert len(fast) == 4 and fast[1].payload == {"instruction": 'x "y"', "input": "b", "output": ""}
