@@ -6,19 +6,22 @@ stage cannot hand over (a string cell that is not UTF-8, a JSONL line over the r
 `Unreadable` payload, which the parser turns into a quarantine record: one bad row never fails its file.
 
 Memory is bounded by the batch size and the read limit per line (`line_limit`), except for JSON-array files
-and single JSON documents, which are read whole. `.gz` and `.zst` files are decompressed as a stream. An
+and single JSON documents, which are read whole. `.gz`, `.zst`, `.bz2` and `.xz` files are decompressed as a
+stream. An
 array item json.loads cannot read (too deep, a huge integer, not UTF-8) is quarantined alone: see
 json_array.py.
 """
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
 import glob
 import gzip
 import io
 import json
+import lzma
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +40,8 @@ from schemas.reasons import Reason
 
 EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow",
               ".ndjson": "jsonl", ".ipc": "arrow", ".feather": "arrow"}
-COMPRESSED = (".gz", ".zst")  # read as a stream; `data.jsonl.gz` is JSON Lines, a bare `data.zst` too
+# Read as a stream; `data.jsonl.gz` is JSON Lines, a bare `data.zst` too. Each with the command that undoes it.
+COMPRESSED = {".gz": "gunzip", ".zst": "zstd -d", ".bz2": "bunzip2", ".xz": "unxz"}
 STREAMABLE = ("json", "jsonl", "csv")  # formats that can be read from a decompressing stream
 CHUNK = 1 << 20  # bytes per read of a JSON Lines file
 BATCH_BYTES = 64 << 20  # a JSONL batch ends early at this many bytes: few huge rows must not make a huge batch
@@ -109,7 +113,7 @@ def file_format(path: Path, ds: DatasetConfig) -> str:
                          "(json, jsonl, parquet, csv or arrow) on the dataset")
     if compressed and fmt not in STREAMABLE:
         raise InputError(f"{path}: a compressed {fmt} file cannot be read as a stream; decompress it "
-                         f"({'gunzip' if path.suffix.lower() == '.gz' else 'zstd -d'} {path.name})")
+                         f"({COMPRESSED[path.suffix.lower()]} {path.name})")
     return fmt
 
 
@@ -134,16 +138,20 @@ def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIM
         shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
         raise InputError(f"{shown}: the file name is not UTF-8, which Arrow cannot open; rename the file") from None
     except Exception as e:  # a decompressor's own error (zstandard.ZstdError): a corrupt file, not a crash
-        if type(e).__module__.split(".")[0] not in ("zstandard", "gzip", "zlib"):
+        if type(e).__module__.split(".")[0] not in ("zstandard", "gzip", "zlib", "_lzma"):
             raise
         raise InputError(f"{path}: cannot decompress: {e}") from None
 
 
 def open_stream(path: Path) -> IO[bytes]:
-    """The file's bytes, decompressed on the fly for .gz and .zst."""
+    """The file's bytes, decompressed on the fly for .gz, .zst, .bz2 and .xz."""
     suffix = path.suffix.lower()
     if suffix == ".gz":
         return gzip.open(path, "rb")
+    if suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if suffix == ".xz":
+        return lzma.open(path, "rb")
     if suffix == ".zst":
         import zstandard
 
@@ -154,7 +162,7 @@ def open_stream(path: Path) -> IO[bytes]:
 def _json_batches(path: Path, batch_size: int, max_line: int) -> Iterator[list[RawRow]]:
     with open_stream(path) as f:
         head = f.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()
-    if head.startswith(b"["):
+    if head.startswith(b"[") and not _is_json_lines(path, max_line):
         yield from _json_array(path, batch_size)
         return
     if head.startswith(b"{"):
@@ -219,6 +227,21 @@ def _too_long(size: int, prefix: bytes, max_line: int) -> Unreadable:
                       "bytes (8 x sequence_len x the longest token, at least 32 MiB): it cannot fit and was not "
                       "read; split or shorten the row", None,
                       prefix.decode("utf-8", errors="replace") + f"… ({size:,} bytes)")
+
+
+def _is_json_lines(path: Path, max_line: int) -> bool:
+    """Whether a file that starts with `[` is JSON Lines: its first line is a whole JSON value and more lines
+    follow (`[1, 2]` then objects: the array is one bad row, not a broken array file)."""
+    with open_stream(path) as f:
+        lines = (line for line in _lines(f, max_line) if not isinstance(line, bytes) or line.strip())
+        first = next(lines, None)
+        if not isinstance(first, bytes):
+            return False
+        try:
+            json.loads(first)
+        except (ValueError, RecursionError):
+            return False
+        return next(lines, None) is not None
 
 
 def _single_document(path: Path, max_line: int) -> bytes | None:
@@ -412,8 +435,9 @@ def _csv_batches(path: Path, batch_size: int, progress: _CsvProgress) -> Iterato
     # Quoted values may hold newlines (multi-line answers are common); Arrow needs to be told.
     parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: bad.append(row.text) or "skip")
     try:
-        # A path, not a stream: Arrow reads it without the GIL and decompresses .gz/.zst itself.
-        reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+        # A path, not a stream: Arrow reads it without the GIL and decompresses .gz/.zst/.bz2 itself (not .xz).
+        source = open_stream(path) if path.suffix.lower() == ".xz" else str(path)
+        reader = pacsv.open_csv(source, read_options=read, parse_options=parse, convert_options=convert)
         reader.schema.names  # noqa: B018 (decodes the header: a name that is not UTF-8 fails here)
     except pa.ArrowInvalid as e:
         if "Empty CSV file" in str(e):

@@ -7,7 +7,9 @@ source row) or is read, and the accounting still balances.
 
 from __future__ import annotations
 
+import bz2
 import json
+import lzma
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dataprep.load import InputError, RawRow, Unreadable, read_batches
+from dataprep.load import InputError, RawRow, Unreadable, is_data_file, read_batches
 from dataprep.pipeline import Result
 from schemas.reasons import Reason
 from tests.conftest import Prepare
@@ -117,3 +119,39 @@ def test_csv_fixtures_read_the_same_by_both_readers(tmp_path: Path) -> None:
     slow = [row for batch in _csv_rows_one_by_one(path, 2, 1 << 20, 0) for row in batch]
     assert [(r.source_row, r.payload) for r in fast] == [(r.source_row, r.payload) for r in slow]
     assert len(fast) == 4 and fast[1].payload == {"instruction": 'x "y"', "input": "b", "output": ""}
+
+
+def test_bz2_and_xz_files_are_read_as_streams(tmp_path: Path, prepare: Prepare) -> None:
+    # `datasets` reads both (fsspec infers the compression from the name); they were "unknown file type".
+    text = b"".join(json.dumps({**GOOD, "id": i}).encode() + b"\n" for i in range(3))
+    (tmp_path / "a.jsonl.bz2").write_bytes(bz2.compress(text))
+    (tmp_path / "b.jsonl.xz").write_bytes(lzma.compress(text))
+    (tmp_path / "c.csv.xz").write_bytes(lzma.compress(HEADER + b"Say hi,,hi\nSay a,,b,EXTRA\n"))
+    (tmp_path / "d.csv.bz2").write_bytes(bz2.compress(HEADER + b"Say hi,,hi\nSay a,,b,EXTRA\n"))
+    assert all(is_data_file(tmp_path / n) for n in ("a.jsonl.bz2", "b.jsonl.xz", "c.csv.xz", "d.csv.bz2"))
+    assert rows_of(tmp_path / "c.csv.xz")[0].payload == {"instruction": "Say hi", "input": "", "output": "hi"}
+    result = prepare({"datasets": [{"path": "a.jsonl.bz2", **CHAT}, {"path": "b.jsonl.xz", **CHAT},
+                                   {"path": "c.csv.xz", "type": "alpaca"}, {"path": "d.csv.bz2", "type": "alpaca"}],
+                      "dataset_exact_deduplication": False, "quarantine_max_fraction": 1.0})
+    per = result.manifest["stats"]["per_dataset"]
+    assert [per[n]["kept"] for n in ("a.jsonl.bz2", "b.jsonl.xz", "c.csv.xz", "d.csv.bz2")] == [3, 3, 1, 1]
+    assert result.manifest["stats"]["by_reason"] == {"malformed_csv": 2}
+
+
+def test_a_corrupt_xz_file_is_an_input_error(tmp_path: Path, prepare: Prepare) -> None:
+    (tmp_path / "bad.jsonl.xz").write_bytes(b"\xfd7zXZ\x00 garbage")
+    with pytest.raises(InputError, match=r"bad\.jsonl\.xz: cannot decompress"):
+        prepare({"datasets": [{"path": "bad.jsonl.xz", **CHAT}]})
+
+
+def test_json_lines_whose_first_row_is_an_array(tmp_path: Path, prepare: Prepare) -> None:
+    # The file started with `[`, so it was read as one JSON array and failed whole ("Extra data").
+    (tmp_path / "chat.jsonl").write_bytes(b'[{"messages": []}]\n' + json.dumps(GOOD).encode() + b"\n")
+    result = prepare({"datasets": [{"path": "chat.jsonl", **CHAT}], "quarantine_max_fraction": 1.0})
+    assert reasons_by_row(result) == ["not_an_object", None]
+    # A one-line array is still an array file, and text after its `]` on that line is still a broken file.
+    (tmp_path / "one.json").write_bytes(json.dumps([GOOD, GOOD]).encode() + b"\n\n")
+    assert len(rows_of(tmp_path / "one.json", "json")) == 2
+    (tmp_path / "broken.json").write_bytes(json.dumps([GOOD]).encode() + b" trailing\n")
+    with pytest.raises(InputError, match="not a valid JSON array"):
+        rows_of(tmp_path / "broken.json", "json")
