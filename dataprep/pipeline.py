@@ -114,7 +114,8 @@ class Result:
 def setup(cfg: Config, config_path: Path) -> Setup:
     config_dir = config_path.resolve().parent
     if not cfg.datasets:
-        raise PrepareError(f"{config_path}: `datasets` is empty: nothing to prepare")
+        raise ConfigProblem(f"{config_path}: `datasets` is empty: nothing to prepare; list at least one dataset "
+                            "(path and type)")
     curation = None
     if curate.wanted(cfg):  # filters and eval files are checked before anything else is read
         try:
