@@ -56,10 +56,10 @@ import pyarrow.parquet as pq
 import torch
 
 from dataprep.outdir import NotPrepared, open_prepared_dir
-from dataprep.shards import ShardPathError, shard_path
+from dataprep.shards import ShardPathError, manifest_problem, shard_path
 from schemas.shard import FORMAT_VERSION, SHARD_SCHEMA
 from train.assemble import CHUNK_TOKENS, PAD_TOKEN_ID, Batch, Chunk, Rows, assemble, ranges
-from train.data_checks import manifest_problem, samples_problem, unknown_sample
+from train.data_checks import samples_problem, unknown_sample
 from train.deal import Plan, Span, plan
 from train.prefetch import prefetched
 

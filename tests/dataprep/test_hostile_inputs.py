@@ -11,6 +11,7 @@ import bz2
 import json
 import lzma
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -20,7 +21,7 @@ import pytest
 from dataprep.load import InputError, RawRow, Unreadable, is_data_file, read_batches
 from dataprep.pipeline import Result
 from schemas.reasons import Reason
-from tests.conftest import Prepare
+from tests.conftest import Prepare, write_jsonl
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
 CHAT = {"type": "chat_template"}
@@ -155,3 +156,23 @@ def test_json_lines_whose_first_row_is_an_array(tmp_path: Path, prepare: Prepare
     (tmp_path / "broken.json").write_bytes(json.dumps([GOOD]).encode() + b" trailing\n")
     with pytest.raises(InputError, match="not a valid JSON array"):
         rows_of(tmp_path / "broken.json", "json")
+
+
+# ---- a prepared directory edited by hand ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda m: m.update(accounting=[]), "'accounting' is not an object"),  # a TypeError in the summary
+    (lambda m: m.update(stats=None), "'stats' is not an object"),
+    (lambda m: m["shards"][0].pop("split"), "shards[0].split is None, not a str"),
+])
+def test_a_cached_manifest_of_another_shape_is_rebuilt(tmp_path: Path, prepare: Prepare, edit: Any,
+                                                        problem: str) -> None:
+    write_jsonl(tmp_path / "chat.jsonl", [GOOD])
+    config = {"datasets": [{"path": "chat.jsonl", **CHAT}]}
+    first = prepare(config)
+    manifest = json.loads((first.out / "manifest.json").read_text())
+    edit(manifest)
+    (first.out / "manifest.json").resolve().write_text(json.dumps(manifest))
+    again = prepare(config)
+    assert not again.cached and again.manifest["accounting"]["kept"] == 1
+    assert any(f"the manifest is malformed ({problem}): rebuilding" in note for note in again.notes), again.notes
