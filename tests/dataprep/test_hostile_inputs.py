@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataprep.load import InputError, RawRow, Unreadable, is_data_file, read_batches
-from dataprep.pipeline import Result
+from dataprep.pipeline import PrepareError, Result
 from schemas.reasons import Reason
 from tests.conftest import Prepare, write_jsonl
 
@@ -176,3 +176,17 @@ def test_a_cached_manifest_of_another_shape_is_rebuilt(tmp_path: Path, prepare: 
     again = prepare(config)
     assert not again.cached and again.manifest["accounting"]["kept"] == 1
     assert any(f"the manifest is malformed ({problem}): rebuilding" in note for note in again.notes), again.notes
+
+
+# ---- runs that keep nothing -------------------------------------------------------------------------------
+
+def test_nothing_kept_says_why_in_the_message(tmp_path: Path, prepare: Prepare) -> None:
+    # The message said "see the summary above", but no summary is printed for a failed run.
+    (tmp_path / "empty.jsonl").write_bytes(b"\n  \n")
+    with pytest.raises(PrepareError, match=r"no rows to prepare: the files of empty.jsonl hold no rows"):
+        prepare({"datasets": [{"path": "empty.jsonl", **CHAT}]})
+    write_jsonl(tmp_path / "chat.jsonl", [GOOD, {"messages": "x"}])
+    with pytest.raises(PrepareError, match=r"no row was kept: of 2 rows 1 were quarantined, 1 dropped and 0 "
+                                           r"duplicates; reasons: too_long 1, wrong_type 1 \(raise sequence_len"):
+        prepare({"datasets": [{"path": "chat.jsonl", **CHAT}], "sequence_len": 4, "quarantine_max_fraction": 1.0})
+    assert not (tmp_path / "out").exists()
