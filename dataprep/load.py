@@ -122,12 +122,12 @@ def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIM
         if fmt in ("json", "jsonl"):
             yield from _json_batches(path, batch_size, max_line)
         elif fmt == "parquet":
-            yield from _arrow_batches(_parquet_batches(path, batch_size))
+            yield from _arrow_batches(path, _parquet_batches(path, batch_size))
         elif fmt == "arrow":
-            yield from _arrow_batches(_ipc_batches(path))
+            yield from _arrow_batches(path, _ipc_batches(path))
         elif fmt == "csv":
             fast = _CsvProgress()
-            yield from _arrow_batches(_csv_batches(path, batch_size, fast))
+            yield from _arrow_batches(path, _csv_batches(path, batch_size, fast))
             if fast.stopped:
                 yield from _csv_rows_one_by_one(path, batch_size, max_line, fast.rows)
         else:
@@ -317,9 +317,12 @@ def _as_payload(item: Any) -> bytes:
         return json.dumps(item, ensure_ascii=True).encode()
 
 
-def _arrow_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[list[RawRow]]:
+def _arrow_batches(path: Path, batches: Iterator[pa.RecordBatch]) -> Iterator[list[RawRow]]:
     row = 0
     for batch in _by_size(batches):
+        if row == 0 and (twice := sorted({n for n in batch.schema.names if batch.schema.names.count(n) > 1})):
+            # A row becomes a dict: one of the two columns would be dropped without a word
+            raise InputError(f"{path}: column {', '.join(map(repr, twice))} appears more than once; rename one")
         try:
             records: list[dict[str, Any] | Unreadable] = batch.to_pylist()
         except (ValueError, OverflowError):  # a cell Python cannot hold (not UTF-8, a date past year 9999): find it
@@ -473,6 +476,8 @@ def _csv_rows_one_by_one(path: Path, batch_size: int, max_line: int, skip: int) 
         reader = csv.reader(f)
         try:
             header = next(reader, [])
+            if twice := sorted({n for n in header if header.count(n) > 1}):
+                raise InputError(f"{path}: column {', '.join(map(repr, twice))} appears more than once; rename one")
             for values in reader:
                 if not values:  # a blank line, which Arrow skips too
                     continue

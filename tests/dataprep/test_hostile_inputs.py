@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dataprep.load import InputError, RawRow, Unreadable, is_data_file, read_batches
+from dataprep.load import InputError, RawRow, Unreadable, _csv_rows_one_by_one, is_data_file, read_batches
 from dataprep.pipeline import PrepareError, Result
 from schemas.reasons import Reason
 from tests.conftest import Prepare, write_jsonl
@@ -112,8 +112,6 @@ def test_a_csv_header_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> No
 
 def test_csv_fixtures_read_the_same_by_both_readers(tmp_path: Path) -> None:
     # The Python reader takes over from Arrow mid-file: for good rows both must give the same records.
-    from dataprep.load import _csv_rows_one_by_one
-
     path = tmp_path / "data.csv"
     path.write_bytes(b"\xef\xbb\xbf" + HEADER + b'a,,"quoted, comma"\r\n\n"x ""y""",b,\n  spaced , , \nlast,,row')
     fast = rows_of(path)
@@ -190,3 +188,15 @@ def test_nothing_kept_says_why_in_the_message(tmp_path: Path, prepare: Prepare) 
                                            r"duplicates; reasons: too_long 1, wrong_type 1 \(raise sequence_len"):
         prepare({"datasets": [{"path": "chat.jsonl", **CHAT}], "sequence_len": 4, "quarantine_max_fraction": 1.0})
     assert not (tmp_path / "out").exists()
+
+
+def test_a_column_named_twice_is_a_one_line_error(tmp_path: Path) -> None:
+    # Rows become dicts: one of the two columns was dropped without a word (`datasets` refuses such files too).
+    (tmp_path / "data.csv").write_bytes(b"instruction,output,output\nSay hi,hi,bye\n")
+    table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"])
+    pq.write_table(table, tmp_path / "data.parquet")
+    for name, fmt in (("data.csv", "csv"), ("data.parquet", "parquet")):
+        with pytest.raises(InputError, match=rf"{name}: column '(output|text)' appears more than once; rename one"):
+            rows_of(tmp_path / name, fmt)
+    with pytest.raises(InputError, match="appears more than once"):  # the reader that takes over from Arrow
+        list(_csv_rows_one_by_one(tmp_path / "data.csv", 2, 1 << 20, 0))
