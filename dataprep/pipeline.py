@@ -350,8 +350,8 @@ def _check_rows(cfg: Config, counts: dict[str, Any], quarantine_file: Path) -> N
             "message_field_role, type, ...). Fix the config, or raise quarantine_max_fraction if the data is dirty.")
     if acc["input_rows"] == 0:
         paths = ", ".join(ds.path for ds in cfg.datasets)
-        raise PrepareError(f"no rows to prepare: the files of {paths} hold no rows (empty, or only blank lines); "
-                           "check each dataset's `path`")
+        raise PrepareError(f"no rows to prepare: the files of {paths} hold no rows (empty, only blank lines, or a "
+                           "`split` slice that selects none); check each dataset's `path` and `split`")
     if acc["kept"] == 0:
         # The summary table is printed only for a finished run: the counts go in the message.
         by_reason = sorted(counts["by_reason"].items(), key=lambda kv: -kv[1])
