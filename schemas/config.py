@@ -106,7 +106,7 @@ class CustomInstructType(_Model):
 class DatasetConfig(_Model):
     """One entry of `datasets:`. Local files only: Tessera never downloads data."""
 
-    path: str
+    path: str = Field(min_length=1)  # "" was the config's own folder, read as data without a word
     """A file, a directory (every data file in it) or a glob. Relative paths are looked up next to the config
     file first, then in the current directory."""
     type: str | CustomInstructType | None = None
@@ -272,7 +272,7 @@ class PretrainingDataset(_Model):
     """One entry of `pretraining_dataset:` (Axolotl's key): raw text documents, concatenated with EOS between
     them and cut into rows of exactly sequence_len tokens. Local files only (Axolotl streams from the Hub)."""
 
-    path: str
+    path: str = Field(min_length=1)
     """A file, a directory or a glob, as in datasets[]."""
     type: Literal["pretrain", "completion"] = "pretrain"
     """pretrain; `completion` (an SFT-style entry, as Axolotl also accepts here) means the same: documents
@@ -330,7 +330,7 @@ class DecontaminateSource(_Model):
     """One entry of `decontaminate:` (Tessera): an evaluation file whose texts training samples must not share
     a word n-gram with (dataprep/decontam.py)."""
 
-    path: str
+    path: str = Field(min_length=1)
     """An evaluation data file (jsonl, json, parquet, csv, arrow), relative to the config file."""
     field: str
     """The eval rows' top-level text field, or a list of messages (`messages`: every message's content)."""
