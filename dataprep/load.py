@@ -173,7 +173,7 @@ def _json_batches(path: Path, batch_size: int, max_line: int) -> Iterator[list[R
     batch: list[RawRow] = []
     row = size = 0
     with open_stream(path) as f:
-        for line in _lines(f, max_line):
+        for line in _split_bare_cr(_lines(f, max_line)):
             if isinstance(line, bytes):
                 if not line.strip():
                     continue
@@ -220,6 +220,20 @@ def _lines(f: IO[bytes], max_line: int) -> Iterator[bytes | Unreadable]:
         yield _too_long(skipped, prefix, max_line)
     elif pending_len:
         yield b"".join(pending).removesuffix(b"\r")
+
+
+def _split_bare_cr(lines: Iterator[bytes | Unreadable]) -> Iterator[bytes | Unreadable]:
+    """Old Mac line ends: a bare CR ends a line too (datasets' Arrow JSON reader splits there as well), or a
+    whole file of them would be one malformed row. A CR between JSON tokens is whitespace, so a line that
+    parses as it is stays whole; only one that does not is split (a rare line, parsed once more here)."""
+    for line in lines:
+        if isinstance(line, bytes) and b"\r" in line:
+            try:
+                json.loads(line)
+            except (ValueError, RecursionError):
+                yield from line.split(b"\r")
+                continue
+        yield line
 
 
 def _too_long(size: int, prefix: bytes, max_line: int) -> Unreadable:

@@ -200,3 +200,15 @@ def test_a_column_named_twice_is_a_one_line_error(tmp_path: Path) -> None:
             rows_of(tmp_path / name, fmt)
     with pytest.raises(InputError, match="appears more than once"):  # the reader that takes over from Arrow
         list(_csv_rows_one_by_one(tmp_path / "data.csv", 2, 1 << 20, 0))
+
+
+def test_json_lines_with_bare_cr_line_ends(tmp_path: Path, prepare: Prepare) -> None:
+    # Old Mac line ends: the whole file was one malformed_json row (datasets' Arrow reader splits at a CR too).
+    other = {"messages": [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]}
+    (tmp_path / "chat.jsonl").write_bytes(json.dumps(GOOD).encode() + b"\r" + json.dumps(other).encode() + b"\r")
+    result = prepare({"datasets": [{"path": "chat.jsonl", **CHAT}]})
+    assert reasons_by_row(result) == [None, None]
+    # A CR between JSON tokens is whitespace: such a line is read whole, as before.
+    path = tmp_path / "ws.jsonl"
+    path.write_bytes(b'{"a":\r1}\n{"b": 2}\r\n')
+    assert [r.payload for r in rows_of(path, "jsonl")] == [b'{"a":\r1}', b'{"b": 2}']
