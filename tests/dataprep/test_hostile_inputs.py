@@ -212,3 +212,11 @@ def test_json_lines_with_bare_cr_line_ends(tmp_path: Path, prepare: Prepare) -> 
     path = tmp_path / "ws.jsonl"
     path.write_bytes(b'{"a":\r1}\n{"b": 2}\r\n')
     assert [r.payload for r in rows_of(path, "jsonl")] == [b'{"a":\r1}', b'{"b": 2}']
+
+
+def test_a_bom_starting_a_line_in_mid_file_is_not_a_bad_row(tmp_path: Path, prepare: Prepare) -> None:
+    # `cat a.jsonl b.jsonl` of two files saved with a BOM: the second file's first row was malformed_json
+    other = {"messages": [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]}
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "chat.jsonl").write_bytes(bom + json.dumps(GOOD).encode() + b"\n" + bom + json.dumps(other).encode())
+    assert reasons_by_row(prepare({"datasets": [{"path": "chat.jsonl", **CHAT}]})) == [None, None]
