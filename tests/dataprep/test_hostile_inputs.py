@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dataprep.load import InputError, RawRow, Unreadable, _csv_rows_one_by_one, is_data_file, read_batches
+from dataprep.csv_rows import _csv_rows_one_by_one
+from dataprep.load import InputError, RawRow, Unreadable, is_data_file, read_batches
 from dataprep.pipeline import PrepareError, Result
 from schemas.reasons import Reason
 from tests.conftest import Prepare, write_jsonl
