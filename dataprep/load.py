@@ -243,7 +243,7 @@ def _is_json_lines(path: Path, max_line: int) -> bool:
     """Whether a file that starts with `[` is JSON Lines: its first line is a whole JSON value and more lines
     follow (`[1, 2]` then objects: the array is one bad row, not a broken array file)."""
     with open_stream(path) as f:
-        lines = (line for line in _lines(f, max_line) if not isinstance(line, bytes) or line.strip())
+        lines = (line for line in _split_bare_cr(_lines(f, max_line)) if not isinstance(line, bytes) or line.strip())
         first = next(lines, None)
         if not isinstance(first, bytes):
             return False

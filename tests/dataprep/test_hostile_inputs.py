@@ -213,6 +213,8 @@ def test_json_lines_with_bare_cr_line_ends(tmp_path: Path, prepare: Prepare) -> 
     path = tmp_path / "ws.jsonl"
     path.write_bytes(b'{"a":\r1}\n{"b": 2}\r\n')
     assert [r.payload for r in rows_of(path, "jsonl")] == [b'{"a":\r1}', b'{"b": 2}']
+    path.write_bytes(b'[1]\r{"b": 2}\r')  # and an array as the first row is one row there too
+    assert [r.payload for r in rows_of(path, "jsonl")] == [b"[1]", b'{"b": 2}']
 
 
 def test_a_bom_starting_a_line_in_mid_file_is_not_a_bad_row(tmp_path: Path, prepare: Prepare) -> None:
