@@ -102,7 +102,8 @@ def parse(payload: bytes | dict[str, Any] | Unreadable) -> dict[str, Any]:
         message = f"bytes {e.start}-{e.end} are not UTF-8; re-encode the file as UTF-8"
         raise RowError(Reason.invalid_utf8, message) from None
     try:
-        value = json.loads(text)
+        # A BOM starting a line in mid-file: JSON Lines files joined with `cat`, each with its own BOM
+        value = json.loads(text.removeprefix("\ufeff"))
     except json.JSONDecodeError as e:
         raise RowError(Reason.malformed_json, f"not valid JSON: {e.msg} at column {e.colno}") from None
     except RecursionError:

@@ -88,6 +88,9 @@ def dataset_splits(ds: DatasetConfig, config_dir: Path) -> tuple[str, dict[str, 
         return ds.path, {"train": resolve_files(ds, config_dir)}  # a file, or its not-found error
     if (root / "dataset_dict.json").is_file():
         names = _json(root / "dataset_dict.json").get("splits") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) and Path(n).name == n for n in names):
+            raise InputError(f"{root / 'dataset_dict.json'}: `splits` must be a list of split folder names; save the "
+                             "dataset again with save_to_disk")
         return str(root), {str(s): _saved_dataset_files(root / str(s)) for s in names}
     if (root / "state.json").is_file():
         state = _json(root / "state.json")
@@ -125,7 +128,8 @@ def _json(path: Path) -> dict[str, Any]:
 def _saved_dataset_files(folder: Path) -> list[Path]:
     """A save_to_disk Dataset: its Arrow files in the order state.json lists them."""
     state = _json(folder / "state.json")
-    names = [str(f.get("filename", "")) for f in state.get("_data_files") or [] if isinstance(f, dict)]
+    listed = state.get("_data_files") or []
+    names = [str(f.get("filename", "")) for f in listed if isinstance(f, dict)] if isinstance(listed, list) else []
     files = [folder / n for n in names if n and Path(n).name == n]
     lost = [str(f) for f in files if not f.is_file()]
     if lost or not files:

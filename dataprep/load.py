@@ -6,19 +6,20 @@ stage cannot hand over (a string cell that is not UTF-8, a JSONL line over the r
 `Unreadable` payload, which the parser turns into a quarantine record: one bad row never fails its file.
 
 Memory is bounded by the batch size and the read limit per line (`line_limit`), except for JSON-array files
-and single JSON documents, which are read whole. `.gz` and `.zst` files are decompressed as a stream. An
+and single JSON documents, which are read whole. `.gz`, `.zst`, `.bz2` and `.xz` files are decompressed as a
+stream. An
 array item json.loads cannot read (too deep, a huge integer, not UTF-8) is quarantined alone: see
 json_array.py.
 """
 
 from __future__ import annotations
 
+import bz2
 import codecs
-import csv
 import glob
 import gzip
-import io
 import json
+import lzma
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -37,7 +37,8 @@ from schemas.reasons import Reason
 
 EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow",
               ".ndjson": "jsonl", ".ipc": "arrow", ".feather": "arrow"}
-COMPRESSED = (".gz", ".zst")  # read as a stream; `data.jsonl.gz` is JSON Lines, a bare `data.zst` too
+# Read as a stream; `data.jsonl.gz` is JSON Lines, a bare `data.zst` too. Each with the command that undoes it.
+COMPRESSED = {".gz": "gunzip", ".zst": "zstd -d", ".bz2": "bunzip2", ".xz": "unxz"}
 STREAMABLE = ("json", "jsonl", "csv")  # formats that can be read from a decompressing stream
 CHUNK = 1 << 20  # bytes per read of a JSON Lines file
 BATCH_BYTES = 64 << 20  # a JSONL batch ends early at this many bytes: few huge rows must not make a huge batch
@@ -109,7 +110,7 @@ def file_format(path: Path, ds: DatasetConfig) -> str:
                          "(json, jsonl, parquet, csv or arrow) on the dataset")
     if compressed and fmt not in STREAMABLE:
         raise InputError(f"{path}: a compressed {fmt} file cannot be read as a stream; decompress it "
-                         f"({'gunzip' if path.suffix.lower() == '.gz' else 'zstd -d'} {path.name})")
+                         f"({COMPRESSED[path.suffix.lower()]} {path.name})")
     return fmt
 
 
@@ -118,11 +119,13 @@ def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIM
         if fmt in ("json", "jsonl"):
             yield from _json_batches(path, batch_size, max_line)
         elif fmt == "parquet":
-            yield from _arrow_batches(_parquet_batches(path, batch_size))
+            yield from arrow_rows(path, _parquet_batches(path, batch_size))
         elif fmt == "arrow":
-            yield from _arrow_batches(_ipc_batches(path))
+            yield from arrow_rows(path, _ipc_batches(path))
         elif fmt == "csv":
-            yield from _arrow_batches(_csv_batches(path, batch_size))
+            from dataprep.csv_rows import csv_rows  # it reads through this module's helpers
+
+            yield from csv_rows(path, batch_size, max_line)
         else:
             raise InputError(f"{path}: unsupported ds_type '{fmt}'")
     except (OSError, EOFError, pa.ArrowInvalid) as e:
@@ -131,16 +134,20 @@ def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIM
         shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
         raise InputError(f"{shown}: the file name is not UTF-8, which Arrow cannot open; rename the file") from None
     except Exception as e:  # a decompressor's own error (zstandard.ZstdError): a corrupt file, not a crash
-        if type(e).__module__.split(".")[0] not in ("zstandard", "gzip", "zlib"):
+        if type(e).__module__.split(".")[0] not in ("zstandard", "gzip", "zlib", "_lzma"):
             raise
         raise InputError(f"{path}: cannot decompress: {e}") from None
 
 
 def open_stream(path: Path) -> IO[bytes]:
-    """The file's bytes, decompressed on the fly for .gz and .zst."""
+    """The file's bytes, decompressed on the fly for .gz, .zst, .bz2 and .xz."""
     suffix = path.suffix.lower()
     if suffix == ".gz":
         return gzip.open(path, "rb")
+    if suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if suffix == ".xz":
+        return lzma.open(path, "rb")
     if suffix == ".zst":
         import zstandard
 
@@ -151,7 +158,7 @@ def open_stream(path: Path) -> IO[bytes]:
 def _json_batches(path: Path, batch_size: int, max_line: int) -> Iterator[list[RawRow]]:
     with open_stream(path) as f:
         head = f.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()
-    if head.startswith(b"["):
+    if head.startswith(b"[") and not _is_json_lines(path, max_line):
         yield from _json_array(path, batch_size)
         return
     if head.startswith(b"{"):
@@ -162,7 +169,7 @@ def _json_batches(path: Path, batch_size: int, max_line: int) -> Iterator[list[R
     batch: list[RawRow] = []
     row = size = 0
     with open_stream(path) as f:
-        for line in _lines(f, max_line):
+        for line in _split_bare_cr(_lines(f, max_line)):
             if isinstance(line, bytes):
                 if not line.strip():
                     continue
@@ -211,11 +218,40 @@ def _lines(f: IO[bytes], max_line: int) -> Iterator[bytes | Unreadable]:
         yield b"".join(pending).removesuffix(b"\r")
 
 
+def _split_bare_cr(lines: Iterator[bytes | Unreadable]) -> Iterator[bytes | Unreadable]:
+    """Old Mac line ends: a bare CR ends a line too (datasets' Arrow JSON reader splits there as well), or a
+    whole file of them would be one malformed row. A CR between JSON tokens is whitespace, so a line that
+    parses as it is stays whole; only one that does not is split (a rare line, parsed once more here)."""
+    for line in lines:
+        if isinstance(line, bytes) and b"\r" in line:
+            try:
+                json.loads(line)
+            except (ValueError, RecursionError):
+                yield from line.split(b"\r")
+                continue
+        yield line
+
+
 def _too_long(size: int, prefix: bytes, max_line: int) -> Unreadable:
     return Unreadable(Reason.line_too_long, f"the line has {size:,} bytes, over the read limit of {max_line:,} "
                       "bytes (8 x sequence_len x the longest token, at least 32 MiB): it cannot fit and was not "
                       "read; split or shorten the row", None,
                       prefix.decode("utf-8", errors="replace") + f"… ({size:,} bytes)")
+
+
+def _is_json_lines(path: Path, max_line: int) -> bool:
+    """Whether a file that starts with `[` is JSON Lines: its first line is a whole JSON value and more lines
+    follow (`[1, 2]` then objects: the array is one bad row, not a broken array file)."""
+    with open_stream(path) as f:
+        lines = (line for line in _split_bare_cr(_lines(f, max_line)) if not isinstance(line, bytes) or line.strip())
+        first = next(lines, None)
+        if not isinstance(first, bytes):
+            return False
+        try:
+            json.loads(first)
+        except (ValueError, RecursionError):
+            return False
+        return next(lines, None) is not None
 
 
 def _single_document(path: Path, max_line: int) -> bytes | None:
@@ -291,12 +327,17 @@ def _as_payload(item: Any) -> bytes:
         return json.dumps(item, ensure_ascii=True).encode()
 
 
-def _arrow_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[list[RawRow]]:
+def arrow_rows(path: Path, batches: Iterator[pa.RecordBatch]) -> Iterator[list[RawRow]]:
+    """Arrow record batches (Parquet, Arrow, CSV) as raw rows numbered from 0; a cell Python cannot hold makes
+    its row an Unreadable."""
     row = 0
     for batch in _by_size(batches):
+        if row == 0 and (twice := sorted({n for n in batch.schema.names if batch.schema.names.count(n) > 1})):
+            # A row becomes a dict: one of the two columns would be dropped without a word
+            raise InputError(f"{path}: column {', '.join(map(repr, twice))} appears more than once; rename one")
         try:
             records: list[dict[str, Any] | Unreadable] = batch.to_pylist()
-        except UnicodeDecodeError:  # a string cell that is not UTF-8: find it, row by row
+        except (ValueError, OverflowError):  # a cell Python cannot hold (not UTF-8, a date past year 9999): find it
             records = [_arrow_row(batch, i) for i in range(batch.num_rows)]
         yield [RawRow(row + i, r) for i, r in enumerate(records)]
         row += len(records)
@@ -318,19 +359,23 @@ def _arrow_row(batch: pa.RecordBatch, i: int) -> dict[str, Any] | Unreadable:
     one = batch.slice(i, 1)
     try:
         return one.to_pylist()[0]
-    except UnicodeDecodeError as e:
+    except (ValueError, OverflowError) as e:
         bad = next(name for name, col in zip(one.schema.names, one.columns, strict=True) if not _decodes(col))
         raw = {name: _as_bytes(col) for name, col in zip(one.schema.names, one.columns, strict=True)}
         original = json.dumps(raw, ensure_ascii=False, default=lambda b: b.decode("utf-8", errors="replace"))
-        return Unreadable(Reason.invalid_utf8, f"column '{bad}' is not UTF-8 ({e.reason} at byte {e.start}); "
-                          "re-encode the file's text as UTF-8", bad, original)
+        if isinstance(e, UnicodeDecodeError):
+            return Unreadable(Reason.invalid_utf8, f"column '{bad}' is not UTF-8 ({e.reason} at byte {e.start}); "
+                              "re-encode the file's text as UTF-8", bad, original)
+        # Parquet/Arrow dates and timestamps reach far past Python's datetime (years 1-9999)
+        return Unreadable(Reason.wrong_type, f"column '{bad}' holds a value Python cannot represent ({e}); fix "
+                          "the value or drop the column", bad, original)
 
 
 def _decodes(col: pa.Array) -> bool:
     try:
         col.to_pylist()
         return True
-    except UnicodeDecodeError:
+    except (ValueError, OverflowError):
         return False
 
 
@@ -339,6 +384,8 @@ def _as_bytes(col: pa.Array) -> Any:
         return col.cast(_binary_type(col.type)).to_pylist()[0]
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+    except (ValueError, OverflowError):  # shown as Arrow writes it: "<value out of range: 4611686018427387904>"
+        return col.cast(pa.string()).to_pylist()[0] if pa.types.is_temporal(col.type) else None
 
 
 def _binary_type(t: pa.DataType) -> pa.DataType:
@@ -381,25 +428,3 @@ def _ipc_batches(path: Path) -> Iterator[pa.RecordBatch]:
     except pa.ArrowInvalid:
         source.seek(0)
         yield from ipc.open_stream(source)
-
-
-def _csv_batches(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
-    # Every column is read as text: a number in an `output` column is the text "42", not a type error. Read as
-    # bytes and relabelled as strings without a check, so that a line that is not UTF-8 fails alone, in
-    # _arrow_batches, instead of the whole file in Arrow's converter.
-    with open_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
-        header = next(csv.reader(f), [])
-    convert = pacsv.ConvertOptions(column_types={name: pa.binary() for name in header}, strings_can_be_null=False)
-    read = pacsv.ReadOptions(block_size=1 << 24)
-    # Quoted values may hold newlines (multi-line answers are common); Arrow needs to be told.
-    parse = pacsv.ParseOptions(newlines_in_values=True)
-    try:
-        # A path, not a stream: Arrow reads it without the GIL and decompresses .gz/.zst itself.
-        reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
-    except pa.ArrowInvalid as e:
-        raise InputError(f"{path}: cannot read as CSV: {e}") from None
-    for batch in reader:
-        columns = [c.view(pa.string()) if c.type == pa.binary() else c for c in batch.columns]
-        batch = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
-        for start in range(0, batch.num_rows, batch_size):
-            yield batch.slice(start, batch_size)

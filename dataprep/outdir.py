@@ -151,11 +151,13 @@ def reusable(out: Path, fingerprint: str, verify: bool, notes: list[str]) -> dic
 
 
 def _missing(version: Path, manifest: dict[str, Any], verify: bool) -> str | None:
-    from dataprep.shards import ShardPathError, sha256_file, shard_path
+    from dataprep.shards import ShardPathError, manifest_problem, sha256_file, shard_path
 
     for name in ("samples.parquet", "quarantine.parquet", "duplicates.parquet"):
         if not (version / name).is_file():
             return f"{name} is missing"
+    if (problem := manifest_problem(manifest)) is not None:
+        return f"the manifest is malformed ({problem})"
     try:
         for shard in manifest["shards"]:
             path = shard_path(version, shard["file"])

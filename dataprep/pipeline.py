@@ -114,7 +114,8 @@ class Result:
 def setup(cfg: Config, config_path: Path) -> Setup:
     config_dir = config_path.resolve().parent
     if not cfg.datasets:
-        raise PrepareError(f"{config_path}: `datasets` is empty: nothing to prepare")
+        raise ConfigProblem(f"{config_path}: `datasets` is empty: nothing to prepare; list at least one dataset "
+                            "(path and type)")
     curation = None
     if curate.wanted(cfg):  # filters and eval files are checked before anything else is read
         try:
@@ -347,8 +348,18 @@ def _check_rows(cfg: Config, counts: dict[str, Any], quarantine_file: Path) -> N
             f"quarantine_max_fraction ({cfg.quarantine_max_fraction:.0%}). Reasons: {reasons}. First rows:\n"
             + "\n".join(lines) + "\nThis is usually a field mapping that does not match the data (field_messages, "
             "message_field_role, type, ...). Fix the config, or raise quarantine_max_fraction if the data is dirty.")
+    if acc["input_rows"] == 0:
+        paths = ", ".join(ds.path for ds in cfg.datasets)
+        raise PrepareError(f"no rows to prepare: the files of {paths} hold no rows (empty, only blank lines, or a "
+                           "`split` slice that selects none); check each dataset's `path` and `split`")
     if acc["kept"] == 0:
-        raise PrepareError("no row was kept: see the summary above and quarantine reasons; nothing to train on")
+        # The summary table is printed only for a finished run: the counts go in the message.
+        by_reason = sorted(counts["by_reason"].items(), key=lambda kv: -kv[1])
+        hint = " (raise sequence_len, or set excess_length_strategy: truncate)" if "too_long" in counts["by_reason"] \
+            else ""
+        raise PrepareError(f"no row was kept: of {acc['input_rows']} rows {acc['quarantined']} were quarantined, "
+                           f"{acc['dropped']} dropped and {acc['duplicates']} duplicates; reasons: "
+                           f"{', '.join(f'{k} {v}' for k, v in by_reason)}{hint}; nothing to train on")
 
 
 def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], shards: list[ShardInfo],

@@ -11,6 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +42,43 @@ def shard_path(prepared: Path, name: str) -> Path:
         raise ShardPathError(f"{path}: the shard is a link to {path.resolve()}, outside {prepared}; "
                              "prepare the directory again")
     return path
+
+
+# The keys of a manifest's shard entry the loader reads, with their types (bool is an int to Python: refused)
+SHARD_KEYS: dict[str, type] = {"file": str, "split": str, "rows": int, "tokens": int}
+
+
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of the manifest's shards, accounting, stats and datasets, or None. A manifest
+    is data (copied, edited, half-written by another tool): a missing key or a string where a count belongs must
+    be one line naming the field (the cache check rebuilds, the trainer refuses), not a KeyError deep inside."""
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        return f"'shards' is a {type(shards).__name__}, not a list"
+    files: set[str] = set()
+    for i, info in enumerate(shards):
+        if not isinstance(info, dict):
+            return f"shards[{i}] is a {type(info).__name__}, not an object"
+        for key, kind in SHARD_KEYS.items():
+            if not _is(info.get(key), kind):
+                return f"shards[{i}].{key} is {info.get(key)!r}, not a {kind.__name__}"
+        if "bytes" in info and not _is(info["bytes"], int):
+            return f"shards[{i}].bytes is {info['bytes']!r}, not an int"
+        if info["file"] in files:  # the same rows twice would train twice as often, silently
+            return f"shards[{i}].file {info['file']!r} is listed twice"
+        files.add(info["file"])
+    for key in ("accounting", "stats"):
+        if not isinstance(manifest.get(key), dict):
+            return f"'{key}' is not an object"
+    config = manifest.get("config")
+    datasets = config.get("datasets") if isinstance(config, dict) else None
+    if not isinstance(datasets, list) or not all(isinstance(d, dict) and _is(d.get("path"), str) for d in datasets):
+        return "config.datasets is not a list of datasets with a path"
+    return None
 
 
 class TokenSpill:

@@ -114,8 +114,8 @@ class RowProcessor:
             try:
                 result = self._prepare(raw, pending, chats, len(results), texts)
             except RowError as e:
-                result = RowResult(raw.source_row, Status.quarantined, e.reason, e.field, _clean(e.message),
-                                   original=_original(raw.payload))
+                result = RowResult(raw.source_row, Status.quarantined, e.reason, _clean_field(e.field),
+                                   _clean(e.message), original=_original(raw.payload))
             except Exception as e:  # any other failure is this row's, not the run's
                 result = _row_error(raw, e)
             results.append(result)
@@ -123,7 +123,7 @@ class RowProcessor:
             assert self.chat is not None
             for (k, raw, _), out in zip(chats, self.chat.encode([c for _, _, c in chats]), strict=True):
                 if isinstance(out, RowError):
-                    results[k] = RowResult(raw.source_row, Status.quarantined, out.reason, out.field,
+                    results[k] = RowResult(raw.source_row, Status.quarantined, out.reason, _clean_field(out.field),
                                            _clean(out.message), original=_original(raw.payload))
                 else:
                     results[k].input_ids, results[k].labels = out
@@ -280,6 +280,11 @@ def _clean(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def _clean_field(field: str | None) -> str | None:
+    # A field path names the row's own keys, and a key may hold a lone surrogate ({"\\udc00": 1}).
+    return None if field is None else _clean(field)
 
 
 def _quarantine(result: RowResult, raw: RawRow, reason: Reason, message: str) -> None:

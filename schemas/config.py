@@ -13,11 +13,21 @@ import datetime
 import difflib
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dataprep import instruct_types
 from schemas import axolotl_compat
@@ -37,6 +47,20 @@ class _Model(BaseModel):
     # allow_inf_nan=False: `.inf` / `.nan` are valid YAML floats but no setting means them.
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True,
                               allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads YAML `true` as 1 for an int or float field: `sequence_len: true` was a 1-token sequence.
+        if isinstance(value, bool) and info.field_name and _number_only(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(value).lower()} is a yes/no value; give a number")
+        return value
+
+
+def _number_only(annotation: Any) -> bool:
+    """Whether a field takes numbers (int, float, optionally None) but no bool."""
+    kinds = set(typing.get_args(annotation)) - {type(None)} if typing.get_args(annotation) else {annotation}
+    return bool(kinds) and kinds <= {int, float}
 
 
 class CustomInstructType(_Model):
@@ -82,7 +106,7 @@ class CustomInstructType(_Model):
 class DatasetConfig(_Model):
     """One entry of `datasets:`. Local files only: Tessera never downloads data."""
 
-    path: str
+    path: str = Field(min_length=1)  # "" was the config's own folder, read as data without a word
     """A file, a directory (every data file in it) or a glob. Relative paths are looked up next to the config
     file first, then in the current directory."""
     type: str | CustomInstructType | None = None
@@ -248,7 +272,7 @@ class PretrainingDataset(_Model):
     """One entry of `pretraining_dataset:` (Axolotl's key): raw text documents, concatenated with EOS between
     them and cut into rows of exactly sequence_len tokens. Local files only (Axolotl streams from the Hub)."""
 
-    path: str
+    path: str = Field(min_length=1)
     """A file, a directory or a glob, as in datasets[]."""
     type: Literal["pretrain", "completion"] = "pretrain"
     """pretrain; `completion` (an SFT-style entry, as Axolotl also accepts here) means the same: documents
@@ -306,7 +330,7 @@ class DecontaminateSource(_Model):
     """One entry of `decontaminate:` (Tessera): an evaluation file whose texts training samples must not share
     a word n-gram with (dataprep/decontam.py)."""
 
-    path: str
+    path: str = Field(min_length=1)
     """An evaluation data file (jsonl, json, parquet, csv, arrow), relative to the config file."""
     field: str
     """The eval rows' top-level text field, or a list of messages (`messages`: every message's content)."""

@@ -22,6 +22,7 @@ class Status(StrEnum):
 class Reason(StrEnum):
     # Quarantine: the row could not be turned into a training sample.
     malformed_json = "malformed_json"  # the line/record is not valid JSON
+    malformed_csv = "malformed_csv"  # a CSV line with more or fewer values than the header has columns
     invalid_utf8 = "invalid_utf8"  # the bytes are not UTF-8 (a JSONL line, a Parquet/Arrow/CSV string cell)
     invalid_unicode = "invalid_unicode"  # a string holds a lone UTF-16 surrogate (e.g. JSON "\\ud83d" alone)
     too_deep = "too_deep"  # JSON nested deeper than load.MAX_DEPTH levels (in any field, used or not)

@@ -56,8 +56,10 @@ import pyarrow.parquet as pq
 import torch
 
 from dataprep.outdir import NotPrepared, open_prepared_dir
+from dataprep.shards import ShardPathError, manifest_problem, shard_path
 from schemas.shard import FORMAT_VERSION, SHARD_SCHEMA
 from train.assemble import CHUNK_TOKENS, PAD_TOKEN_ID, Batch, Chunk, Rows, assemble, ranges
+from train.data_checks import samples_problem, unknown_sample
 from train.deal import Plan, Span, plan
 from train.prefetch import prefetched
 
@@ -162,7 +164,13 @@ def open_prepared(prepared_dir: Path) -> PreparedData:
     for info in manifest["shards"]:
         chunks.setdefault(info["split"], []).extend(_open_shard(root, info))
     names = [d["path"] for d in manifest["config"]["datasets"]]
-    return PreparedData(root, manifest, names, _dataset_of(root), {k: _index(v) for k, v in chunks.items()})
+    dataset_of = _dataset_of(root, len(names))
+    for split in chunks.values():
+        for chunk, _ in split:
+            if (sample := unknown_sample(dataset_of, chunk.sids)) is not None:
+                raise DataError(f"{chunk.path} holds sample {sample}, which {root / 'samples.parquet'} has no kept "
+                                f"row for; {PREPARE_FIX}")
+    return PreparedData(root, manifest, names, dataset_of, {k: _index(v) for k, v in chunks.items()})
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -183,6 +191,8 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         raise DataError(f"{path}: format_version {version!r}, but this Tessera reads format_version "
                         f"{FORMAT_VERSION}; {PREPARE_FIX} with this version")
     missing = [k for k in ("shards", "config", "tokenizer", "accounting") if k not in manifest]
+    if not missing and (problem := manifest_problem(manifest)) is not None:
+        raise DataError(f"{path} is corrupt ({problem}); {PREPARE_FIX}")
     if missing or not manifest["accounting"].get("balanced", False):
         what = f"no {', '.join(missing)}" if missing else "its row accounting does not balance"
         raise DataError(f"{path} is incomplete ({what}); {PREPARE_FIX}")
@@ -190,7 +200,10 @@ def _read_manifest(root: Path) -> dict[str, Any]:
 
 
 def _open_shard(root: Path, info: dict[str, Any]) -> list[tuple[Chunk, pa.RecordBatch]]:
-    path = root / info["file"]
+    try:
+        path = shard_path(root, info["file"])
+    except ShardPathError as e:
+        raise DataError(str(e)) from None
     if not path.is_file():
         raise DataError(f"{path} is listed in the manifest but missing; {PREPARE_FIX}")
     size = path.stat().st_size
@@ -257,15 +270,17 @@ def _index(chunks: list[tuple[Chunk, pa.RecordBatch]]) -> _Split:
     return _Split([c for c, _ in chunks], where, (where[:, 2] - where[:, 1]).astype(np.int64))
 
 
-def _dataset_of(root: Path) -> np.ndarray:
+def _dataset_of(root: Path, datasets: int) -> np.ndarray:
     path = root / "samples.parquet"
     try:
         t = pq.read_table(path, columns=["sample_id", "dataset_index", "status"])
     except (OSError, pa.ArrowInvalid) as e:
         raise DataError(f"{path} is missing or unreadable ({e}); {PREPARE_FIX}") from None
     sample_id = t.column("sample_id").to_numpy()
-    out = np.full(int(sample_id.max()) + 1 if len(sample_id) else 0, -1, np.int32)
     kept = pc.equal(t.column("status"), "kept").to_numpy(zero_copy_only=False).astype(bool)
+    if (problem := samples_problem(sample_id, t.column("dataset_index").to_numpy()[kept], datasets)) is not None:
+        raise DataError(f"{path} is corrupt ({problem}); {PREPARE_FIX}")
+    out = np.full(int(sample_id.max()) + 1 if len(sample_id) else 0, -1, np.int32)
     out[sample_id[kept]] = t.column("dataset_index").to_numpy()[kept]
     return out
 

@@ -168,3 +168,18 @@ def test_single_files_have_only_a_train_split(tmp_path: Path) -> None:
     assert selected({"path": "a.jsonl", "split": "train[-2:]"}, tmp_path) == ["a row 8", "a row 9"]
     with pytest.raises(InputError, match=r"no split 'test'.*it has train"):
         selected({"path": "a.jsonl", "split": "test"}, tmp_path)
+
+
+@pytest.mark.parametrize(("file", "edit", "message"), [
+    ("dict/dataset_dict.json", {"splits": 5}, r"dataset_dict.json: `splits` must be a list of split folder names"),
+    ("dict/dataset_dict.json", {"splits": ["train", "../.."]}, r"`splits` must be a list of split folder names"),
+    ("dict/train/state.json", {"_data_files": 5}, r"train/state.json: lists data files that are not there \(none\)"),
+])
+def test_a_save_to_disk_folder_with_edited_metadata_is_a_one_line_error(tmp_path: Path, file: str, edit: dict,
+                                                                        message: str) -> None:
+    # `splits: 5` and `_data_files: 5` were TypeError tracebacks; a split named '../..' left the folder
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows("train", 3))}).save_to_disk(str(tmp_path / "dict"))
+    meta = json.loads((tmp_path / file).read_text())
+    (tmp_path / file).write_text(json.dumps({**meta, **edit}))
+    with pytest.raises(InputError, match=message):
+        selected({"path": str(tmp_path / "dict")}, tmp_path)

@@ -64,7 +64,8 @@ CHAT_ROWS: list[tuple[str | dict, str | None]] = [  # (row, expected reason) in 
 # Covered in test_robust_rows.py: a line over the read limit (32 MiB at least) and the last-resort row_error;
 # `contaminated` is a stage's (decontamination), tested with it
 # (tests/dataprep/test_curation.py).
-ELSEWHERE = {str(Reason.line_too_long), str(Reason.row_error), str(Reason.contaminated)}
+# malformed_csv is a CSV line's (tests/dataprep/test_hostile_inputs.py).
+ELSEWHERE = {str(Reason.line_too_long), str(Reason.row_error), str(Reason.contaminated), str(Reason.malformed_csv)}
 
 
 @pytest.fixture

@@ -68,3 +68,9 @@ def test_template_file_too_large(tmp_path: Path, prepare: Prepare) -> None:
     message = _problem(prepare, chat_template="jinja", chat_template_jinja="t.jinja")
     assert message == ("chat template 'jinja:t.jinja' is 1,048,590 characters long, more than the 1,048,576 a chat "
                        "template may have (real ones are 1-20 KB); is it the right file?")
+
+
+def test_no_datasets_is_a_config_problem(prepare: Prepare) -> None:
+    # `datasets:` with nothing under it was exit 1, as if the data were at fault
+    assert _problem(prepare, datasets=None).endswith("`datasets` is empty: nothing to prepare; list at least one "
+                                                     "dataset (path and type)")

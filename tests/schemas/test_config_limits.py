@@ -127,6 +127,12 @@ def test_set_with_invalid_yaml_or_a_bomb(tmp_path: Path) -> None:
     ("val_set_size: .nan", "val_set_size: Input should be a finite number"),
     ("quarantine_max_fraction: .nan", "quarantine_max_fraction: Input should be a finite number"),
     ("learning_rate: .nan", "learning_rate: Input should be a finite number"),
+    # YAML booleans are 1 and 0 to pydantic's int and float: `sequence_len: true` was a 1-token sequence
+    ("sequence_len: true", "sequence_len: true is a yes/no value; give a number"),
+    ("val_set_size: yes", "val_set_size: true is a yes/no value; give a number"),
+    ("seed: false", "seed: false is a yes/no value; give a number"),
+    # an empty path was the config's own folder, read as data
+    ('datasets: [{path: ""}]', "datasets[0].path: String should have at least 1 character"),
 ])
 def test_bounds(tmp_path: Path, line: str, expected: str) -> None:
     [p] = _problems(tmp_path, f"tokenizer_config: tok\n{line}\n")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
@@ -276,6 +277,10 @@ def _edit_manifest(out: Path, edit: Any) -> None:
     (out / "manifest.json").write_text(json.dumps(m))
 
 
+def _edit_samples(out: Path, edit: Any) -> None:
+    pq.write_table(edit(pq.read_table(out / "samples.parquet")), out / "samples.parquet")
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda o: (o / "manifest.json").unlink(), r"manifest.json is missing.*tessera prepare CONFIG --force"),
     (lambda o: (o / "manifest.json").write_text('{"format_version": 1, '), r"manifest.json is corrupt"),
@@ -288,6 +293,22 @@ def _edit_manifest(out: Path, edit: Any) -> None:
      r"holds \d+ rows / \d+ tokens, the manifest says"),
     (lambda o: (o / "shards" / "train-00000.arrow").write_bytes(b"not arrow"), r"bytes, the manifest says"),
     (lambda o: (o / "samples.parquet").unlink(), r"samples.parquet is missing or unreadable"),
+    # A manifest edited into another shape: one line naming the field (these were KeyError/TypeError tracebacks)
+    (lambda o: _edit_manifest(o, lambda m: m.update(shards=5)), r"corrupt \('shards' is a int, not a list\)"),
+    (lambda o: _edit_manifest(o, lambda m: m["shards"][0].pop("split")), r"shards\[0\]\.split is None, not a str"),
+    (lambda o: _edit_manifest(o, lambda m: m["shards"][0].update(rows="3")), r"shards\[0\]\.rows is '3', not a"),
+    (lambda o: _edit_manifest(o, lambda m: m["shards"][0].update(bytes="3")), r"shards\[0\]\.bytes is '3', not a"),
+    (lambda o: _edit_manifest(o, lambda m: m.update(accounting=[])), r"'accounting' is not an object"),
+    (lambda o: _edit_manifest(o, lambda m: m["config"].pop("datasets")), r"config\.datasets is not a list"),
+    (lambda o: _edit_manifest(o, lambda m: m["shards"].append(m["shards"][0])), r"is listed twice"),
+    (lambda o: _edit_manifest(o, lambda m: m["shards"][0].update(file="../copy/" + m["shards"][0]["file"])),
+     r"is not a path inside the directory"),
+    # samples.parquet that does not match the shards: an IndexError or a 3 TiB allocation later on
+    (lambda o: _edit_samples(o, lambda t: t.set_column(0, "sample_id", pc.add(t["sample_id"], 10**12))),
+     r"samples.parquet is corrupt \(sample ids run from"),
+    (lambda o: _edit_samples(o, lambda t: t.slice(0, 0)), r"holds sample \d+, which .*samples.parquet has no kept"),
+    (lambda o: _edit_samples(o, lambda t: t.set_column(t.schema.get_field_index("dataset_index"), "dataset_index",
+                                                       pc.add(t["dataset_index"], 7))), r"dataset_index is \d+, but"),
 ])
 def test_refuses_a_damaged_prepared_dir(packed: Path, tmp_path: Path, damage: Any, message: str) -> None:
     out = _copy(packed, tmp_path)
