@@ -104,22 +104,28 @@ def split(view: View, s: LayoutSettings) -> Outcome:
 
 def pack(view: View, s: LayoutSettings) -> Outcome:
     pieces, first_id, count, inst, inst_first = cut(view, s)
-    sample_ids = inst_first[pieces.row] + np.maximum(pieces.chunk, 0)
-    lengths = pieces.end - pieces.start
+    # Each temporary is dropped as soon as it is used: this stage's peak was the run's at 1M rows.
+    sample_ids = inst_first[pieces.row]
+    del inst_first
+    sample_ids += np.maximum(pieces.chunk, 0)  # ascending: pieces are in instance order, chunks in order
+    lengths = (pieces.end - pieces.start).astype(np.int32)
     is_val = view["is_val"][inst[pieces.row]]  # copies follow their original
+    originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
+    copied = inst[pieces.row[originals:]]
+    del inst
     rows: dict[str, Rows] = {}
     for name, mask in (("train", ~is_val), ("val", is_val)):
         idx = np.flatnonzero(mask & ~pieces.stream)
-        packed = (pack_best_fit(lengths[idx], sample_ids[idx], s.sequence_len) if s.sample_packing
-                  else one_per_row(sample_ids[idx]))
+        # idx ascends, so its samples are in sample id order: the packers need no ids (pack.py)
+        packed = (pack_best_fit(lengths[idx], None, s.sequence_len) if s.sample_packing
+                  else one_per_row(None, len(idx)))
         streamed = np.flatnonzero(mask & pieces.stream)
         stream_order, stream_bounds = stream_rows(streamed, lengths[streamed], s.sequence_len)
-        order = np.concatenate([idx[packed.order], stream_order]).astype(np.int64)
-        bounds = np.concatenate([packed.bounds, stream_bounds[1:] + packed.bounds[-1]]).astype(np.int64)
+        order = np.concatenate([idx[packed.order], stream_order]).astype(np.int64, copy=False)
+        bounds = np.concatenate([packed.bounds, stream_bounds[1:] + packed.bounds[-1]]).astype(np.int64, copy=False)
+        del idx, packed, streamed, stream_order
         if len(bounds) > 1:
             rows[name] = Rows(order, bounds)
-    originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
-    copied = inst[pieces.row[originals:]]
     # A copy's chunk k repeats the original's chunk k; a pretrain copy is cut elsewhere: its document's first.
     same_chunk = np.where(pieces.stream[originals:], 0, np.maximum(pieces.chunk[originals:], 0))
     return Outcome(output=Layout(pieces, sample_ids, first_id, count, rows, originals, view.rows[copied],
