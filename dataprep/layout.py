@@ -69,50 +69,51 @@ def instances(view: View) -> np.ndarray:
     return np.concatenate([rows, *(np.flatnonzero(repeats > r) for r in range(int(repeats.max(initial=0))))])
 
 
-def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The pieces of the active rows and their copies (pieces.row: index into `inst`), the published id of
-    every table row's first piece and its number of ids, the instances (view positions) and each instance's
-    first published id (copies after every table row's ids)."""
+def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray]:
+    """The pieces of the active rows and their copies (pieces.row: index into the instances) and the instances
+    (view positions)."""
     inst = instances(view)
     dataset = view["dataset_index"][inst]
     # per-dataset flags, then per row: an array of the type strings would take ~60 bytes a row
     completion = np.array([t == "completion" for t in s.types], bool)[dataset]
     pretrain = np.array([t == "pretrain" for t in s.types], bool)[dataset]
     del dataset
-    pieces = cut_rows(view["offset"][inst], view["num_tokens"][inst], completion, pretrain, s.sequence_len)
+    return cut_rows(view["offset"][inst], view["num_tokens"][inst], completion, pretrain, s.sequence_len), inst
+
+
+def published(view: View, pieces: Pieces, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The published id of every table row's first piece and its number of ids, and each instance's first
+    published id (copies after every table row's ids)."""
     per_inst = np.bincount(pieces.row, minlength=len(inst))
     count = np.ones(len(view.table), np.int64)
     count[view.rows] = per_inst[:len(view)]
     first_id = np.cumsum(count) - count
     copies = per_inst[len(view):]
     inst_first = np.concatenate([first_id[view.rows], int(count.sum()) + np.cumsum(copies) - copies])
-    return pieces, first_id, count, inst, inst_first
+    return first_id, count, inst_first
 
 
 def split(view: View, s: LayoutSettings) -> Outcome:
-    pieces, first_id, _, inst, _ = cut(view, s)
+    pieces, inst = cut(view, s)
+    first_id, _, _ = published(view, pieces, inst)
     stream = np.zeros(len(view), bool)
     stream[inst[pieces.row[pieces.stream]]] = True
+    n = len(pieces)
+    del pieces, inst
     is_val = np.zeros(len(view), bool)
     is_val[~stream] = choose_validation(first_id[view.rows[~stream]], s.val_set_size, s.seed)
     if len(view) and is_val.all():
-        n = len(pieces)
         raise SplitError(f"val_set_size {s.val_set_size:g} puts all {n:,} kept samples in the validation split "
                          f"and none in train; lower val_set_size (a fraction < 1, or a count below {n:,})")
     return Outcome(columns={"is_val": is_val})
 
 
 def pack(view: View, s: LayoutSettings) -> Outcome:
-    pieces, first_id, count, inst, inst_first = cut(view, s)
-    # Each temporary is dropped as soon as it is used: this stage's peak was the run's at 1M rows.
-    sample_ids = inst_first[pieces.row]
-    del inst_first
-    sample_ids += np.maximum(pieces.chunk, 0)  # ascending: pieces are in instance order, chunks in order
+    pieces, inst = cut(view, s)
+    # The rows are packed before the published ids are made, and each temporary is dropped once used: this
+    # stage's peak was the run's at 1M rows (bench/prepare_memory.py).
     lengths = (pieces.end - pieces.start).astype(np.int32)
     is_val = view["is_val"][inst[pieces.row]]  # copies follow their original
-    originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
-    copied = inst[pieces.row[originals:]]
-    del inst
     rows: dict[str, Rows] = {}
     for name, mask in (("train", ~is_val), ("val", is_val)):
         idx = np.flatnonzero(mask & ~pieces.stream)
@@ -126,6 +127,13 @@ def pack(view: View, s: LayoutSettings) -> Outcome:
         del idx, packed, streamed, stream_order
         if len(bounds) > 1:
             rows[name] = Rows(order, bounds)
+    del lengths, is_val
+    first_id, count, inst_first = published(view, pieces, inst)
+    sample_ids = inst_first[pieces.row]
+    del inst_first
+    sample_ids += np.maximum(pieces.chunk, 0)
+    originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
+    copied = inst[pieces.row[originals:]]
     # A copy's chunk k repeats the original's chunk k; a pretrain copy is cut elsewhere: its document's first.
     same_chunk = np.where(pieces.stream[originals:], 0, np.maximum(pieces.chunk[originals:], 0))
     return Outcome(output=Layout(pieces, sample_ids, first_id, count, rows, originals, view.rows[copied],

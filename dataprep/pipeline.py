@@ -299,19 +299,22 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     assert layout is not None  # pack always runs
     if not (table.columns["status"] == KEPT).any():
         raise PrepareError("no row was kept after the stages: see the summary above; nothing to train on")
-    pieces = layout.pieces
+    # What the tables need and the shard writer does not goes to disk first (placed.py); the writer keeps the
+    # token ranges, the ids and the rows.
+    placed = Placed.save(work / "placed", layout)
+    pieces, rows_by_split = layout.pieces, layout.rows
     samples = Samples(layout.sample_ids, pieces.start, pieces.end, pieces.chunk >= 0,
                       SpillReader(work / "ids.bin", work / "labels.bin"))
-    placement = Placement.empty(len(pieces))
+    del layout, pieces
+    placement = Placement.empty(placed.pieces)
     shards: list[ShardInfo] = []
     table.release()  # the stages' pages of the table's column files (table.py)
-    with timer("write") as stage, progress.bar("write", total=len(layout.rows)) as bar:
-        for split, rows in layout.rows.items():
+    with timer("write") as stage, progress.bar("write", total=len(rows_by_split)) as bar:
+        for split, rows in rows_by_split.items():
             shards += write_split(tmp / "shards", split, rows, samples, placement)
             bar.advance(1)
-        # The tables need only where each sample went: on disk, and the layout's arrays dropped (placed.py).
-        placed = Placed.save(work / "placed", layout, placement)
-        del layout, pieces, samples, placement
+        placed.add_placement(placement)
+        del rows_by_split, samples, placement
         table.release()
         formats = [ds.format for ds in cfg.datasets]
         sources = [s.display for s in st.sources]

@@ -75,7 +75,7 @@ class SampleTable:
     labels: np.ndarray
     extra_dir: Path
     added: set[str] = field(default_factory=set)  # columns stages added (stage.Outcome.columns)
-    maps: list[mmap.mmap] = field(default_factory=list)  # the columns' files, mapped (TableBuilder.finish)
+    maps: dict[str, mmap.mmap] = field(default_factory=dict)  # the columns' files, mapped (TableBuilder.finish)
 
     def __len__(self) -> int:
         return len(self.columns["sample_id"])
@@ -90,9 +90,16 @@ class SampleTable:
         included): a mapped page counts in RSS from its first touch until the map is gone, so without this
         every column a stage ever read would stay resident to the end (~60 bytes a row). Also returns the free
         pages of the heap (trim_heap). Called before each stage and after each block the output tables write."""
-        for m in self.maps:
+        for m in self.maps.values():
             m.madvise(mmap.MADV_DONTNEED)
         trim_heap()
+
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column `name` at table rows `rows`, a copy; the column's pages are dropped once read (release)."""
+        values = self.columns[name][rows]
+        if (m := self.maps.get(name)) is not None:
+            m.madvise(mmap.MADV_DONTNEED)
+        return values
 
     def active(self) -> View:
         """The samples still kept: what the next stage receives."""
@@ -155,7 +162,7 @@ class View:
         return len(self.rows)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.table.columns[name][self.rows]
+        return self.table.take(name, self.rows)
 
     def extra(self, name: str) -> pa.Array:
         return self.table.extra(name, self.rows)
@@ -314,13 +321,13 @@ class TableBuilder:
         for writer in self._extra.values():
             writer.close()
         ids, labels = self.spill.finish()
-        columns, maps = {}, []
+        columns, maps = {}, {}
         for k, f in self._files.items():
             f.close()
             if self.rows == 0:
                 columns[k] = np.zeros(0, dtype=_DTYPES[k])
                 continue
             with open(self.work / "table" / f"{k}.bin", "r+b") as file:
-                maps.append(mmap.mmap(file.fileno(), 0))  # the map outlives the file object
-            columns[k] = np.frombuffer(maps[-1], dtype=_DTYPES[k])
+                maps[k] = mmap.mmap(file.fileno(), 0)  # the map outlives the file object
+            columns[k] = np.frombuffer(maps[k], dtype=_DTYPES[k])
         return SampleTable(columns, self.reasons, ids, labels, self.work / "extra", maps=maps)
