@@ -85,11 +85,14 @@ def published(view: View, pieces: Pieces, inst: np.ndarray) -> tuple[np.ndarray,
     """The published id of every table row's first piece and its number of ids, and each instance's first
     published id (copies after every table row's ids)."""
     per_inst = np.bincount(pieces.row, minlength=len(inst))
-    count = np.ones(len(view.table), np.int64)
+    count = np.ones(len(view.table), np.int32)  # a row's pieces: at most 64 for completion, more for a document
     count[view.rows] = per_inst[:len(view)]
-    first_id = np.cumsum(count) - count
     copies = per_inst[len(view):]
-    inst_first = np.concatenate([first_id[view.rows], int(count.sum()) + np.cumsum(copies) - copies])
+    del per_inst
+    first_id = np.cumsum(count, dtype=np.int64)
+    first_id -= count
+    inst_first = np.concatenate([first_id[view.rows], int(first_id[-1] + count[-1]) + np.cumsum(copies) - copies]
+                                if len(count) else [np.zeros(0, np.int64)])
     return first_id, count, inst_first
 
 

@@ -148,7 +148,7 @@ def _hash_column(hashes: np.ndarray, has: np.ndarray, t: np.ndarray) -> pa.Array
 
 def write_duplicates(path: Path, table: SampleTable, placed: Placed, removed: Removed) -> None:
     dup = removed.duplicates()
-    hashes = hex_hashes(table.columns["content_hash"][dup["rows"]])
+    hashes = hex_hashes(table.take("content_hash", dup["rows"]))  # its pages dropped at once: read at random
     exact = ~dup["near"]
     columns = [
         pa.array(placed.first_ids(dup["rows"]), pa.int64()),
