@@ -37,6 +37,23 @@ class Pieces:
         return len(self.row)
 
 
+def piece_counts(length: np.ndarray, completion: np.ndarray, pretrain: np.ndarray, sequence_len: int
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """How many pieces each row becomes and where each pretrain document starts in the stream (cut_rows
+    without the pieces); None when every row is one piece."""
+    big = completion & (length > sequence_len)
+    if not pretrain.any() and not big.any():
+        return None
+    length = length.astype(np.int64)
+    stream_start = np.zeros(len(length), np.int64)
+    stream_start[pretrain] = np.cumsum(length[pretrain]) - length[pretrain]
+    count = np.ones(len(length), np.int64)
+    count[big] = -(-length[big] // sequence_len)
+    count[pretrain] = -(-(stream_start[pretrain] + length[pretrain]) // sequence_len) - (
+        stream_start[pretrain] // sequence_len)
+    return count, stream_start
+
+
 def cut_rows(offset: np.ndarray, length: np.ndarray, completion: np.ndarray, pretrain: np.ndarray,
              sequence_len: int) -> Pieces:
     """Pieces of kept rows (offset, length in the spill; per-row type masks), vectorised.
@@ -45,16 +62,11 @@ def cut_rows(offset: np.ndarray, length: np.ndarray, completion: np.ndarray, pre
     form one stream; a document's pieces end where the stream crosses a multiple of sequence_len."""
     n = len(length)
     length = length.astype(np.int64)
-    big = completion & (length > sequence_len)
-    if not pretrain.any() and not big.any():  # nothing to cut (supervised data): one piece per row
+    counted = piece_counts(length, completion, pretrain, sequence_len)
+    if counted is None:  # nothing to cut (supervised data): one piece per row
         return Pieces(np.arange(n, dtype=np.int32), offset.astype(np.int64), offset + length,
                       np.full(n, -1, np.int32), np.zeros(n, bool))
-    stream_start = np.zeros(n, np.int64)
-    stream_start[pretrain] = np.cumsum(length[pretrain]) - length[pretrain]
-    count = np.ones(n, np.int64)
-    count[big] = -(-length[big] // sequence_len)
-    count[pretrain] = -(-(stream_start[pretrain] + length[pretrain]) // sequence_len) - (
-        stream_start[pretrain] // sequence_len)
+    count, stream_start = counted
     row = np.repeat(np.arange(n), count)
     k = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)
     rel_start = np.zeros(len(row), np.int64)

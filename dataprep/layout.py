@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataprep.chunks import Pieces, cut_rows, stream_rows
+from dataprep.chunks import Pieces, cut_rows, piece_counts, stream_rows
 from dataprep.pack import Rows, choose_validation, one_per_row, pack_best_fit
 from dataprep.stage import Outcome
 from dataprep.table import View
@@ -73,12 +73,16 @@ def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray]:
     """The pieces of the active rows and their copies (pieces.row: index into the instances) and the instances
     (view positions)."""
     inst = instances(view)
-    dataset = view["dataset_index"][inst]
-    # per-dataset flags, then per row: an array of the type strings would take ~60 bytes a row
-    completion = np.array([t == "completion" for t in s.types], bool)[dataset]
-    pretrain = np.array([t == "pretrain" for t in s.types], bool)[dataset]
-    del dataset
+    completion, pretrain = _type_flags(view, s, inst)
     return cut_rows(view["offset"][inst], view["num_tokens"][inst], completion, pretrain, s.sequence_len), inst
+
+
+def _type_flags(view: View, s: LayoutSettings, inst: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(completion, pretrain) per view row (per instance when given): per-dataset flags, then per row (an
+    array of the type strings would take ~60 bytes a row)."""
+    dataset = view["dataset_index"] if inst is None else view["dataset_index"][inst]
+    return (np.array([t == "completion" for t in s.types], bool)[dataset],
+            np.array([t == "pretrain" for t in s.types], bool)[dataset])
 
 
 def published(view: View, pieces: Pieces, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,15 +101,22 @@ def published(view: View, pieces: Pieces, inst: np.ndarray) -> tuple[np.ndarray,
 
 
 def split(view: View, s: LayoutSettings) -> Outcome:
-    pieces, inst = cut(view, s)
-    first_id, _, _ = published(view, pieces, inst)
+    # Only how many pieces each row becomes is needed here (the first published ids), not the pieces.
+    completion, pretrain = _type_flags(view, s)
+    counted = piece_counts(view["num_tokens"], completion, pretrain, s.sequence_len)
+    count = np.ones(len(view.table), np.int32)
     stream = np.zeros(len(view), bool)
-    stream[inst[pieces.row[pieces.stream]]] = True
-    n = len(pieces)
-    del pieces, inst
+    if counted is not None:
+        count[view.rows] = counted[0]
+        stream = pretrain & (counted[0] > 0)  # a document in the stream (an empty one at a row end has no piece)
+    del completion, pretrain, counted
+    first_id = np.cumsum(count, dtype=np.int64)
+    first_id -= count
+    del count
     is_val = np.zeros(len(view), bool)
     is_val[~stream] = choose_validation(first_id[view.rows[~stream]], s.val_set_size, s.seed)
     if len(view) and is_val.all():
+        n = len(cut(view, s)[0])
         raise SplitError(f"val_set_size {s.val_set_size:g} puts all {n:,} kept samples in the validation split "
                          f"and none in train; lower val_set_size (a fraction < 1, or a count below {n:,})")
     return Outcome(columns={"is_val": is_val})

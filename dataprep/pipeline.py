@@ -309,7 +309,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     placement = Placement.empty(placed.pieces)
     shards: list[ShardInfo] = []
     table.release()  # the stages' pages of the table's column files (table.py)
-    with timer("write") as stage, progress.bar("write", total=len(rows_by_split)) as bar:
+    with timer("write") as stage, progress.bar("write", total=len(rows_by_split)) as bar, outputs.system_pool():
         for split, rows in rows_by_split.items():
             shards += write_split(tmp / "shards", split, rows, samples, placement)
             bar.advance(1)

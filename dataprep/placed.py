@@ -63,9 +63,11 @@ class Placed:
                                "num_tokens": p.end[lo:hi] - p.start[lo:hi]})
         _write(folder / "copies.bin", COPY, len(layout.copy_row),
                lambda lo, hi: {"copy_row": layout.copy_row[lo:hi], "repeat_of": layout.repeat_of[lo:hi]})
-        lengths = p.end[:layout.originals] - p.start[:layout.originals]
+        n = layout.originals
+        longest = max((int((p.end[lo:min(lo + BLOCK, n)] - p.start[lo:min(lo + BLOCK, n)]).max())
+                       for lo in range(0, n, BLOCK)), default=0)
         return cls(folder, len(layout.count), len(p), layout.originals, int(np.count_nonzero(layout.count > 1)),
-                   int(lengths.max()) if len(lengths) else 0)
+                   longest)
 
     def add_placement(self, placement: Placement) -> None:
         """Writes where the shard writer put each sample; the caller then drops `placement`."""
