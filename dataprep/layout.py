@@ -95,8 +95,9 @@ def published(view: View, pieces: Pieces, inst: np.ndarray) -> tuple[np.ndarray,
     del per_inst
     first_id = np.cumsum(count, dtype=np.int64)
     first_id -= count
-    inst_first = np.concatenate([first_id[view.rows], int(first_id[-1] + count[-1]) + np.cumsum(copies) - copies]
-                                if len(count) else [np.zeros(0, np.int64)])
+    inst_first = first_id[view.rows]
+    if len(copies):
+        inst_first = np.concatenate([inst_first, int(first_id[-1] + count[-1]) + np.cumsum(copies) - copies])
     return first_id, count, inst_first
 
 
@@ -143,9 +144,12 @@ def pack(view: View, s: LayoutSettings) -> Outcome:
             rows[name] = Rows(order, bounds)
     del lengths, is_val
     first_id, count, inst_first = published(view, pieces, inst)
-    sample_ids = inst_first[pieces.row]
+    if len(pieces) == len(inst) and not (pieces.chunk >= 0).any():  # one piece per instance: the same ids
+        sample_ids = inst_first
+    else:
+        sample_ids = inst_first[pieces.row]
+        sample_ids += np.maximum(pieces.chunk, 0)
     del inst_first
-    sample_ids += np.maximum(pieces.chunk, 0)
     originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
     copied = inst[pieces.row[originals:]]
     # A copy's chunk k repeats the original's chunk k; a pretrain copy is cut elsewhere: its document's first.

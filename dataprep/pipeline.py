@@ -299,6 +299,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     assert layout is not None  # pack always runs
     if not (table.columns["status"] == KEPT).any():
         raise PrepareError("no row was kept after the stages: see the summary above; nothing to train on")
+    table.release()  # the last stage's pages and temporaries (each stage's view released the previous ones)
     # What the tables need and the shard writer does not goes to disk first (placed.py); the writer keeps the
     # token ranges, the ids and the rows.
     placed = Placed.save(work / "placed", layout)
@@ -308,7 +309,6 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     del layout, pieces
     placement = Placement.empty(placed.pieces)
     shards: list[ShardInfo] = []
-    table.release()  # the stages' pages of the table's column files (table.py)
     with timer("write") as stage, progress.bar("write", total=len(rows_by_split)) as bar, outputs.system_pool():
         for split, rows in rows_by_split.items():
             shards += write_split(tmp / "shards", split, rows, samples, placement)
