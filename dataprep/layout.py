@@ -85,10 +85,10 @@ def _type_flags(view: View, s: LayoutSettings, inst: np.ndarray | None = None) -
             np.array([t == "pretrain" for t in s.types], bool)[dataset])
 
 
-def published(view: View, pieces: Pieces, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def published(view: View, pieces: Pieces, instances: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The published id of every table row's first piece and its number of ids, and each instance's first
     published id (copies after every table row's ids)."""
-    per_inst = np.bincount(pieces.row, minlength=len(inst))
+    per_inst = np.bincount(pieces.row, minlength=instances)
     count = np.ones(len(view.table), np.int32)  # a row's pieces: at most 64 for completion, more for a document
     count[view.rows] = per_inst[:len(view)]
     copies = per_inst[len(view):]
@@ -143,15 +143,16 @@ def pack(view: View, s: LayoutSettings) -> Outcome:
         if len(bounds) > 1:
             rows[name] = Rows(order, bounds)
     del lengths, is_val
-    first_id, count, inst_first = published(view, pieces, inst)
-    if len(pieces) == len(inst) and not (pieces.chunk >= 0).any():  # one piece per instance: the same ids
+    originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
+    copied, instances = inst[pieces.row[originals:]], len(inst)
+    del inst
+    first_id, count, inst_first = published(view, pieces, instances)
+    if len(pieces) == instances and not (pieces.chunk >= 0).any():  # one piece per instance: the same ids
         sample_ids = inst_first
     else:
         sample_ids = inst_first[pieces.row]
         sample_ids += np.maximum(pieces.chunk, 0)
     del inst_first
-    originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
-    copied = inst[pieces.row[originals:]]
     # A copy's chunk k repeats the original's chunk k; a pretrain copy is cut elsewhere: its document's first.
     same_chunk = np.where(pieces.stream[originals:], 0, np.maximum(pieces.chunk[originals:], 0))
     return Outcome(output=Layout(pieces, sample_ids, first_id, count, rows, originals, view.rows[copied],
