@@ -12,7 +12,8 @@
                mix          datasets[].weight: drop or repeat whole input rows (mix.py); only when a weight != 1
                split        val_set_size, by hash(seed, sample_id) (layout.py)
                pack         best-fit decreasing (sample_packing) or one sample per row (layout.py, pack.py)
-    write      shards; samples/quarantine/duplicates tables and the accounting, from the table (outputs.py);
+    write      shards; samples/quarantine/duplicates tables and the accounting, from the table and the layout
+               on disk (outputs.py, placed.py);
                tokenizer/ (with the template used); manifest.json last, then one rename
 
 Everything is written under a temporary folder that becomes a version DIR points at in one rename (outdir.py),
