@@ -27,7 +27,7 @@ class Pieces:
     """The samples the kept rows become, in sample_id order: a row is one piece unless it is split (chunk k >= 0).
     Token offsets are absolute in the spill."""
 
-    row: np.ndarray  # position of the piece's row in the view
+    row: np.ndarray  # position of the piece's row in the view (int32: a piece's row and chunk are 4 bytes each)
     start: np.ndarray  # first token (spill offset)
     end: np.ndarray
     chunk: np.ndarray  # k-th piece of a split row; -1: the row is one piece
@@ -35,6 +35,23 @@ class Pieces:
 
     def __len__(self) -> int:
         return len(self.row)
+
+
+def piece_counts(length: np.ndarray, completion: np.ndarray, pretrain: np.ndarray, sequence_len: int
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """How many pieces each row becomes and where each pretrain document starts in the stream (cut_rows
+    without the pieces); None when every row is one piece."""
+    big = completion & (length > sequence_len)
+    if not pretrain.any() and not big.any():
+        return None
+    length = length.astype(np.int64)
+    stream_start = np.zeros(len(length), np.int64)
+    stream_start[pretrain] = np.cumsum(length[pretrain]) - length[pretrain]
+    count = np.ones(len(length), np.int64)
+    count[big] = -(-length[big] // sequence_len)
+    count[pretrain] = -(-(stream_start[pretrain] + length[pretrain]) // sequence_len) - (
+        stream_start[pretrain] // sequence_len)
+    return count, stream_start
 
 
 def cut_rows(offset: np.ndarray, length: np.ndarray, completion: np.ndarray, pretrain: np.ndarray,
@@ -45,16 +62,11 @@ def cut_rows(offset: np.ndarray, length: np.ndarray, completion: np.ndarray, pre
     form one stream; a document's pieces end where the stream crosses a multiple of sequence_len."""
     n = len(length)
     length = length.astype(np.int64)
-    big = completion & (length > sequence_len)
-    if not pretrain.any() and not big.any():  # nothing to cut (supervised data): one piece per row
-        return Pieces(np.arange(n), offset.astype(np.int64), offset + length, np.full(n, -1, np.int64),
-                      np.zeros(n, bool))
-    stream_start = np.zeros(n, np.int64)
-    stream_start[pretrain] = np.cumsum(length[pretrain]) - length[pretrain]
-    count = np.ones(n, np.int64)
-    count[big] = -(-length[big] // sequence_len)
-    count[pretrain] = -(-(stream_start[pretrain] + length[pretrain]) // sequence_len) - (
-        stream_start[pretrain] // sequence_len)
+    counted = piece_counts(length, completion, pretrain, sequence_len)
+    if counted is None:  # nothing to cut (supervised data): one piece per row
+        return Pieces(np.arange(n, dtype=np.int32), offset.astype(np.int64), offset + length,
+                      np.full(n, -1, np.int32), np.zeros(n, bool))
+    count, stream_start = counted
     row = np.repeat(np.arange(n), count)
     k = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)
     rel_start = np.zeros(len(row), np.int64)
@@ -67,9 +79,9 @@ def cut_rows(offset: np.ndarray, length: np.ndarray, completion: np.ndarray, pre
     rel_start[pre] = np.maximum(first_line * sequence_len, stream_start[row][pre]) - stream_start[row][pre]
     rel_end[pre] = np.minimum((first_line + 1) * sequence_len, stream_start[row][pre] + length[row][pre]) \
         - stream_start[row][pre]
-    chunk = np.where(count[row] > 1, k, -1)
+    chunk = np.where(count[row] > 1, k, -1).astype(np.int32)
     base = offset[row]
-    return Pieces(row, base + rel_start, base + rel_end, chunk, pre)
+    return Pieces(row.astype(np.int32), base + rel_start, base + rel_end, chunk, pre)
 
 
 def stream_rows(stream_pieces: np.ndarray, lengths: np.ndarray, sequence_len: int) -> tuple[np.ndarray, np.ndarray]:

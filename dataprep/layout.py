@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataprep.chunks import Pieces, cut_rows, stream_rows
+from dataprep.chunks import Pieces, cut_rows, piece_counts, stream_rows
 from dataprep.pack import Rows, choose_validation, one_per_row, pack_best_fit
 from dataprep.stage import Outcome
 from dataprep.table import View
@@ -69,57 +69,90 @@ def instances(view: View) -> np.ndarray:
     return np.concatenate([rows, *(np.flatnonzero(repeats > r) for r in range(int(repeats.max(initial=0))))])
 
 
-def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The pieces of the active rows and their copies (pieces.row: index into `inst`), the published id of
-    every table row's first piece and its number of ids, the instances (view positions) and each instance's
-    first published id (copies after every table row's ids)."""
+def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray]:
+    """The pieces of the active rows and their copies (pieces.row: index into the instances) and the instances
+    (view positions)."""
     inst = instances(view)
-    dataset = view["dataset_index"][inst]
-    # per-dataset flags, then per row: an array of the type strings would take ~60 bytes a row
-    completion = np.array([t == "completion" for t in s.types], bool)[dataset]
-    pretrain = np.array([t == "pretrain" for t in s.types], bool)[dataset]
-    del dataset
-    pieces = cut_rows(view["offset"][inst], view["num_tokens"][inst], completion, pretrain, s.sequence_len)
-    per_inst = np.bincount(pieces.row, minlength=len(inst))
-    count = np.ones(len(view.table), np.int64)
+    completion, pretrain = _type_flags(view, s, inst)
+    return cut_rows(view["offset"][inst], view["num_tokens"][inst], completion, pretrain, s.sequence_len), inst
+
+
+def _type_flags(view: View, s: LayoutSettings, inst: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(completion, pretrain) per view row (per instance when given): per-dataset flags, then per row (an
+    array of the type strings would take ~60 bytes a row)."""
+    dataset = view["dataset_index"] if inst is None else view["dataset_index"][inst]
+    return (np.array([t == "completion" for t in s.types], bool)[dataset],
+            np.array([t == "pretrain" for t in s.types], bool)[dataset])
+
+
+def published(view: View, pieces: Pieces, instances: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The published id of every table row's first piece and its number of ids, and each instance's first
+    published id (copies after every table row's ids)."""
+    per_inst = np.bincount(pieces.row, minlength=instances)
+    count = np.ones(len(view.table), np.int32)  # a row's pieces: at most 64 for completion, more for a document
     count[view.rows] = per_inst[:len(view)]
-    first_id = np.cumsum(count) - count
     copies = per_inst[len(view):]
-    inst_first = np.concatenate([first_id[view.rows], int(count.sum()) + np.cumsum(copies) - copies])
-    return pieces, first_id, count, inst, inst_first
+    del per_inst
+    first_id = np.cumsum(count, dtype=np.int64)
+    first_id -= count
+    inst_first = first_id[view.rows]
+    if len(copies):
+        inst_first = np.concatenate([inst_first, int(first_id[-1] + count[-1]) + np.cumsum(copies) - copies])
+    return first_id, count, inst_first
 
 
 def split(view: View, s: LayoutSettings) -> Outcome:
-    pieces, first_id, _, inst, _ = cut(view, s)
+    # Only how many pieces each row becomes is needed here (the first published ids), not the pieces.
+    completion, pretrain = _type_flags(view, s)
+    counted = piece_counts(view["num_tokens"], completion, pretrain, s.sequence_len)
+    count = np.ones(len(view.table), np.int32)
     stream = np.zeros(len(view), bool)
-    stream[inst[pieces.row[pieces.stream]]] = True
+    if counted is not None:
+        count[view.rows] = counted[0]
+        stream = pretrain & (counted[0] > 0)  # a document in the stream (an empty one at a row end has no piece)
+    del completion, pretrain, counted
+    first_id = np.cumsum(count, dtype=np.int64)
+    first_id -= count
+    del count
     is_val = np.zeros(len(view), bool)
     is_val[~stream] = choose_validation(first_id[view.rows[~stream]], s.val_set_size, s.seed)
     if len(view) and is_val.all():
-        n = len(pieces)
+        n = len(cut(view, s)[0])
         raise SplitError(f"val_set_size {s.val_set_size:g} puts all {n:,} kept samples in the validation split "
                          f"and none in train; lower val_set_size (a fraction < 1, or a count below {n:,})")
     return Outcome(columns={"is_val": is_val})
 
 
 def pack(view: View, s: LayoutSettings) -> Outcome:
-    pieces, first_id, count, inst, inst_first = cut(view, s)
-    sample_ids = inst_first[pieces.row] + np.maximum(pieces.chunk, 0)
-    lengths = pieces.end - pieces.start
+    pieces, inst = cut(view, s)
+    # The rows are packed before the published ids are made, and each temporary is dropped once used: this
+    # stage's peak was the run's at 1M rows (bench/prepare_memory.py).
+    lengths = (pieces.end - pieces.start).astype(np.int32)
     is_val = view["is_val"][inst[pieces.row]]  # copies follow their original
     rows: dict[str, Rows] = {}
     for name, mask in (("train", ~is_val), ("val", is_val)):
         idx = np.flatnonzero(mask & ~pieces.stream)
-        packed = (pack_best_fit(lengths[idx], sample_ids[idx], s.sequence_len) if s.sample_packing
-                  else one_per_row(sample_ids[idx]))
+        # idx ascends, so its samples are in sample id order: the packers need no ids (pack.py)
+        packed = (pack_best_fit(lengths[idx], None, s.sequence_len) if s.sample_packing
+                  else one_per_row(None, len(idx)))
         streamed = np.flatnonzero(mask & pieces.stream)
         stream_order, stream_bounds = stream_rows(streamed, lengths[streamed], s.sequence_len)
-        order = np.concatenate([idx[packed.order], stream_order]).astype(np.int64)
-        bounds = np.concatenate([packed.bounds, stream_bounds[1:] + packed.bounds[-1]]).astype(np.int64)
+        order = np.concatenate([idx[packed.order], stream_order]).astype(np.int64, copy=False)
+        bounds = np.concatenate([packed.bounds, stream_bounds[1:] + packed.bounds[-1]]).astype(np.int64, copy=False)
+        del idx, packed, streamed, stream_order
         if len(bounds) > 1:
             rows[name] = Rows(order, bounds)
+    del lengths, is_val
     originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
-    copied = inst[pieces.row[originals:]]
+    copied, instances = inst[pieces.row[originals:]], len(inst)
+    del inst
+    first_id, count, inst_first = published(view, pieces, instances)
+    if len(pieces) == instances and not (pieces.chunk >= 0).any():  # one piece per instance: the same ids
+        sample_ids = inst_first
+    else:
+        sample_ids = inst_first[pieces.row]
+        sample_ids += np.maximum(pieces.chunk, 0)
+    del inst_first
     # A copy's chunk k repeats the original's chunk k; a pretrain copy is cut elsewhere: its document's first.
     same_chunk = np.where(pieces.stream[originals:], 0, np.maximum(pieces.chunk[originals:], 0))
     return Outcome(output=Layout(pieces, sample_ids, first_id, count, rows, originals, view.rows[copied],

@@ -11,7 +11,9 @@ Any reason string a stage wrote is counted and written as it is: nothing here li
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dataprep.layout import Layout
+from dataprep.placed import PIECE, Placed
 from dataprep.runner import Removed
-from dataprep.shards import Placement
 from dataprep.table import KEPT, STATUSES, SampleTable
 from schemas.reasons import Reason, Status
 from schemas.shard import DUPLICATES_SCHEMA, KINDS, QUARANTINE_SCHEMA, SAMPLES_SCHEMA
@@ -35,6 +36,20 @@ SAMPLES_FILE_SCHEMA = pa.schema([pa.field(f.name, pa.large_string() if f.type ==
 BLOCK = 1 << 16  # rows per block while writing the tables: memory stays flat with the row count
 
 
+@contextlib.contextmanager
+def system_pool() -> Iterator[None]:
+    """Arrow allocates from the C library's malloc inside the block (the shards and the tables): its default
+    jemalloc pool kept the pages of freed blocks, ~50 MB more RSS by the end of samples.parquet's block loop
+    (300k rows: write phase 342 -> 292 MiB, bench/prepare_memory.py), while freed malloc memory goes back with
+    table.trim_heap. Arrays keep the pool they came from, so the default is restored safely after."""
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
 def _strings(values: list[str | None], codes: np.ndarray) -> pa.Array:
     return pa.array(values, pa.string()).take(pa.array(codes))
 
@@ -43,62 +58,67 @@ def _nullable(values: np.ndarray, valid: np.ndarray, kind: pa.DataType) -> pa.Ar
     return pa.array(values, kind, mask=~valid)
 
 
-def write_samples(path: Path, table: SampleTable, layout: Layout, placement: Placement,
-                  removed: Removed, datasets: list[str], formats: list[str], sources: list[str]) -> None:
+def write_samples(path: Path, table: SampleTable, placed: Placed, removed: Removed, datasets: list[str],
+                  formats: list[str], sources: list[str]) -> None:
+    """A block of table rows at a time, with their samples' records read from `placed` (placed.py): nothing
+    here is as long as the table."""
     c = table.columns
-    # Output row -> table row, and -> piece (-1: the row is not in the shards).
-    active = c["status"] == KEPT
-    pieces_before = np.cumsum(np.where(active, layout.count, 0)) - np.where(active, layout.count, 0)
     dup = removed.duplicates()
-    dup_of = np.full(len(table), -1, np.int64)
-    dup_of[dup["rows"]] = layout.first_id[dup["kept"]]
-    columns = _Columns(table, layout, placement, dup_of, datasets, formats, sources)
+    dup_first = placed.first_ids(dup["kept"])  # published id each duplicate names, by duplicate (sorted by row)
+    columns = _Columns(table, placed.shard_names, datasets, formats, sources)
     # pyarrow, a block at a time (one row group each): Polars' sink_parquet read a whole 1M-row file at once.
     with pq.ParquetWriter(path, SAMPLES_FILE_SCHEMA, compression="zstd") as writer:
+        next_piece = 0  # a kept row's samples are the next count pieces (pieces are in table row order)
         for lo in range(0, len(table), BLOCK):
             hi = min(lo + BLOCK, len(table))
-            t = np.repeat(np.arange(lo, hi), layout.count[lo:hi])
-            first_piece = int(pieces_before[lo])
-            in_shards = active[t]
-            piece = np.full(len(t), -1, np.int64)
-            piece[in_shards] = first_piece + np.arange(int(in_shards.sum()))
-            writer.write_batch(columns.batch(t, piece, in_shards, None).cast(SAMPLES_FILE_SCHEMA))
+            rows = placed.row_block(lo, hi)
+            t = np.repeat(np.arange(lo, hi), rows["count"])
+            in_shards = (c["status"][lo:hi] == KEPT)[t - lo]
+            piece = np.zeros(len(t), PIECE)
+            n = int(in_shards.sum())
+            piece[in_shards] = placed.piece_block(next_piece, next_piece + n)
+            next_piece += n
+            a, b = np.searchsorted(dup["rows"], [lo, hi])
+            dup_of = np.full(hi - lo, -1, np.int64)
+            dup_of[dup["rows"][a:b] - lo] = dup_first[a:b]
+            sample_id = np.repeat(rows["first_id"], rows["count"]) + np.where(in_shards & (piece["chunk"] >= 0),
+                                                                              piece["chunk"], 0)
+            writer.write_batch(columns.batch(t, sample_id, piece, in_shards, dup_of[t - lo], None)
+                               .cast(SAMPLES_FILE_SCHEMA))
             table.release()  # this block's pages of the column files
         # Copies made by datasets[].weight: after every input row, as their sample_ids are.
-        for lo in range(layout.originals, len(layout.pieces), BLOCK):
-            piece = np.arange(lo, min(lo + BLOCK, len(layout.pieces)))
-            t = layout.copy_row[piece - layout.originals]
-            writer.write_batch(columns.batch(t, piece, np.ones(len(t), bool),
-                                             layout.repeat_of[piece - layout.originals]).cast(SAMPLES_FILE_SCHEMA))
+        for lo in range(placed.originals, placed.pieces, BLOCK):
+            hi = min(lo + BLOCK, placed.pieces)
+            piece = placed.piece_block(lo, hi)
+            copies = placed.copy_block(lo - placed.originals, hi - placed.originals)
+            t = copies["copy_row"]
+            writer.write_batch(columns.batch(t, piece["sample_id"], piece, np.ones(len(t), bool),
+                                             np.full(len(t), -1, np.int64), copies["repeat_of"])
+                               .cast(SAMPLES_FILE_SCHEMA))
 
 
 @dataclass
 class _Columns:
-    """samples.parquet columns for table rows `t` and their pieces (-1: not in the shards)."""
+    """samples.parquet columns for table rows `t`, their sample ids and their samples' records (placed.PIECE;
+    zeros where a row is not in the shards)."""
 
     table: SampleTable
-    layout: Layout
-    placement: Placement
-    dup_of: np.ndarray
+    shard_names: list[str]
     datasets: list[str]
     formats: list[str]
     sources: list[str]
 
-    def batch(self, t: np.ndarray, piece: np.ndarray, in_shards: np.ndarray,
-              repeat_of: np.ndarray | None) -> pa.RecordBatch:
-        c, layout, placement, dup_of = self.table.columns, self.layout, self.placement, self.dup_of
+    def batch(self, t: np.ndarray, sample_id: np.ndarray, piece: np.ndarray, in_shards: np.ndarray,
+              dup_of: np.ndarray, repeat_of: np.ndarray | None) -> pa.RecordBatch:
+        c = self.table.columns
         reasons = [*self.table.reasons, None]
-        p = np.maximum(piece, 0)
-        chunked = in_shards & (layout.pieces.chunk[p] >= 0) if len(layout.pieces) else in_shards & False
-        num_tokens = np.where(chunked, layout.pieces.end[p] - layout.pieces.start[p], c["num_tokens"][t])
-        trainable = np.where(chunked, placement.trainable[p] if len(p) and len(placement.trainable) else 0,
-                             c["num_trainable"][t])
+        chunked = in_shards & (piece["chunk"] >= 0)
+        num_tokens = np.where(chunked, piece["num_tokens"], c["num_tokens"][t])
+        trainable = np.where(chunked, piece["trainable"], c["num_trainable"][t])
         is_val = c["is_val"][t]
-        shard = np.where(in_shards, placement.shard[p] if len(placement.shard) else -1, -1)
-        shard = np.where(shard >= 0, shard, len(placement.names))
+        shard = np.where(in_shards, piece["shard"], -1)
+        shard = np.where(shard >= 0, shard, len(self.shard_names))
         reason = c["reason"][t]
-        sample_id = (layout.sample_ids[piece] if repeat_of is not None
-                     else layout.first_id[t] + np.where(chunked, layout.pieces.chunk[p], 0))
         return pa.record_batch([
             pa.array(sample_id, pa.int64()),
             _strings(self.datasets, c["dataset_index"][t]),
@@ -108,17 +128,15 @@ class _Columns:
             pa.array(c["source_row"][t], pa.int64()),
             _strings([str(s) for s in STATUSES], c["status"][t]),
             _strings(reasons, np.where(reason >= 0, reason, len(reasons) - 1)),
-            _nullable(dup_of[t], dup_of[t] >= 0, pa.int64()),
+            _nullable(dup_of, dup_of >= 0, pa.int64()),
             _hash_column(c["content_hash"], c["has_hash"], t),
             _nullable(num_tokens, num_tokens >= 0, pa.int32()),
             _nullable(trainable, trainable >= 0, pa.int32()),
             _strings(["train", "val", None], np.where(in_shards, is_val, 2)),
-            _strings([*placement.names, None], shard),
-            _nullable(placement.shard_row[p] if len(p) and len(placement.shard_row) else np.zeros(len(t)),
-                      in_shards, pa.int32()),
-            _nullable(placement.row_offset[p] if len(p) and len(placement.row_offset) else np.zeros(len(t)),
-                      in_shards, pa.int32()),
-            _nullable(layout.pieces.chunk[p] if len(layout.pieces) else np.zeros(len(t)), chunked, pa.int32()),
+            _strings([*self.shard_names, None], shard),
+            _nullable(piece["shard_row"], in_shards, pa.int32()),
+            _nullable(piece["row_offset"], in_shards, pa.int32()),
+            _nullable(piece["chunk"], chunked, pa.int32()),
             _strings(list(KINDS), c["kind"][t]),
             pa.nulls(len(t), pa.int64()) if repeat_of is None else pa.array(repeat_of, pa.int64()),
         ], schema=SAMPLES_SCHEMA)
@@ -144,31 +162,35 @@ def _hash_column(hashes: np.ndarray, has: np.ndarray, t: np.ndarray) -> pa.Array
     return pc.if_else(pa.array(has[t]), values, pa.nulls(len(t), pa.string()))
 
 
-def write_duplicates(path: Path, table: SampleTable, layout: Layout, removed: Removed) -> None:
+def write_duplicates(path: Path, table: SampleTable, placed: Placed, removed: Removed) -> None:
     dup = removed.duplicates()
-    hashes = hex_hashes(table.columns["content_hash"][dup["rows"]])
+    hashes = hex_hashes(table.take("content_hash", dup["rows"]))  # its pages dropped at once: read at random
     exact = ~dup["near"]
     columns = [
-        pa.array(layout.first_id[dup["rows"]], pa.int64()),
-        pa.array(layout.first_id[dup["kept"]], pa.int64()),
+        pa.array(placed.first_ids(dup["rows"]), pa.int64()),
+        pa.array(placed.first_ids(dup["kept"]), pa.int64()),
         _strings(["exact", "near"], dup["near"].astype(np.int8)),
         pa.array(dup["similarity"], pa.float64()),
-        pa.array(layout.first_id[dup["cluster"]], pa.int64()),
+        pa.array(placed.first_ids(dup["cluster"]), pa.int64()),
         pc.if_else(pa.array(exact, pa.bool_()), hashes, pa.nulls(len(hashes), pa.string())),
     ]
     pq.write_table(pa.Table.from_arrays(columns, schema=DUPLICATES_SCHEMA), path)
 
 
-def write_quarantine(path: Path, work_file: Path, table: SampleTable, layout: Layout, removed: Removed,
+def write_quarantine(path: Path, work_file: Path, table: SampleTable, placed: Placed, removed: Removed,
                      datasets: list[str], sources: list[str]) -> None:
     """The row pass's records with published ids (row group by row group, as they were written), then the
     stages' quarantined samples."""
     with pq.ParquetWriter(path, QUARANTINE_SCHEMA) as writer:
         source = pq.ParquetFile(work_file)
+        # every record's published id in one read of rows.bin (one row group per batch: ~1,800 groups at 1M rows)
+        ids = placed.first_ids(source.read(columns=["sample_id"]).column(0).to_numpy())
+        at = 0
         for g in range(source.num_row_groups):
             group = source.read_row_group(g)
-            ids = layout.first_id[group.column("sample_id").to_numpy()]
-            writer.write_table(group.set_column(0, QUARANTINE_SCHEMA.field("sample_id"), pa.array(ids, pa.int64())))
+            column = pa.array(ids[at:at + group.num_rows], pa.int64())
+            writer.write_table(group.set_column(0, QUARANTINE_SCHEMA.field("sample_id"), column))
+            at += group.num_rows
         source.close()
         if removed.quarantined:
             rows = np.concatenate([q["rows"] for q in removed.quarantined])
@@ -180,7 +202,7 @@ def write_quarantine(path: Path, work_file: Path, table: SampleTable, layout: La
                 return np.concatenate([q[key] for q in removed.quarantined])[order].tolist()
 
             writer.write_table(pa.Table.from_arrays([
-                pa.array(layout.first_id[rows], pa.int64()),
+                pa.array(placed.first_ids(rows), pa.int64()),
                 _strings(datasets, c["dataset_index"][rows]),
                 _strings(sources, c["source"][rows]),
                 pa.array(c["source_row"][rows], pa.int64()),
@@ -194,36 +216,46 @@ def write_quarantine(path: Path, work_file: Path, table: SampleTable, layout: La
 
 
 def counts(table: SampleTable, datasets: list[str]) -> dict[str, Any]:
-    """accounting, by_reason, per_dataset and truncated, from the table's status and reason columns."""
+    """accounting, by_reason, per_dataset and truncated, from the table's status and reason columns, summed a
+    block of rows at a time (whole-table temporaries were ~40 bytes a row at the end of a run)."""
     c = table.columns
-    by_status = np.bincount(c["status"], minlength=len(STATUSES))
+    k, n_datasets = len(STATUSES), max(len(datasets), int(c["dataset_index"].max(initial=-1)) + 1)
+    truncated_code = table.reasons.index(Reason.truncated) if Reason.truncated in table.reasons else -2
+    by_status = np.zeros(k, np.int64)
+    reason_counts = np.zeros(len(table.reasons), np.int64)
+    per_status = np.zeros(n_datasets * k, np.int64)  # by dataset_index, then status
+    tokens, trainable = np.zeros(n_datasets), np.zeros(n_datasets)
+    truncated = 0
+    for lo in range(0, len(table), BLOCK):
+        status, reason = c["status"][lo:lo + BLOCK], c["reason"][lo:lo + BLOCK]
+        dataset = c["dataset_index"][lo:lo + BLOCK].astype(np.int64)
+        kept = status == KEPT
+        by_status += np.bincount(status, minlength=k)
+        reason_counts += np.bincount(reason[reason >= 0], minlength=len(table.reasons))
+        per_status += np.bincount(dataset * k + status, minlength=n_datasets * k)
+        tokens += np.bincount(dataset[kept], weights=c["num_tokens"][lo:lo + BLOCK][kept], minlength=n_datasets)
+        trainable += np.bincount(dataset[kept], weights=c["num_trainable"][lo:lo + BLOCK][kept],
+                                 minlength=n_datasets)
+        truncated += int(np.count_nonzero(kept & (reason == truncated_code)))
+        table.release()
     n = {s: int(by_status[i]) for i, s in enumerate(STATUSES)}
-    reason_counts = np.bincount(c["reason"][c["reason"] >= 0], minlength=len(table.reasons))
-    by_reason = {table.reasons[i]: int(k) for i, k in enumerate(reason_counts) if k}
-    truncated = table.reasons.index(Reason.truncated) if Reason.truncated in table.reasons else -2
-    kept = c["status"] == KEPT
-    # per dataset path (two datasets[] entries may read the same file), in the order the rows came
-    present = np.unique(c["dataset_index"])
-    names = list(dict.fromkeys(datasets[i] for i in present.tolist()))
-    group = np.array([names.index(d) if d in names else -1 for d in datasets], np.int64)[c["dataset_index"]] \
-        if len(datasets) else np.zeros(0, np.int64)
-    per_status = np.bincount(group * len(STATUSES) + c["status"], minlength=len(names) * len(STATUSES))
-    tokens = np.bincount(group[kept], weights=c["num_tokens"][kept], minlength=len(names))
-    trainable = np.bincount(group[kept], weights=c["num_trainable"][kept], minlength=len(names))
+    by_reason = {table.reasons[i]: int(r) for i, r in enumerate(reason_counts) if r}
+    # per dataset path (two datasets[] entries may read the same file), in dataset order
+    names = list(dict.fromkeys(datasets[i] for i in range(len(datasets)) if per_status[i * k:(i + 1) * k].any()))
     per_dataset: dict[str, dict[str, int]] = {}
-    for g, name in enumerate(names):
+    for name in names:
+        same = [i for i, d in enumerate(datasets) if d == name]
         d: Counter[str] = Counter()
         for s, status in enumerate(STATUSES):
-            if per_status[g * len(STATUSES) + s]:
-                d[str(status)] = int(per_status[g * len(STATUSES) + s])
+            if total := int(sum(per_status[i * k + s] for i in same)):
+                d[str(status)] = total
         d["rows_in"] = sum(d.values())
         if d.get(str(Status.kept)):
-            d["tokens"], d["trainable"] = int(tokens[g]), int(trainable[g])
+            d["tokens"], d["trainable"] = int(sum(tokens[i] for i in same)), int(sum(trainable[i] for i in same))
         per_dataset[name] = dict(sorted(d.items()))
     rows_in = len(table)
     accounting = {"input_rows": rows_in, "kept": n[Status.kept], "quarantined": n[Status.quarantined],
                   "duplicates": n[Status.duplicate], "dropped": n[Status.dropped],
                   "balanced": rows_in == sum(n.values())}
     return {"accounting": accounting, "by_reason": dict(sorted(by_reason.items())), "per_dataset": per_dataset,
-            "truncated": int(np.count_nonzero(kept & (c["reason"] == truncated)))}
-
+            "truncated": truncated}

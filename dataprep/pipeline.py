@@ -12,7 +12,8 @@
                mix          datasets[].weight: drop or repeat whole input rows (mix.py); only when a weight != 1
                split        val_set_size, by hash(seed, sample_id) (layout.py)
                pack         best-fit decreasing (sample_packing) or one sample per row (layout.py, pack.py)
-    write      shards; samples/quarantine/duplicates tables and the accounting, from the table (outputs.py);
+    write      shards; samples/quarantine/duplicates tables and the accounting, from the table and the layout
+               on disk (outputs.py, placed.py);
                tokenizer/ (with the template used); manifest.json last, then one rename
 
 Everything is written under a temporary folder that becomes a version DIR points at in one rename (outdir.py),
@@ -32,7 +33,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 from jinja2 import TemplateError, TemplateSyntaxError
 
@@ -49,6 +49,7 @@ from dataprep.layout import SplitError
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, read_batches
 from dataprep.mix import add_mixing
 from dataprep.near_dedup import near_dedup_settings
+from dataprep.placed import Placed
 from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
@@ -300,34 +301,38 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     assert layout is not None  # pack always runs
     if not (table.columns["status"] == KEPT).any():
         raise PrepareError("no row was kept after the stages: see the summary above; nothing to train on")
-    pieces = layout.pieces
+    table.release()  # the last stage's pages and temporaries (each stage's view released the previous ones)
+    # What the tables need and the shard writer does not goes to disk first (placed.py); the writer keeps the
+    # token ranges, the ids and the rows.
+    placed = Placed.save(work / "placed", layout)
+    pieces, rows_by_split = layout.pieces, layout.rows
     samples = Samples(layout.sample_ids, pieces.start, pieces.end, pieces.chunk >= 0,
                       SpillReader(work / "ids.bin", work / "labels.bin"))
-    placement = Placement.empty(len(pieces))
+    del layout, pieces
+    placement = Placement.empty(placed.pieces)
     shards: list[ShardInfo] = []
-    table.release()  # the stages' pages of the table's column files (table.py)
-    with timer("write") as stage, progress.bar("write", total=len(layout.rows)) as bar:
-        for split, rows in layout.rows.items():
+    with timer("write") as stage, progress.bar("write", total=len(rows_by_split)) as bar, outputs.system_pool():
+        for split, rows in rows_by_split.items():
             shards += write_split(tmp / "shards", split, rows, samples, placement)
             bar.advance(1)
-        layout.rows.clear()  # the shard rows are written; the tables below need only where each sample went
-        del samples
+        placed.add_placement(placement)
+        del rows_by_split, samples, placement
+        table.release()
         formats = [ds.format for ds in cfg.datasets]
         sources = [s.display for s in st.sources]
-        outputs.write_samples(tmp / "samples.parquet", table, layout, placement, removed, datasets, formats, sources)
-        outputs.write_duplicates(tmp / "duplicates.parquet", table, layout, removed)
-        outputs.write_quarantine(tmp / "quarantine.parquet", work / "quarantine.parquet", table, layout, removed,
+        outputs.write_samples(tmp / "samples.parquet", table, placed, removed, datasets, formats, sources)
+        outputs.write_duplicates(tmp / "duplicates.parquet", table, placed, removed)
+        outputs.write_quarantine(tmp / "quarantine.parquet", work / "quarantine.parquet", table, placed, removed,
                                  datasets, sources)
         stage.rows = sum(s.rows for s in shards)
     counts = outputs.counts(table, datasets)
-    counts["samples"] = layout.originals
-    add_mixing(counts, table, datasets, len(pieces) - layout.originals)
-    counts["chunked_rows"] = int(np.count_nonzero(layout.count[table.columns["status"] == KEPT] > 1))
-    lengths = pieces.end[:layout.originals] - pieces.start[:layout.originals]
+    counts["samples"] = placed.originals
+    add_mixing(counts, table, datasets, placed.pieces - placed.originals)
+    counts["chunked_rows"] = placed.chunked_rows
     del table  # release the memmaps before the work folder is deleted
     shutil.rmtree(work)
     saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
-    manifest = _manifest(st, counts, records, shards, lengths, timer, saved)
+    manifest = _manifest(st, counts, records, shards, placed.longest, timer, saved)
     # Written last: its presence means the directory is complete.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
@@ -363,7 +368,7 @@ def _check_rows(cfg: Config, counts: dict[str, Any], quarantine_file: Path) -> N
 
 
 def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], shards: list[ShardInfo],
-              lengths: np.ndarray, timer: StageTimer, saved_tokenizer: dict[str, str]) -> dict[str, Any]:
+              longest: int, timer: StageTimer, saved_tokenizer: dict[str, str]) -> dict[str, Any]:
     cfg = st.cfg
     total_tokens = sum(s.tokens for s in shards)
     trainable = sum(s.trainable for s in shards)
@@ -405,7 +410,7 @@ def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], s
             "sequence_len": cfg.sequence_len,
             "sample_packing": cfg.sample_packing,
             "packing_efficiency": total_tokens / (rows * cfg.sequence_len) if rows else 0.0,
-            "longest_sample": int(lengths.max()) if len(lengths) else 0,
+            "longest_sample": longest,
             "seconds": timer.seconds(),
         },
     }

@@ -64,13 +64,16 @@ class Removed:
         # A sample one stage kept in others' place may be removed by a later one (exact copies of a sample that
         # near-dedup then removes): follow the chain, so that duplicate_of always names a sample that stays. The
         # similarity to it is the chain's lowest, and the cluster the last stage's.
-        size = int(max(rows.max(), kept.max())) + 1
-        to, hop_similarity, hop_cluster = np.arange(size), np.ones(size), np.arange(size)
-        to[rows], hop_similarity[rows], hop_cluster[rows] = kept, similarity, cluster
-        while (moved := to[kept] != kept).any():
-            similarity = np.where(moved, np.minimum(similarity, hop_similarity[kept]), similarity)
-            cluster = np.where(moved, hop_cluster[kept], cluster)
-            kept = to[kept]
+        # The hops are looked up in the sorted rows (arrays as long as the table were 24 bytes a row).
+        hop_kept, hop_similarity, hop_cluster = kept, similarity, cluster
+        while True:
+            at = np.minimum(np.searchsorted(rows, kept), len(rows) - 1)
+            moved = rows[at] == kept
+            if not moved.any():
+                break
+            similarity = np.where(moved, np.minimum(similarity, hop_similarity[at]), similarity)
+            cluster = np.where(moved, hop_cluster[at], cluster)
+            kept = np.where(moved, hop_kept[at], kept)
         return {"rows": rows, "kept": kept, "near": np.concatenate(self.dup_near)[order],
                 "similarity": similarity, "cluster": cluster}
 

@@ -40,6 +40,8 @@ Extra columns: a RowResult may carry `extra`, a dict of name -> value (a MinHash
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import mmap
 import os
 from dataclasses import dataclass, field
@@ -73,7 +75,7 @@ class SampleTable:
     labels: np.ndarray
     extra_dir: Path
     added: set[str] = field(default_factory=set)  # columns stages added (stage.Outcome.columns)
-    maps: list[mmap.mmap] = field(default_factory=list)  # the columns' files, mapped (TableBuilder.finish)
+    maps: dict[str, mmap.mmap] = field(default_factory=dict)  # the columns' files, mapped (TableBuilder.finish)
 
     def __len__(self) -> int:
         return len(self.columns["sample_id"])
@@ -86,10 +88,18 @@ class SampleTable:
     def release(self) -> None:
         """Drops the pages of the column files from this process (they stay in the page cache, changes
         included): a mapped page counts in RSS from its first touch until the map is gone, so without this
-        every column a stage ever read would stay resident to the end (~60 bytes a row). Called before each
-        stage and after each block the output tables write."""
-        for m in self.maps:
+        every column a stage ever read would stay resident to the end (~60 bytes a row). Also returns the free
+        pages of the heap (trim_heap). Called before each stage and after each block the output tables write."""
+        for m in self.maps.values():
             m.madvise(mmap.MADV_DONTNEED)
+        trim_heap()
+
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column `name` at table rows `rows`, a copy; the column's pages are dropped once read (release)."""
+        values = self.columns[name][rows]
+        if (m := self.maps.get(name)) is not None:
+            m.madvise(mmap.MADV_DONTNEED)
+        return values
 
     def active(self) -> View:
         """The samples still kept: what the next stage receives."""
@@ -127,6 +137,20 @@ class SampleTable:
         return pc.if_else(pa.array(found), picked, pa.nulls(len(rows), picked.type))
 
 
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+
+
+def trim_heap() -> None:
+    """Hands the free pages inside glibc's heap back to the OS (malloc_trim; a no-op without glibc). After
+    freeing one large block glibc raises its mmap threshold (up to 32 MB), so the per-sample arrays of the
+    stages (8 MB each at 1M rows) come from the heap, and a freed one stays in RSS until the heap is trimmed:
+    at 1M rows, 30-80 MB of a finished stage's arrays counted in the next stage's peak
+    (bench/prepare_memory.py, RSS sampled by phase next to mallinfo2)."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 @dataclass
 class View:
     """The active samples: `rows` are table rows (ascending, so in sample_id order)."""
@@ -138,7 +162,7 @@ class View:
         return len(self.rows)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.table.columns[name][self.rows]
+        return self.table.take(name, self.rows)
 
     def extra(self, name: str) -> pa.Array:
         return self.table.extra(name, self.rows)
@@ -169,7 +193,7 @@ class Matrix:
         """Stored rows lo..hi-1, shape (hi - lo, width)."""
         out = np.empty((max(hi - lo, 0), self.width), self.dtype)
         if hi > lo:
-            _pread_into(self.path, out, lo * out.itemsize * self.width)
+            pread_into(self.path, out, lo * out.itemsize * self.width)
         return out
 
     def take(self, stored: np.ndarray) -> np.ndarray:
@@ -185,7 +209,7 @@ class Matrix:
             fd = os.open(self.path, os.O_RDONLY)
             try:
                 for a, b in zip(first.tolist(), last.tolist(), strict=True):
-                    _pread_into(fd, out[a:b], int(uniq[a]) * row_bytes)
+                    pread_into(fd, out[a:b], int(uniq[a]) * row_bytes)
             finally:
                 os.close(fd)
         result = np.empty((len(stored), self.width), self.dtype)
@@ -193,15 +217,16 @@ class Matrix:
         return result
 
 
-def _pread_into(file: Path | int, out: np.ndarray, offset: int) -> None:
+def pread_into(file: Path | int, out: np.ndarray, offset: int) -> None:
+    """Fills the contiguous array `out` from a work file at byte `offset` (any dtype, records included)."""
     fd = os.open(file, os.O_RDONLY) if isinstance(file, Path) else file
     try:
-        view = memoryview(out.reshape(-1)).cast("B")
+        view = memoryview(out.reshape(-1).view(np.uint8))
         done = 0
         while done < len(view):
             n = os.preadv(fd, [view[done:]], offset + done)
             if n <= 0:
-                raise OSError(f"{file}: the extra column file is shorter than expected (was it modified?)")
+                raise OSError(f"{file}: the work file is shorter than expected (was it modified?)")
             done += n
     finally:
         if isinstance(file, Path):
@@ -296,13 +321,13 @@ class TableBuilder:
         for writer in self._extra.values():
             writer.close()
         ids, labels = self.spill.finish()
-        columns, maps = {}, []
+        columns, maps = {}, {}
         for k, f in self._files.items():
             f.close()
             if self.rows == 0:
                 columns[k] = np.zeros(0, dtype=_DTYPES[k])
                 continue
             with open(self.work / "table" / f"{k}.bin", "r+b") as file:
-                maps.append(mmap.mmap(file.fileno(), 0))  # the map outlives the file object
-            columns[k] = np.frombuffer(maps[-1], dtype=_DTYPES[k])
+                maps[k] = mmap.mmap(file.fileno(), 0)  # the map outlives the file object
+            columns[k] = np.frombuffer(maps[k], dtype=_DTYPES[k])
         return SampleTable(columns, self.reasons, ids, labels, self.work / "extra", maps=maps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -147,3 +148,60 @@ def test_first_of_each_equals_numpy_unique(n: int) -> None:
     hashes = raw.view("S16").reshape(-1)
     _, first, inverse = np.unique(hashes.view(np.dtype((np.void, 16))), return_index=True, return_inverse=True)
     assert np.array_equal(first_of_each(hashes.view(np.uint64).reshape(-1, 2)), first[inverse.reshape(-1)])
+
+
+def _pretokenized(path: Path, rows: int) -> None:
+    """Seeded pretokenized rows (8-40 tokens, the first half a prompt), every 30th a copy of the row before."""
+    rng = np.random.default_rng(rows)
+    lengths = rng.integers(8, 41, rows)
+    ids = [rng.integers(0, 150_000, n).astype(np.int32) for n in lengths.tolist()]
+    for i in range(30, rows, 30):
+        ids[i] = ids[i - 1]
+    labels = [np.where(np.arange(len(x)) < len(x) // 2, -100, x).astype(np.int32) for x in ids]
+    pq.write_table(pa.table({"input_ids": ids, "labels": labels}), path, row_group_size=5000)
+
+
+def _write_phase_peak(tmp_path: Path, qwen_dir: Path, rows: int, peaks: list[int]) -> int:
+    """Peak of numpy's allocations (tracemalloc) while the tables are written from the placed layout."""
+    from dataprep import pipeline
+    from dataprep.report import Progress
+    from schemas.config import config_from_dict
+
+    data = tmp_path / f"rows-{rows}.parquet"
+    _pretokenized(data, rows)
+    cfg = config_from_dict({"tokenizer_config": str(qwen_dir), "datasets": [{"path": str(data)}],
+                            "sequence_len": 256, "sample_packing": True, "val_set_size": 0.05})
+    peaks.clear()
+    result = pipeline.run_pipeline(cfg, tmp_path / "x.yaml", tmp_path / f"out-{rows}", progress=Progress(enabled=False))
+    assert result.manifest["accounting"]["balanced"] and len(peaks) == 3
+    return max(peaks)
+
+
+def test_tables_are_written_in_memory_that_does_not_grow_with_the_rows(
+        tmp_path: Path, qwen_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """samples/duplicates/quarantine.parquet read the layout from _work/placed/ a block at a time (placed.py):
+    4x the rows, same peak. Before, the layout's arrays and per-row temporaries (17 bytes a row in write_samples
+    alone) grew with the table."""
+    import tracemalloc
+
+    from dataprep import outputs, placed
+
+    monkeypatch.setattr(outputs, "BLOCK", 2048)
+    monkeypatch.setattr(placed, "BLOCK", 2048)
+    peaks: list[int] = []
+
+    def traced(write: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            tracemalloc.start()
+            try:
+                return write(*args, **kwargs)
+            finally:
+                peaks.append(tracemalloc.get_traced_memory()[1])
+                tracemalloc.stop()
+        return run
+
+    for name in ("write_samples", "write_duplicates", "write_quarantine"):
+        monkeypatch.setattr(outputs, name, traced(getattr(outputs, name)))
+    small = _write_phase_peak(tmp_path, qwen_dir, 10_000, peaks)
+    large = _write_phase_peak(tmp_path, qwen_dir, 40_000, peaks)
+    assert large < small + 150_000, f"{small:,} -> {large:,} bytes at 4x the rows"  # 30k rows x 5 bytes
