@@ -15,7 +15,6 @@ no scheduler object: the step alone gives the rate.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
@@ -112,8 +111,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def _torchao(name: str, groups: list[dict], adam: dict, on_cpu: bool) -> torch.optim.Optimizer:
-    if on_cpu:  # its CUDA kernels' libraries fail to load on a CPU build of torch, one warning each: expected
-        logging.getLogger("torchao").setLevel(logging.ERROR)
     try:
         import torchao.optim as ao
     except ImportError:
