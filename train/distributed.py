@@ -123,17 +123,13 @@ def close_world() -> None:
 
 def loads_empty(cfg: Config, world: World) -> bool:
     """cpu_ram_efficient_loading: this rank builds the model on the meta device; rank 0 sends the weights."""
-    return world.parallelism == "fsdp2" and _ram_efficient(cfg, world) and not world.is_main
+    return world.parallelism == "fsdp2" and _ram_efficient(cfg) and not world.is_main
 
 
-def _ram_efficient(cfg: Config, world: World) -> bool:
+def _ram_efficient(cfg: Config) -> bool:
     """cpu_ram_efficient_loading, except over a 4-bit base: an empty model cannot be quantized, so there every
     process loads and quantizes the base itself (more CPU memory while loading, the same training)."""
-    if cfg.fsdp_settings.cpu_ram_efficient_loading and cfg.quantization == "nf4":
-        print0("warning: fsdp_config.cpu_ram_efficient_loading does not apply to a 4-bit base: every process "
-               "loads and quantizes it", world.is_main)
-        return False
-    return cfg.fsdp_settings.cpu_ram_efficient_loading
+    return cfg.fsdp_settings.cpu_ram_efficient_loading and cfg.quantization != "nf4"
 
 
 def wrap_model(model: torch.nn.Module, cfg: Config, world: World) -> tuple[torch.nn.Module, World]:
@@ -149,7 +145,10 @@ def wrap_model(model: torch.nn.Module, cfg: Config, world: World) -> tuple[torch
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
     settings = cfg.fsdp_settings
-    efficient = settings.cpu_ram_efficient_loading and cfg.quantization != "nf4"  # _ram_efficient says why
+    efficient = _ram_efficient(cfg)
+    if settings.cpu_ram_efficient_loading and not efficient:
+        print0("warning: fsdp_config.cpu_ram_efficient_loading does not apply to a 4-bit base: every process "
+               "loads and quantizes it", world.is_main)
     if efficient:
         # Rank 0's whole model, before sharding; the other ranks hold an empty (meta) model.
         full = model.state_dict() if world.is_main else {}
