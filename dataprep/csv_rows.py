@@ -20,7 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from dataprep.load import InputError, RawRow, Unreadable, arrow_rows, open_stream
+from dataprep.compressed import open_stream
+from dataprep.load import InputError, RawRow, Unreadable, arrow_rows
 from schemas.reasons import Reason
 
 

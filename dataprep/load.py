@@ -14,12 +14,9 @@ json_array.py.
 
 from __future__ import annotations
 
-import bz2
 import codecs
 import glob
-import gzip
 import json
-import lzma
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from dataprep.compressed import COMPRESSED, open_stream
 from dataprep.json_array import NotAnArray, split_array
 from dataprep.paths import expand_glob, unique_files
 from schemas.config import DatasetConfig
@@ -37,13 +35,16 @@ from schemas.reasons import Reason
 
 EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow",
               ".ndjson": "jsonl", ".ipc": "arrow", ".feather": "arrow"}
-# Read as a stream; `data.jsonl.gz` is JSON Lines, a bare `data.zst` too. Each with the command that undoes it.
-COMPRESSED = {".gz": "gunzip", ".zst": "zstd -d", ".bz2": "bunzip2", ".xz": "unxz"}
+# `data.jsonl.gz` is JSON Lines, a bare `data.zst` too (compressed.py).
 STREAMABLE = ("json", "jsonl", "csv")  # formats that can be read from a decompressing stream
 CHUNK = 1 << 20  # bytes per read of a JSON Lines file
 BATCH_BYTES = 64 << 20  # a JSONL batch ends early at this many bytes: few huge rows must not make a huge batch
 LINE_LIMIT_FLOOR = 32 << 20  # no JSONL line under 32 MiB is refused, whatever sequence_len is
 ORIGINAL_PREFIX = 4096  # bytes of an unread (too long) line kept as its `original` in quarantine.parquet
+
+
+CUT_SHORT = ("the file ends inside its compressed data (cut short by an interrupted download or copy?); fetch "
+             "or copy it again")
 
 
 class InputError(Exception):
@@ -128,7 +129,11 @@ def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIM
             yield from csv_rows(path, batch_size, max_line)
         else:
             raise InputError(f"{path}: unsupported ds_type '{fmt}'")
-    except (OSError, EOFError, pa.ArrowInvalid) as e:
+    except EOFError:  # a compressed file cut short; what was read before the cut is not a dataset
+        raise InputError(f"{path}: {CUT_SHORT}") from None
+    except (OSError, pa.ArrowInvalid) as e:
+        if "runcated compressed" in str(e):  # Arrow's words for the same (CSV)
+            raise InputError(f"{path}: {CUT_SHORT}") from None
         raise InputError(f"{path}: cannot read as {fmt}: {e}") from None
     except UnicodeEncodeError:  # Arrow takes UTF-8 paths only; Python keeps other bytes as surrogates
         shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
@@ -137,22 +142,6 @@ def read_batches(path: Path, fmt: str, batch_size: int, max_line: int = LINE_LIM
         if type(e).__module__.split(".")[0] not in ("zstandard", "gzip", "zlib", "_lzma"):
             raise
         raise InputError(f"{path}: cannot decompress: {e}") from None
-
-
-def open_stream(path: Path) -> IO[bytes]:
-    """The file's bytes, decompressed on the fly for .gz, .zst, .bz2 and .xz."""
-    suffix = path.suffix.lower()
-    if suffix == ".gz":
-        return gzip.open(path, "rb")
-    if suffix == ".bz2":
-        return bz2.open(path, "rb")
-    if suffix == ".xz":
-        return lzma.open(path, "rb")
-    if suffix == ".zst":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-    return open(path, "rb")
 
 
 def _json_batches(path: Path, batch_size: int, max_line: int) -> Iterator[list[RawRow]]:

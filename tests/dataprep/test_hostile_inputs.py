@@ -144,6 +144,42 @@ def test_a_corrupt_xz_file_is_an_input_error(tmp_path: Path, prepare: Prepare) -
         prepare({"datasets": [{"path": "bad.jsonl.xz", **CHAT}]})
 
 
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_compressed_file_cut_short_is_an_input_error(tmp_path: Path, suffix: str, fmt: str) -> None:
+    # zstandard's stream reader stops quietly where its input stops: a .jsonl.zst cut in half read as the rows
+    # before the cut, with no error (half a dataset, silently). Every format must say the file is cut short.
+    import gzip
+
+    import zstandard
+
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+                ".zst": zstandard.ZstdCompressor().compress}[suffix]
+    body = (b"".join(json.dumps(GOOD).encode() + b"\n" for _ in range(20_000)) if fmt == "jsonl"
+            else HEADER + b"Say hi,,hello there\n" * 20_000)
+    data = compress(body)
+    whole, cut = tmp_path / f"whole.{fmt}{suffix}", tmp_path / f"cut.{fmt}{suffix}"
+    whole.write_bytes(data)
+    cut.write_bytes(data[:-1])
+    assert len(rows_of(whole, fmt)) == 20_000
+    with pytest.raises(InputError, match=rf"cut\.{fmt}\{suffix}: the file ends inside its compressed data"):
+        rows_of(cut, fmt)
+
+
+def test_a_zstd_file_of_several_frames_is_read_whole(tmp_path: Path) -> None:
+    # zstd -T, pzstd and `cat a.zst b.zst` write one frame after another; each must be read, not only the first.
+    import zstandard
+
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"}]}).encode() + b"\n" for i in range(3000)]
+    frames = [zstandard.ZstdCompressor().compress(b"".join(lines[i:i + 700])) for i in range(0, 3000, 700)]
+    (tmp_path / "many.jsonl.zst").write_bytes(b"".join(frames))
+    rows = rows_of(tmp_path / "many.jsonl.zst", "jsonl")
+    assert [r.payload for r in rows] == [line.rstrip(b"\n") for line in lines]
+    (tmp_path / "cut.jsonl.zst").write_bytes(b"".join(frames)[:-len(frames[-1]) // 2])
+    with pytest.raises(InputError, match="cut short"):
+        rows_of(tmp_path / "cut.jsonl.zst", "jsonl")
+
+
 def test_json_lines_whose_first_row_is_an_array(tmp_path: Path, prepare: Prepare) -> None:
     # The file started with `[`, so it was read as one JSON array and failed whole ("Extra data").
     (tmp_path / "chat.jsonl").write_bytes(b'[{"messages": []}]\n' + json.dumps(GOOD).encode() + b"\n")
