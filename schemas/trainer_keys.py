@@ -7,6 +7,7 @@ stale shards would be reused.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -65,15 +66,31 @@ class TrainerKeys(ConfigModel):
     """lr_scheduler: cosine warms up quadratically instead of linearly; as in Axolotl, cosine_min_lr_ratio is
     then ignored (the trainer warns)."""
     warmup_steps: int | None = Field(None, ge=0)
+    """Warmup in optimizer steps, a whole number."""
+
+    @field_validator("warmup_steps", mode="before")
+    @classmethod
+    def _steps_not_a_fraction(cls, value: Any) -> Any:
+        # Axolotl's own examples write `warmup_steps: 0.1` (4 of them); Axolotl's schema (an int) refuses it too.
+        if isinstance(value, float) and math.isfinite(value) and not value.is_integer():
+            hint = (f"for {value:g} of the total steps write warmup_ratio: {value:g}" if 0 < value < 1
+                    else f"write a whole number ({math.floor(value)} or {math.ceil(value)})")
+            raise ValueError(f"{value:g} is not a whole number of steps (Axolotl's schema refuses it too); {hint}")
+        return value
+
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
     """Warmup as a fraction of the total optimizer steps."""
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
-                       "paged_adamw_32bit", "adamw_torch_8bit", "adamw_torch_4bit", "ao_adamw_fp8"] = "adamw_torch"
+                       "paged_adamw_32bit", "adamw_torch_8bit", "adamw_torch_4bit", "ao_adamw_fp8",
+                       "muon"] = "adamw_torch"
     """AdamW, all of them. adamw_torch(_fused): torch's. adamw_bnb_8bit (= adamw_8bit), paged_adamw_8bit,
     paged_adamw_32bit: bitsandbytes', with 8-bit states (blocks of 2,048) or paged states (CUDA unified memory,
     evicted to CPU under memory pressure). adamw_torch_8bit, adamw_torch_4bit, ao_adamw_fp8: torchao's, states
     in 8 bits, 4 bits or float8 (blocks of 256/128; the one Axolotl advises under FSDP2); compiled on a GPU, run
-    eagerly on a CPU. Tensors under 4,096 values keep 32-bit states in both libraries."""
+    eagerly on a CPU. Tensors under 4,096 values keep 32-bit states in both libraries. muon: Muon (torch's) on
+the hidden weight matrices and AdamW on embeddings, the output layer, norms and biases, with one learning rate,
+as Axolotl splits them (train/muon.py: momentum 0.95, Nesterov, AdamW betas 0.9/0.95 unless both adam_beta1 and
+adam_beta2 are set); Muon's usual learning rate is about 0.02."""
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_epsilon: float = Field(1e-8, ge=0)
