@@ -8,11 +8,13 @@ Axolotl 0.21 builds it with axolotl-contribs-mit's MuonOptimizerFactory (Microso
     adam_beta1 and adam_beta2; momentum 0.95 with Nesterov; lr * sqrt(fan_out / fan_in) per matrix ("spectral_norm")
 
 Tessera runs the same split with torch's own Muon update (torch.optim.Muon's functional step) and torch's AdamW
-step, in one Optimizer so that checkpoints, FSDP's state dicts and set_lr treat it like any other. Where it differs
-from Axolotl's, on purpose: the Newton-Schulz iteration is torch's (Keller Jordan's coefficients, 5 steps) where Dion
-uses five per-step quintic coefficients (both in bf16, both approximating the same orthogonalisation). 3-D tensors (MoE experts stored as one tensor) get AdamW: torch's Muon takes matrices only,
-where Dion treats them as a batch of matrices. Under FSDP2 each rank gathers the whole matrix to orthogonalise it
-(the update of a shard is not the shard of the update) and keeps its own rows of the result.
+step, in one Optimizer so that checkpoints, FSDP's state dicts and set_lr treat it like any other. Where it
+differs from Axolotl's, on purpose: the Newton-Schulz iteration is torch's (Keller Jordan's coefficients, 5
+steps) where Dion uses five per-step quintic coefficients (both in bf16, both approximating the same
+orthogonalisation). 3-D tensors (MoE experts stored as one tensor) get AdamW: torch's Muon takes matrices only,
+where Dion treats them as a batch of matrices. Under FSDP2 each rank gathers the whole matrix to orthogonalise
+it (the update of a shard is not the shard of the update) and keeps its own rows of the result; Dion spreads
+the matrices over the ranks instead (less work per rank, the same result).
 """
 
 from __future__ import annotations
