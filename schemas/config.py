@@ -55,6 +55,8 @@ class Config(TrainerKeys, DataKeys):
             # Moved, not copied: re-validating the dumped config (worker processes) must not add them twice.
             self.datasets = [*self.datasets, *(p.as_dataset() for p in self.pretraining_dataset)]
             self.pretraining_dataset = None
+        if self.lora_target_parameters and "lora_dropout" not in self.model_fields_set:
+            self.lora_dropout = 0.0  # peft's ParamWrapper has no dropout; Axolotl's default is 0 with any adapter
         problems = []
         if self.chat_template == "jinja" and not self.chat_template_jinja:
             problems.append("chat_template: jinja needs chat_template_jinja (the template text or a .jinja path)")
@@ -117,9 +119,13 @@ class Config(TrainerKeys, DataKeys):
         if len(chosen) > 1:
             problems.append(f"attention kernels conflict ({', '.join(sorted(chosen))}): set one of "
                             "attn_implementation, flash_attention, sdp_attention")
-        if self.adapter is not None and not self.lora_target_modules and not self.lora_target_linear:
-            problems.append(f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or "
-                            "lora_target_linear: true")
+        if self.adapter is not None and not (self.lora_target_modules or self.lora_target_linear
+                                             or self.lora_target_parameters):
+            problems.append(f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]), "
+                            "lora_target_linear: true or lora_target_parameters (MoE expert tensors)")
+        if self.lora_target_parameters and self.lora_dropout:
+            problems.append(f"lora_dropout {self.lora_dropout} with lora_target_parameters: peft adapts a parameter "
+                            "without dropout (its ParamWrapper; Axolotl refuses this too): set lora_dropout: 0")
         return problems
 
     def _fsdp_problems(self) -> list[str]:

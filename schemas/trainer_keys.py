@@ -36,6 +36,11 @@ class TrainerKeys(ConfigModel):
     whole module path must match (peft's rule), e.g. 'model.layers.[\\d]+.(mlp|self_attn).(q|v)_proj'."""
     lora_target_linear: bool = False
     """LoRA on every linear layer except the output layer (added to lora_target_modules)."""
+    lora_target_parameters: list[str] | str | None = None
+    """Parameters (not modules) that get LoRA, by name suffix: MoE experts stored as one 3-D tensor per layer, e.g.
+    [mlp.experts.gate_up_proj, mlp.experts.down_proj] (peft's target_parameters; with or without
+    lora_target_modules). peft adapts such a parameter without dropout: lora_dropout defaults to 0 then, and
+    another value is an error (as in Axolotl)."""
     lora_modules_to_save: list[str] | None = None
     """Modules trained in full next to the adapter and saved with it, e.g. [embed_tokens, lm_head] when tokens
     were added."""

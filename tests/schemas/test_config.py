@@ -48,6 +48,8 @@ FROZEN_TOP_LEVEL_KEYS = {
     "dataset_near_deduplication",
     # QLoRA (issue 11): Axolotl's overrides of the BitsAndBytesConfig
     "bnb_config_kwargs",
+    # MoE LoRA: peft's target_parameters (Axolotl's key)
+    "lora_target_parameters",
 }
 
 
