@@ -73,9 +73,6 @@ class Config(TrainerKeys, DataKeys):
             problems.append("adapter: qlora needs load_in_4bit: true")
         if self.load_in_4bit and self.load_in_8bit:
             problems.append("load_in_4bit and load_in_8bit are exclusive")
-        if self.quantization == "int8" and self.fsdp_on:
-            problems.append("FSDP over an int8 (load_in_8bit) base is not supported: use adapter: qlora with "
-                            "load_in_4bit, or DDP (torchrun without fsdp_config)")
         if self.bf16 is True and self.fp16:
             problems.append("bf16 and fp16 are exclusive")
         problems += self._trainer_problems()

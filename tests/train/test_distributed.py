@@ -66,6 +66,11 @@ RUNS: dict[str, dict[str, Any]] = {
     "ddp_tail": TAIL,
     "fsdp2_tail": {**TAIL, **FSDP},
     "ddp_resumed": {"save_steps": 2, "resume_from_checkpoint": "{ddp}/checkpoint-2"},
+    "ddp_int8": {**LORA, "load_in_8bit": True},
+    # every rank quantizes the base (cpu_ram_efficient_loading does not apply); the gathered int8 weights meet
+    # their row scales again in each Linear8bitLt (train/distributed.py keep_int8_scales)
+    "fsdp2_int8": {**LORA, **FSDP, "load_in_8bit": True,
+                   "fsdp_config": {**FSDP["fsdp_config"], "cpu_ram_efficient_loading": True}, "save_steps": 2},
     "ddp_muon": MUON,
     "fsdp2_muon": {**MUON, **FSDP},  # each rank gathers a matrix to orthogonalise it (train/muon.py)
 }
@@ -159,6 +164,15 @@ def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(runs: dict[str, Pat
         assert evals2[-1]["eval_tokens"] == evals1[-1]["eval_tokens"]
         assert evals2[-1]["eval_loss"] == pytest.approx(evals1[-1]["eval_loss"], abs=1e-5)
         assert steps2[-1]["loss_by_dataset"].keys() == steps1[-1]["loss_by_dataset"].keys()
+
+
+def test_fsdp2_over_an_int8_base_equals_ddp(runs: dict[str, Path]) -> None:
+    assert _losses(runs["fsdp2_int8"] / "out") == _losses(runs["ddp_int8"] / "out")
+    fsdp2, ddp = _ranks(runs, "fsdp2_int8"), _ranks(runs, "ddp_int8")
+    assert fsdp2[0]["weights"] == fsdp2[1]["weights"] == ddp[0]["weights"]  # the trained LoRA weights
+    assert fsdp2[0]["local"] != fsdp2[1]["local"]  # each rank holds other shards
+    assert (runs["fsdp2_int8"] / "out" / "checkpoint-2").is_dir()
+    assert (runs["fsdp2_int8"] / "out" / "final" / "adapter_model.safetensors").is_file()
 
 
 def test_muon_under_ddp_and_fsdp2_equals_one_rank(runs: dict[str, Path], single: dict[str, Path]) -> None:
