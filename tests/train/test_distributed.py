@@ -72,7 +72,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "fsdp2_int8": {**LORA, **FSDP, "load_in_8bit": True,
                    "fsdp_config": {**FSDP["fsdp_config"], "cpu_ram_efficient_loading": True}, "save_steps": 2},
     "ddp_muon": MUON,
-    "fsdp2_muon": {**MUON, **FSDP},  # each rank gathers a matrix to orthogonalise it (train/muon.py)
+    "fsdp2_muon": {**MUON, **FSDP, "save_steps": 2},  # each rank gathers a matrix to orthogonalise it (muon.py)
 }
 
 
@@ -184,6 +184,7 @@ def test_muon_under_ddp_and_fsdp2_equals_one_rank(runs: dict[str, Path], single:
                                    msg=lambda m, n=name: f"{n}: {m}")
         ranks = _ranks(runs, name)
         assert ranks[0]["weights"] == ranks[1]["weights"], name
+    assert (runs["fsdp2_muon"] / "out" / "checkpoint-2").is_dir()  # the optimizer's sharded state saves
 
 
 def test_weights_are_identical_on_all_ranks_and_fsdp2_equals_ddp(runs: dict[str, Path]) -> None:
