@@ -65,8 +65,8 @@ from schemas.shard import __file__ as SAMPLES_SCHEMA_FILE
 
 __all__ = ["BATCH_SIZE", "ConfigProblem", "PrepareError", "Result", "Setup", "Source", "run_pipeline", "setup"]
 
-# Config keys that do not change the prepared bytes: left out of the fingerprint. Trainer keys are listed next to
-# their fields in schemas/config.py; the tokenizer's files are hashed themselves, so its folder name is not data.
+# Config keys that do not change the prepared bytes: left out of the fingerprint. Trainer keys are the fields of
+# schemas/trainer_keys.py; the tokenizer's files are hashed themselves, so its folder name is not data.
 _NOT_DATA = {"dataset_prepared_path", "dataset_processes", "base_model_config", "model_type", "tokenizer_type",
              "trust_remote_code", "base_model", "tokenizer_config"} | TRAINER_KEYS
 

@@ -12,8 +12,8 @@ For every key of every section (top level, `datasets[]` entries and their `type:
 5. any other key Axolotl has: removed and recorded as not used (the run prints them once);
 6. anything else stays, so validation reports it as unknown, with a hint from `hint()`.
 
-Which keys are supported is computed from the pydantic models, never listed: a field added to schemas/config.py
-turns its Axolotl key from "not used" (or "not available yet") into supported without a change here.
+Which keys are supported is computed from the pydantic models, never listed: a field added to the tree
+(schemas/config.py) turns its Axolotl key from "not used" (or "not available yet") into supported without a change here.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,9 +128,9 @@ def loads_empty(cfg: Config, world: World) -> bool:
 
 
 def _ram_efficient(cfg: Config) -> bool:
-    """cpu_ram_efficient_loading, except over a 4-bit base: an empty model cannot be quantized, so there every
-    process loads and quantizes the base itself (more CPU memory while loading, the same training)."""
-    return cfg.fsdp_settings.cpu_ram_efficient_loading and cfg.quantization != "nf4"
+    """cpu_ram_efficient_loading, except over a quantized base (nf4, int8): an empty model cannot be quantized, so
+    there every process loads and quantizes the base itself (more CPU memory while loading, the same training)."""
+    return cfg.fsdp_settings.cpu_ram_efficient_loading and cfg.quantization is None
 
 
 def wrap_model(model: torch.nn.Module, cfg: Config, world: World) -> tuple[torch.nn.Module, World]:
@@ -147,8 +148,8 @@ def wrap_model(model: torch.nn.Module, cfg: Config, world: World) -> tuple[torch
     settings = cfg.fsdp_settings
     efficient = _ram_efficient(cfg)
     if settings.cpu_ram_efficient_loading and not efficient:
-        print0("warning: fsdp_config.cpu_ram_efficient_loading does not apply to a 4-bit base: every process "
-               "loads and quantizes it", world.is_main)
+        print0(f"warning: fsdp_config.cpu_ram_efficient_loading does not apply to a quantized ({cfg.quantization}) "
+               "base: every process loads and quantizes it", world.is_main)
     if efficient:
         # Rank 0's whole model, before sharding; the other ranks hold an empty (meta) model.
         full = model.state_dict() if world.is_main else {}
@@ -157,6 +158,8 @@ def wrap_model(model: torch.nn.Module, cfg: Config, world: World) -> tuple[torch
         model = model.to(world.device)
         for tensor in [*model.parameters(), *model.buffers()]:
             dist.broadcast(tensor.data, src=0)
+    if cfg.quantization == "int8":
+        keep_int8_scales(model)
     names = _layer_classes(model, settings.transformer_layer_cls_to_wrap)
     kwargs: dict[str, Any] = {"reshard_after_forward": settings.reshard_after_forward,
                               "offload_policy": CPUOffloadPolicy() if settings.offload_params else OffloadPolicy()}
@@ -180,6 +183,28 @@ def wrap_model(model: torch.nn.Module, cfg: Config, world: World) -> tuple[torch
         for buffer in model.buffers():  # not in the state dict when non-persistent (rotary inv_freq)
             dist.broadcast(buffer.data, src=0)
     return model, World(**{**world.__dict__, "wrapped": wrapped})
+
+
+def keep_int8_scales(model: torch.nn.Module) -> None:
+    """FSDP2 over an int8 base: bitsandbytes' Linear8bitLt reads its int8 weights and their per-row scales from
+    attributes of the weight tensor (CB, SCB) that FSDP2's gathered weight does not carry. Keep each layer's full
+    row scales (every rank quantized the whole base) and, once the weight is gathered for a forward, hand both to
+    the layer's matmul state as bitsandbytes' own first forward does. Axolotl patches accelerate to the same end."""
+    from bitsandbytes.nn import Linear8bitLt
+
+    for module in model.modules():
+        if isinstance(module, Linear8bitLt):
+            scb = module.weight.SCB if module.weight.SCB is not None else module.state.SCB
+            module.register_buffer("tessera_int8_scb", scb, persistent=False)
+            module.register_forward_pre_hook(_int8_state)
+            # bitsandbytes adds SCB and weight_format entries to the layer's state dict, which
+            # torch.distributed.checkpoint cannot map to a parameter; the scales are the base's, not trained
+            module._save_to_state_dict = types.MethodType(torch.nn.Module._save_to_state_dict, module)
+
+
+def _int8_state(module: torch.nn.Module, args: Any) -> None:
+    module.state.CB, module.state.SCB = module.weight.data, module.tessera_int8_scb
+    module.weight.CB = None  # the layer's forward then uses the state as it is (no init_8bit_state)
 
 
 def _layer_classes(model: torch.nn.Module, configured: str | None) -> set[str]:

@@ -64,6 +64,9 @@ class Counts:
     largest_layer: int = 0  # parameters of the largest decoder layer (FSDP gathers one at a time)
     root: int = 0  # parameters outside the decoder layers (embeddings, final norm, output layer)
     trainable_sizes: list[int] = field(default_factory=list)
+    muon: int = 0  # trainable values optimizer: muon gives Muon (train/muon.py's split); AdamW has the rest
+    muon_tensors: int = 0
+    largest_muon: int = 0
 
 
 @dataclass
@@ -137,6 +140,8 @@ def estimate(cfg: Config, *, gpus: int | None = None, trained_fraction: float = 
     lines["logits + loss at backward start"] = max(logits_peak, out_grad)
     grads = 4 * counts.trainable // shard
     temp = 4 * counts.trainable // shard if cfg.optimizer == "adamw_torch" else 0
+    if cfg.optimizer == "muon":  # foreach AdamW's copy of its share; Muon's fp32 nesterov + bf16 iterate, one matrix
+        temp = (4 * (counts.trainable - counts.muon) + 8 * counts.largest_muon) // shard
     lines["gradients (fp32)"] = grads
     lines["optimizer step temporaries"] = temp
     optimizer_phase = grads + temp
@@ -213,6 +218,7 @@ def count_parameters(cfg: Config, hf_config: Any) -> Counts:
     from transformers import AutoModelForCausalLM
 
     from train.model import add_lora
+    from train.muon import takes_muon
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config)
@@ -235,6 +241,8 @@ def count_parameters(cfg: Config, hf_config: Any) -> Counts:
                 c.trainable_tensors += 1
                 c.trainable_sizes.append(n)
                 c.lora += n if "lora_" in name else 0
+                if takes_muon(f"{name}.{pname}", param):
+                    c.muon, c.muon_tensors, c.largest_muon = c.muon + n, c.muon_tensors + 1, max(c.largest_muon, n)
             elif isinstance(module, torch.nn.Linear) and pname == "weight" and param is not out_weight:
                 c.frozen_linear += n
                 c.frozen_linear_tensors += 1
@@ -281,7 +289,10 @@ def _optimizer_bytes(name: str, c: Counts) -> int:
     """AdamW: exp_avg + exp_avg_sq in fp32 and a 4-byte step per tensor. 8-bit (bitsandbytes): 1 byte per state
     plus an fp32 absmax per 256-value block, for tensors of at least 4096 values (smaller ones stay fp32).
     torchao (TORCHAO_STATES): its bits per state, an fp32 scale per block and its code table, for tensors of at
-    least 4096 values that are a whole number of blocks."""
+    least 4096 values that are a whole number of blocks. muon: one fp32 momentum per Muon value (no step), AdamW's
+    for the rest."""
+    if name == "muon":
+        return 4 * c.muon + 8 * (c.trainable - c.muon) + 4 * (c.trainable_tensors - c.muon_tensors)
     if name in TORCHAO_STATES:
         bits, block, table = TORCHAO_STATES[name]
         return sum(2 * (n * bits // 8 + 4 * (n // block) + 4 * table) if n >= 4096 and n % block == 0 else 8 * n

@@ -209,12 +209,17 @@ def add_lora(model: PreTrainedModel, cfg: Config) -> torch.nn.Module:
     if pattern:  # peft full-matches one string against every module path: the names become one more alternative
         names = "|".join(re.escape(t) for t in sorted(targets))
         target = f"(?:{pattern})|(?:.*\\.(?:{names}))" if targets else pattern
+    # target_parameters: peft wraps each named parameter (MoE experts as 3-D tensors) in a ParamWrapper
+    parameters = [cfg.lora_target_parameters] if isinstance(cfg.lora_target_parameters, str) \
+        else cfg.lora_target_parameters
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=target, modules_to_save=cfg.lora_modules_to_save, task_type="CAUSAL_LM")
+                      target_modules=target, target_parameters=parameters, modules_to_save=cfg.lora_modules_to_save,
+                      task_type="CAUSAL_LM")
     try:
         return get_peft_model(model, lora)
     except ValueError as e:
-        raise ModelError(f"lora_target_modules {target}: {str(e).splitlines()[0]}") from None
+        keys = f"lora_target_modules {target}" + (f", lora_target_parameters {parameters}" if parameters else "")
+        raise ModelError(f"{keys}: {str(e).splitlines()[0]}") from None
 
 
 def token_losses(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,

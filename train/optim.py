@@ -79,7 +79,14 @@ TORCHAO_OPTIMIZERS = {"adamw_torch_8bit": "AdamW8bit", "adamw_torch_4bit": "Adam
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; no weight decay on biases and norm weights (1-D tensors), as HF
     Trainer and nanoGPT do. torch's AdamW, bitsandbytes' with 8-bit or paged states, or torchao's with 8-bit,
-    4-bit or float8 states (`optimizer`)."""
+    4-bit or float8 states (`optimizer`); or Muon on the hidden matrices with AdamW on the rest (train/muon.py)."""
+    if cfg.optimizer == "muon":
+        from train.muon import MuonWithAdamW, muon_groups
+
+        # Axolotl's Muon factory: AdamW betas (0.9, 0.95) unless the config gives both
+        both = {"adam_beta1", "adam_beta2"} <= cfg.model_fields_set
+        betas = (cfg.adam_beta1, cfg.adam_beta2) if both else (0.9, 0.95)
+        return MuonWithAdamW(muon_groups(model, cfg.weight_decay), cfg.learning_rate, betas, cfg.adam_epsilon)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]

@@ -322,7 +322,7 @@ def test_prepare_warns_about_trainer_values_that_train_rejects(tmp_path: Path) -
     assert loaded.datasets[0].type == "alpaca"
     assert warnings == [
         f"{cfg}:5: optimizer: Input should be 'adamw_torch', 'adamw_torch_fused', 'adamw_bnb_8bit', 'adamw_8bit', "
-        "'paged_adamw_8bit', 'paged_adamw_32bit', 'adamw_torch_8bit', 'adamw_torch_4bit' or 'ao_adamw_fp8' "
+        "'paged_adamw_8bit', 'paged_adamw_32bit', 'adamw_torch_8bit', 'adamw_torch_4bit', 'ao_adamw_fp8' or 'muon' "
         "(tessera prepare does not use this trainer setting and goes on; tessera train will stop on it)",
     ]
     with pytest.raises(ConfigError, match="optimizer: Input should be"):

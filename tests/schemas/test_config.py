@@ -48,6 +48,8 @@ FROZEN_TOP_LEVEL_KEYS = {
     "dataset_near_deduplication",
     # QLoRA (issue 11): Axolotl's overrides of the BitsAndBytesConfig
     "bnb_config_kwargs",
+    # MoE LoRA: peft's target_parameters (Axolotl's key)
+    "lora_target_parameters",
 }
 
 
@@ -177,11 +179,13 @@ def test_quantization_is_read_as_axolotl_reads_it(keys: dict[str, Any], quantiza
     assert cfg.quantization == quantization
 
 
-def test_fsdp_over_int8_is_refused_and_qlora_takes_axolotls_fsdp_settings() -> None:
+def test_fsdp_over_int8_and_qlora_take_axolotls_fsdp_settings() -> None:
     base = {"tokenizer_config": "t", "datasets": [{"path": "a.jsonl", "type": "alpaca"}], "lora_target_linear": True,
             "fsdp_version": 2}
-    with pytest.raises(ConfigError, match="FSDP over an int8"):
-        config_from_dict({**base, "adapter": "lora", "load_in_8bit": True, "fsdp_config": {}})
+    # as Axolotl's glm47-flash and dbrx 8-bit examples write it (tests/train/test_distributed.py trains it)
+    int8 = config_from_dict({**base, "adapter": "lora", "load_in_8bit": True,
+                             "fsdp_config": {"cpu_ram_efficient_loading": True}})
+    assert int8.fsdp_on and int8.quantization == "int8"
     # as Axolotl's QLoRA + FSDP examples write it; over a 4-bit base every rank loads (train/distributed.py)
     assert config_from_dict({**base, "adapter": "qlora", "load_in_4bit": True,
                              "fsdp_config": {"cpu_ram_efficient_loading": True}}).fsdp_on

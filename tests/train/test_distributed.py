@@ -48,6 +48,7 @@ QLORA = {**LORA, "adapter": "qlora", "load_in_4bit": True}  # bitsandbytes nf4 o
 TAIL = {"datasets": [{"path": str(ROOT / "examples" / "data" / "sharegpt.jsonl"), "type": "chat_template"}],
         "sample_packing": False, "val_set_size": 1, "max_steps": 8}
 DROPOUT = {"base_model_init": {**TINY, "attention_dropout": 0.1}}
+MUON = {"optimizer": "muon", "learning_rate": 0.02, "weight_decay": 0.01}  # Axolotl's muon example's values
 # name -> trainer keys of each 2-process run (max_steps 3, micro_batch_size 1 unless given)
 RUNS: dict[str, dict[str, Any]] = {
     "ddp": {"save_steps": 2},
@@ -65,6 +66,13 @@ RUNS: dict[str, dict[str, Any]] = {
     "ddp_tail": TAIL,
     "fsdp2_tail": {**TAIL, **FSDP},
     "ddp_resumed": {"save_steps": 2, "resume_from_checkpoint": "{ddp}/checkpoint-2"},
+    "ddp_int8": {**LORA, "load_in_8bit": True},
+    # every rank quantizes the base (cpu_ram_efficient_loading does not apply); the gathered int8 weights meet
+    # their row scales again in each Linear8bitLt (train/distributed.py keep_int8_scales)
+    "fsdp2_int8": {**LORA, **FSDP, "load_in_8bit": True,
+                   "fsdp_config": {**FSDP["fsdp_config"], "cpu_ram_efficient_loading": True}, "save_steps": 2},
+    "ddp_muon": MUON,
+    "fsdp2_muon": {**MUON, **FSDP, "save_steps": 2},  # each rank gathers a matrix to orthogonalise it (muon.py)
 }
 
 
@@ -127,7 +135,8 @@ def single(tmp_path_factory: pytest.TempPathFactory, qwen_dir: Path, demo_prepar
     tmp = tmp_path_factory.mktemp("single")
     out = {}
     for name, keys, prepared in (("full", {}, demo_prepared), ("lora", LORA, demo_prepared),
-                                 ("qlora", QLORA, demo_prepared), ("tail", TAIL, tail_prepared)):
+                                 ("qlora", QLORA, demo_prepared), ("tail", TAIL, tail_prepared),
+                                 ("muon", MUON, demo_prepared)):
         cfg = _config(tmp, qwen_dir, prepared, name, micro_batch_size=2, **keys)
         out[name] = train(load_config(cfg), prepared, cfg).final.parent
     return out
@@ -155,6 +164,27 @@ def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(runs: dict[str, Pat
         assert evals2[-1]["eval_tokens"] == evals1[-1]["eval_tokens"]
         assert evals2[-1]["eval_loss"] == pytest.approx(evals1[-1]["eval_loss"], abs=1e-5)
         assert steps2[-1]["loss_by_dataset"].keys() == steps1[-1]["loss_by_dataset"].keys()
+
+
+def test_fsdp2_over_an_int8_base_equals_ddp(runs: dict[str, Path]) -> None:
+    assert _losses(runs["fsdp2_int8"] / "out") == _losses(runs["ddp_int8"] / "out")
+    fsdp2, ddp = _ranks(runs, "fsdp2_int8"), _ranks(runs, "ddp_int8")
+    assert fsdp2[0]["weights"] == fsdp2[1]["weights"] == ddp[0]["weights"]  # the trained LoRA weights
+    assert fsdp2[0]["local"] != fsdp2[1]["local"]  # each rank holds other shards
+    assert (runs["fsdp2_int8"] / "out" / "checkpoint-2").is_dir()
+    assert (runs["fsdp2_int8"] / "out" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_muon_under_ddp_and_fsdp2_equals_one_rank(runs: dict[str, Path], single: dict[str, Path]) -> None:
+    # Muon orthogonalises in bf16, which turns the all-reduce's different rounding (fp32, ~1e-7) into ~1e-5 of
+    # the loss by step 3 under FSDP2 (measured 4.7e-5 at step 3; DDP 2e-8).
+    one = _losses(single["muon"])
+    for name, atol in (("ddp_muon", 1e-6), ("fsdp2_muon", 2e-4)):
+        torch.testing.assert_close(_losses(runs[name] / "out"), one, rtol=0, atol=atol,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+        ranks = _ranks(runs, name)
+        assert ranks[0]["weights"] == ranks[1]["weights"], name
+    assert (runs["fsdp2_muon"] / "out" / "checkpoint-2").is_dir()  # the optimizer's sharded state saves
 
 
 def test_weights_are_identical_on_all_ranks_and_fsdp2_equals_ddp(runs: dict[str, Path]) -> None:

@@ -153,8 +153,9 @@ def _real_step(tmp_path: Path, demo_prepared: Path, **keys: Any) -> tuple[Any, d
 
 @pytest.mark.parametrize("keys", [{}, {"adapter": "lora", "lora_target_linear": True, "lora_r": 4},
                                   {"optimizer": "adamw_torch_8bit"}, {"optimizer": "adamw_torch_4bit"},
-                                  {"optimizer": "ao_adamw_fp8"}],
-                         ids=["full", "lora", "torchao-8bit", "torchao-4bit", "torchao-fp8"])
+                                  {"optimizer": "ao_adamw_fp8"}, {"optimizer": "muon"},
+                                  {"optimizer": "muon", "adapter": "lora", "lora_target_linear": True, "lora_r": 4}],
+                         ids=["full", "lora", "torchao-8bit", "torchao-4bit", "torchao-fp8", "muon", "muon-lora"])
 def test_weights_gradients_optimizer_equal_real_tensors(keys: dict[str, Any], tmp_path: Path,
                                                         demo_prepared: Path) -> None:
     cfg, real = _real_step(tmp_path, demo_prepared, **keys)
