@@ -147,7 +147,7 @@ def encode(tok: Tokenizer, rendered: list[Rendered], add_special_tokens: bool = 
     for r, enc in zip(rendered, tok.encode_batch([r.text for r in rendered], add_special_tokens=add_special_tokens),
                       strict=True):
         ids = np.asarray(enc.ids, dtype=np.int32)
-        out.append((ids, labels_from_span_edges(ids, enc, len(r.text), r.spans)))
+        out.append((ids, labels_from_span_edges(ids, enc, len(r.text), r.spans, r.text, r.grab)))
     return out
 
 
@@ -169,15 +169,20 @@ def encode_parts(tok: Tokenizer, parts: list[tuple[str, bool]]) -> tuple[np.ndar
     return ids, labels
 
 
-def labels_from_span_edges(ids: np.ndarray, enc: Encoding, text_len: int, spans: list[tuple[int, int]]) -> np.ndarray:
+def labels_from_span_edges(ids: np.ndarray, enc: Encoding, text_len: int, spans: list[tuple[int, int]],
+                           text: str = "", grab: tuple[int, ...] = ()) -> np.ndarray:
     """The labels policy, computed at the span edges only: reading every token's offsets builds a Python tuple
     per token, a fifth of the pipeline's time. Token starts never decrease, so the tokens trained by a span
     [a, b) are the contiguous run from the first token starting at or after a to the first starting at or
-    after b. `labels_from_offsets` is the plain definition; tests check that both agree."""
+    after b; for a span starting at a `grab` edge, also the token straddling a (see _straddles).
+    `labels_from_offsets` is the plain definition; tests check that both agree."""
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     n = len(ids)
     for a, b in spans:
         lo, hi = _first_start_at(enc, a, n, text_len), _first_start_at(enc, b, n, text_len)
+        if a in grab:
+            while lo > 0 and _straddles(enc.token_to_chars(lo - 1), a, b, text):
+                lo -= 1
         labels[lo:hi] = ids[lo:hi]
     if n:
         labels[0] = IGNORE_INDEX
@@ -202,13 +207,24 @@ def _first_start_at(enc: Encoding, x: int, n: int, text_len: int) -> int:
     return t
 
 
+def _straddles(chars: tuple[int, int] | None, a: int, b: int, text: str) -> bool:
+    """The token at `chars` starts before a and ends in [a, b), and is not a header token that swallowed the
+    turn's leading whitespace (Phi-3's `<|assistant|>` strips what follows it): its part before a is
+    whitespace, or its part from a is not."""
+    if chars is None or not chars[0] < a < chars[1]:
+        return False
+    return not text[chars[0]:a].strip() or bool(text[a:min(chars[1], b)].strip())
+
+
 def _start(enc: Encoding, t: int) -> int:
     chars = enc.token_to_chars(t)
     return 0 if chars is None else chars[0]  # tokens added by the post-processor (BOS) map to no character
 
 
-def labels_from_offsets(ids: np.ndarray, offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> np.ndarray:
-    """The labels policy by definition: a token is trained when its first character is in a trained span."""
+def labels_from_offsets(ids: np.ndarray, offsets: list[tuple[int, int]], spans: list[tuple[int, int]],
+                        text: str = "", grab: tuple[int, ...] = ()) -> np.ndarray:
+    """The labels policy by definition: a token is trained when its first character is in a trained span, or
+    when it straddles the start of a span in `grab` (_straddles)."""
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     if not spans or not len(ids):
         return labels
@@ -220,6 +236,9 @@ def labels_from_offsets(ids: np.ndarray, offsets: list[tuple[int, int]], spans: 
     inside = k < len(spans)
     trained = np.zeros(len(ids), dtype=bool)
     trained[inside] = span_a[k[inside]] <= starts[inside]
+    for a, b in spans:
+        if a in grab:
+            trained |= np.fromiter((_straddles(o, a, b, text) for o in offsets), dtype=bool, count=len(ids))
     labels[trained] = ids[trained]
     labels[0] = IGNORE_INDEX
     return labels

@@ -57,6 +57,9 @@ from schemas.reasons import Reason
 class Rendered:
     text: str
     spans: list[tuple[int, int]]  # trained character ranges [start, end), sorted, non-overlapping
+    # Starts of whole-turn spans: a token that begins in the template's text before one and carries text of
+    # the turn (Mistral's '[/INST] Hi' -> '▁Hi') is trained, as Axolotl trains every token a turn overlaps.
+    grab: tuple[int, ...] = ()
 
 
 class TemplateNotFound(Exception):
@@ -178,6 +181,7 @@ class ChatRenderer:
         found = chat_spans.locate(again, chat, text)
         last_trained = max((i for i, t in enumerate(chat.train) if t), default=-1)
         spans: list[tuple[int, int]] = []
+        grab: list[int] = []
         floor = 0  # nothing of message i lies before the end of message i-1
         for i, (msg, trained) in enumerate(zip(chat.messages, chat.train, strict=True)):
             located = [f for f in found[i] if f.located()]
@@ -194,7 +198,9 @@ class ChatRenderer:
             end = max(b for _, b in ranges)
             eot = self._end_of_turn(text, end, ceiling, whitespace_only=msg["role"] != "assistant")
             if trained:
-                spans += self._trained(chat, i, found[i], text, again, floor, anchor, end, eot)
+                turn = self._trained(chat, i, found[i], text, again, floor, anchor, end, eot)
+                grab += [turn[0][0]] if turn and chat.detail[i] is None else []
+                spans += turn
             wanted = self._wanted(self.train_on_eot, trained, i == last_trained)
             if eot is not None and wanted:
                 spans.append(eot)
@@ -203,7 +209,7 @@ class ChatRenderer:
                 if eos is not None and eos != eot and self._wanted(self.train_on_eos, trained, i == last_trained):
                     spans.append(eos)
             floor = max(floor, eot[1] if eot is not None else end)
-        return Rendered(text, _merge(spans))
+        return Rendered(text, _merge(spans), tuple(grab))
 
     @staticmethod
     def _wanted(mode: str, trained: bool, last: bool) -> bool:
