@@ -159,6 +159,8 @@ class ChatRenderer:
         self.variables = special_tokens  # bos_token, eos_token, ... as transformers passes them
         self.special = _alternation(specials)
         self.train_on_eos = train_on_eos
+        # train_on_inputs trains every message (chat_rows; the template's own text between turns is not, as in
+        # Axolotl); here it only lets a message the template drops (a system prompt) go untrained.
         self.train_on_inputs = train_on_inputs
         # Axolotl's split (train_on_eot or eot_tokens set): end-of-turn tokens follow train_on_eot, and
         # train_on_eos only the tokenizer's EOS where it follows a turn as a token of its own. Otherwise the
@@ -172,8 +174,6 @@ class ChatRenderer:
 
     def render(self, chat: Chat, add_generation_prompt: bool = False) -> Rendered:
         text = self.render_text(chat.messages, add_generation_prompt, chat.tools)
-        if self.train_on_inputs:
-            return Rendered(text, [(0, len(text))])
 
         def again(messages: list[dict[str, Any]]) -> str:
             return self.render_text(messages, add_generation_prompt, chat.tools)
@@ -187,7 +187,7 @@ class ChatRenderer:
             located = [f for f in found[i] if f.located()]
             ceiling = chat_spans.next_anchor(found, i + 1, len(text))
             if not located:
-                if trained:
+                if trained and not self.train_on_inputs:  # train_on_inputs asks for what is there, as Axolotl
                     raise RowError(Reason.content_not_rendered, f"the chat template does not render the content "
                                    f"of message {i} ({msg['role']}), so it cannot be trained", f"messages[{i}].content")
                 continue
