@@ -57,8 +57,8 @@ PHI_EOT = {"eot_tokens": ["<|end|>"]}  # Phi-3's <|end|> is not its EOS: see tes
 # Qwen2.5's own template is qwen_25 byte for byte, so tokenizer_default runs on Llama 3 and Phi-3.5 (their own
 # templates differ from Axolotl's llama3 / phi_3).
 PAIRS = [("qwen2.5", "chatml", {}), ("qwen2.5", "qwen_25", {}), ("llama3", None, {}), ("llama3", "llama3", {}),
-         ("llama3", "chatml", {}), ("phi3.5", None, PHI_EOT), ("phi3.5", "phi_3", PHI_EOT), ("llama2", "mistral_v1", {}),
-         ("llama2", "mistral_v2v3", {}), ("gemma4", "gemma4", {})]
+         ("llama3", "chatml", {}), ("phi3.5", None, PHI_EOT), ("phi3.5", "phi_3", PHI_EOT),
+         ("llama2", "mistral_v1", {}), ("llama2", "mistral_v2v3", {}), ("gemma4", "gemma4", {})]
 
 
 def both(family: str, template: str | None, ds: dict[str, Any], rows: list[dict[str, Any]],
@@ -222,7 +222,8 @@ def test_rows_axolotl_keeps_and_tessera_quarantines() -> None:
 
 
 ALPACA = [{"instruction": "Add the numbers.", "input": "2, 3", "output": "5"},
-          {"instruction": "Say hi.", "input": "", "output": "Hi!"}, {"instruction": " spaced ", "input": "x", "output": " y\n"}]
+          {"instruction": "Say hi.", "input": "", "output": "Hi!"},
+          {"instruction": " spaced ", "input": "x", "output": " y\n"}]
 SEGMENTS = [{"segments": [{"text": "Q: 2+2?\n", "label": False}, {"text": "A: 4", "label": True},
                           {"text": "</s>", "label": True}]},
             {"segments": [{"text": "Hi", "label": False}, {"text": " there", "label": True}]}]
