@@ -7,12 +7,16 @@ formats are tokenized like `tokenizer(prompt)`, with the tokenizer's own BOS; wr
 instead would change how SentencePiece tokenizers (Llama 2) treat the first word.
 
 Labels policy: a token is trained when its first character is in a trained span. A token that straddles a
-span boundary belongs to the side it starts on: when a prompt token swallows the first characters of an
-answer (Phi-3's added tokens strip the whitespace after them, so '<|assistant|>\n  ' is one token; BPE can
-merge a template's newline with an answer's leading newline), that token is not trained, because the model
-must never be taught to emit prompt text; the answer's remaining tokens are. A trained span's last token may
-run past it (e.g. into the next newline) and is trained. The first token of a sample is never a target
-(see schemas/shard.py).
+span boundary belongs to the side it starts on, with one exception at the start of a whole turn or response
+(`Rendered.grab`), where Axolotl trains every token the turn overlaps: a token that begins in the template's
+text and carries the turn's first characters is trained when its template part is whitespace or its turn
+part is not (Mistral's '[/INST] Hi' -> '▁Hi', Llama 3's header '\n\n' + '\n\nanswer' -> one newline token,
+alpaca_chat's 'ASSISTANT:' + 'y' -> ':y'), so the model learns the first word of the answer. A header token
+that only swallows the answer's leading whitespace (Phi-3's added tokens strip the whitespace after them, so
+'<|assistant|>\n  ' is one token) is not trained: the model must never be taught to emit prompt text (Axolotl
+trains it). Inside a turn (detail offsets, content parts) the side a token starts on decides. A trained span's
+last token may run past it (e.g. into the next newline) and is trained. The first token of a sample is never
+a target (see schemas/shard.py).
 """
 
 from __future__ import annotations

@@ -380,7 +380,9 @@ def render_segments(segments: Segments) -> Rendered:
             spans.append((pos, pos + len(part)))
         text.append(part)
         pos += len(part)
-    return Rendered("".join(text), _merge(spans))
+    # A response's first token merged with the prompt's last characters (':' + 'y' -> ':y') is trained, as
+    # Axolotl trains the response it tokenizes on its own.
+    return Rendered("".join(text), _merge(spans), tuple(a for a, _ in spans))
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -267,11 +267,12 @@ def test_instruct_response_tokenized_with_the_prompt() -> None:
     assert tok.convert_ids_to_tokens(ids[-3:]) == ["▁", "5", "</s>"] and labels[-3:] == ids[-3:]
     assert tok.convert_ids_to_tokens(r.input_ids.tolist()[-3:]) == ["<0x0A>", "5", "</s>"]
     assert tok.decode(ids) == tok.decode(r.input_ids.tolist()).replace("\n5", "\n 5")
-    # A byte-level BPE merges across the edge where the response starts without a space: ':y' is one token here
+    # A byte-level BPE merges across the edge where the response starts without a space: ':y' is one token here,
+    # trained, as Axolotl trains its 'y' (Tessera left it untrained before)
     row = {"instruction": "Hi", "input": "", "output": "y"}
     [(ids, labels)] = axolotl_rows("llama3", {"type": "alpaca:chat"}, [row])
     [r] = process_rows(tokenizer_dir("llama3"), {"type": "alpaca:chat"}, [row])
     tok = hf_tokenizer("llama3", "llama3")
     assert tok.decode(ids) == tok.decode(r.input_ids.tolist())
     assert tok.convert_ids_to_tokens(ids[-3:-1]) == [":", "y"] and labels[-3:] == [-100, *ids[-2:]]
-    assert tok.convert_ids_to_tokens(r.input_ids.tolist()[-2:-1]) == [":y"] and r.labels[-2] == -100
+    assert tok.convert_ids_to_tokens(r.input_ids.tolist()[-2:-1]) == [":y"] and r.labels[-2] == r.input_ids[-2]
