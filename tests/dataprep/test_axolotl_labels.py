@@ -164,11 +164,11 @@ def test_whitespace_edged_content_equals_axolotls(family: str, template: str) ->
         assert_same(both(family, template, options, [WS]), [str(options)])
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet: mistral_v2v3 trims the content, and Tessera still gives "
-                                       "the template's own space before it to the turn (Axolotl does not)")
 def test_trimmed_leading_whitespace_is_the_templates() -> None:
-    [(ax, r)] = both("llama2", "mistral_v2v3", {}, [WS])
-    assert differences(ax, r) is None
+    """mistral_v2v3 writes '[/INST] ' + content|trim: for content ' 6\n' the space before '6' is the template's,
+    so the lone '▁' is not trained (Axolotl's render diff; Tessera used to give it to the turn)."""
+    for options in ({}, {"roles_to_train": [U, A]}):
+        assert_same(both("llama2", "mistral_v2v3", options, [WS]), [str(options)])
 
 
 def test_header_token_that_swallows_whitespace_is_not_trained() -> None:
