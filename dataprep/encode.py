@@ -182,9 +182,10 @@ def labels_from_span_edges(ids: np.ndarray, enc: Encoding, text_len: int, spans:
     `labels_from_offsets` is the plain definition; tests check that both agree."""
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     n = len(ids)
+    edges = set(grab)  # one per trained turn: a set keeps long conversations linear
     for a, b in spans:
         lo, hi = _first_start_at(enc, a, n, text_len), _first_start_at(enc, b, n, text_len)
-        if a in grab:
+        if a in edges:
             while lo > 0 and _straddles(enc.token_to_chars(lo - 1), a, b, text):
                 lo -= 1
         labels[lo:hi] = ids[lo:hi]
