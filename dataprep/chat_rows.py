@@ -102,7 +102,8 @@ def chat_sample(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool
             out = {"thinking": reasoning, **out, "reasoning_content": reasoning}
             if ds.template_thinking_key:
                 out[ds.template_thinking_key] = reasoning
-        trained = role in ds.roles_to_train
+        # Axolotl's should_train: the message's own flag, else its detail, else train_on_inputs or its role.
+        trained = train_on_inputs or role in ds.roles_to_train
         flag = None
         if ds.message_field_training and msg.get(ds.message_field_training) is not None:
             flag = msg[ds.message_field_training]
@@ -123,9 +124,9 @@ def chat_sample(record: dict[str, Any], ds: DatasetConfig, train_on_inputs: bool
         else:
             reasoning_ranges = None
         messages.append(out)
-        train.append(trained or train_on_inputs)
-        detail.append(None if train_on_inputs else ranges)
-        reasoning_detail.append(None if train_on_inputs else reasoning_ranges)
+        train.append(trained)
+        detail.append(ranges)
+        reasoning_detail.append(reasoning_ranges)
     if ds.drop_system_message and messages[0]["role"] == "system":
         del messages[0], train[0], detail[0], reasoning_detail[0]
         if not messages:

@@ -24,6 +24,11 @@ from dataprep.formats import Chat
 # OPEN id SEP before a text, CLOSE id SEP after it; id = 3 * message index + kind.
 _OPEN, _SEP, _CLOSE = "\ue000", "\ue001", "\ue002"
 _MARK = re.compile(f"([{_OPEN}{_CLOSE}])(\\d+){_SEP}")
+# A text's leading/trailing whitespace is marked too, written as other whitespace (still stripped by `trim`):
+# what survives in the render is the text's own, what does not was trimmed, and the template's own space next
+# to it is the template's (Mistral v2/v3's '[/INST] ' + content|trim), as Axolotl's render diff finds.
+_ALT = str.maketrans({" ": "\u2002", "\t": "\u2003", "\n": "\u2028", "\r": "\u2029"})
+_BACK = str.maketrans({"\u2002": " ", "\u2003": "\t", "\u2028": "\n", "\u2029": "\r"})
 CONTENT, REASONING, TOOL = 0, 1, 2
 KINDS = 3
 
@@ -61,11 +66,12 @@ def locate(render: Render, chat: Chat, text: str) -> list[list[Found]]:
     fields = [texts(chat, i) for i in range(n)]
     parts = [[_split_ws(t[0]) if t else ("", "", "") for t in f] for f in fields]
     every = [t for f in fields for kind in f for t in kind]
-    if not any(ch in t for t in every for ch in (_OPEN, _CLOSE, _SEP)):
+    if not any(ch in t for t in every for ch in (_OPEN, _CLOSE, _SEP, *"\u2002\u2003\u2028\u2029")):
         marked = [_marked(chat, i, fields[i]) for i in range(n)]
         with_marks = render(marked)
         starts: list[int | None] = [None] * (n * KINDS)
         ends: list[int | None] = [None] * (n * KINDS)
+        kept = [[p[0].translate(_ALT), p[2].translate(_ALT)] for f in parts for p in f]  # "" once not kept
         plain, pos, removed = [], 0, 0
         for m in _MARK.finditer(with_marks):
             plain.append(with_marks[pos:m.start()])
@@ -73,15 +79,18 @@ def locate(render: Render, chat: Chat, text: str) -> list[list[Found]]:
             if k < n * KINDS:
                 if m.group(1) == _OPEN and starts[k] is None:
                     starts[k] = m.start() - removed
+                    kept[k][0] = kept[k][0] if with_marks.endswith(kept[k][0], 0, m.start()) else ""
                 # A tool call name's last close: the end of the message's last tool call.
                 elif m.group(1) == _CLOSE and (ends[k] is None or k % KINDS == TOOL):
                     ends[k] = m.start() - removed
+                    kept[k][1] = kept[k][1] if with_marks.startswith(kept[k][1], m.end()) else ""
             removed += m.end() - m.start()
             pos = m.end()
         plain.append(with_marks[pos:])
-        if "".join(plain) == text:
-            return [[Found(starts[KINDS * i + k], ends[KINDS * i + k], parts[i][k][0], parts[i][k][2])
-                     if fields[i][k] else _NONE for k in range(KINDS)] for i in range(n)]
+        if "".join(plain).translate(_BACK) == text.translate(_BACK):
+            return [[Found(starts[j], ends[j], parts[i][k][0] if kept[j][0] else "",
+                           parts[i][k][2] if kept[j][1] else "")
+                     if fields[i][k] else _NONE for k in range(KINDS) for j in [KINDS * i + k]] for i in range(n)]
     # The markers changed what the template renders: find each stripped text in order instead.
     found, cursor = [], 0
     for i in range(n):
@@ -108,7 +117,8 @@ def _marked(chat: Chat, i: int, fields: list[list[str]]) -> dict[str, Any]:
     def mark(value: str, kind: int) -> str:
         lead, core, trail = _split_ws(value)
         k = KINDS * i + kind
-        return f"{lead}{_OPEN}{k}{_SEP}{core}{_CLOSE}{k}{_SEP}{trail}" if core else value
+        alt_lead, alt_trail = lead.translate(_ALT), trail.translate(_ALT)
+        return f"{alt_lead}{_OPEN}{k}{_SEP}{core}{_CLOSE}{k}{_SEP}{alt_trail}" if core else value
 
     if fields[CONTENT]:
         msg["content"] = mark(msg["content"], CONTENT)

@@ -7,12 +7,16 @@ formats are tokenized like `tokenizer(prompt)`, with the tokenizer's own BOS; wr
 instead would change how SentencePiece tokenizers (Llama 2) treat the first word.
 
 Labels policy: a token is trained when its first character is in a trained span. A token that straddles a
-span boundary belongs to the side it starts on: when a prompt token swallows the first characters of an
-answer (Phi-3's added tokens strip the whitespace after them, so '<|assistant|>\n  ' is one token; BPE can
-merge a template's newline with an answer's leading newline), that token is not trained, because the model
-must never be taught to emit prompt text; the answer's remaining tokens are. A trained span's last token may
-run past it (e.g. into the next newline) and is trained. The first token of a sample is never a target
-(see schemas/shard.py).
+span boundary belongs to the side it starts on, with one exception at the start of a whole turn or response
+(`Rendered.grab`), where Axolotl trains every token the turn overlaps: a token that begins in the template's
+text and carries the turn's first characters is trained when its template part is whitespace or its turn
+part is not (Mistral's '[/INST] Hi' -> '▁Hi', Llama 3's header '\n\n' + '\n\nanswer' -> one newline token,
+alpaca_chat's 'ASSISTANT:' + 'y' -> ':y'), so the model learns the first word of the answer. A header token
+that only swallows the answer's leading whitespace (Phi-3's added tokens strip the whitespace after them, so
+'<|assistant|>\n  ' is one token) is not trained: the model must never be taught to emit prompt text (Axolotl
+trains it). Inside a turn (detail offsets, content parts) the side a token starts on decides. A trained span's
+last token may run past it (e.g. into the next newline) and is trained. The first token of a sample is never
+a target (see schemas/shard.py).
 """
 
 from __future__ import annotations
@@ -147,7 +151,7 @@ def encode(tok: Tokenizer, rendered: list[Rendered], add_special_tokens: bool = 
     for r, enc in zip(rendered, tok.encode_batch([r.text for r in rendered], add_special_tokens=add_special_tokens),
                       strict=True):
         ids = np.asarray(enc.ids, dtype=np.int32)
-        out.append((ids, labels_from_span_edges(ids, enc, len(r.text), r.spans)))
+        out.append((ids, labels_from_span_edges(ids, enc, len(r.text), r.spans, r.text, r.grab)))
     return out
 
 
@@ -169,15 +173,21 @@ def encode_parts(tok: Tokenizer, parts: list[tuple[str, bool]]) -> tuple[np.ndar
     return ids, labels
 
 
-def labels_from_span_edges(ids: np.ndarray, enc: Encoding, text_len: int, spans: list[tuple[int, int]]) -> np.ndarray:
+def labels_from_span_edges(ids: np.ndarray, enc: Encoding, text_len: int, spans: list[tuple[int, int]],
+                           text: str = "", grab: tuple[int, ...] = ()) -> np.ndarray:
     """The labels policy, computed at the span edges only: reading every token's offsets builds a Python tuple
     per token, a fifth of the pipeline's time. Token starts never decrease, so the tokens trained by a span
     [a, b) are the contiguous run from the first token starting at or after a to the first starting at or
-    after b. `labels_from_offsets` is the plain definition; tests check that both agree."""
+    after b; for a span starting at a `grab` edge, also the token straddling a (see _straddles).
+    `labels_from_offsets` is the plain definition; tests check that both agree."""
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     n = len(ids)
+    edges = set(grab)  # one per trained turn: a set keeps long conversations linear
     for a, b in spans:
         lo, hi = _first_start_at(enc, a, n, text_len), _first_start_at(enc, b, n, text_len)
+        if a in edges:
+            while lo > 0 and _straddles(enc.token_to_chars(lo - 1), a, b, text):
+                lo -= 1
         labels[lo:hi] = ids[lo:hi]
     if n:
         labels[0] = IGNORE_INDEX
@@ -202,13 +212,24 @@ def _first_start_at(enc: Encoding, x: int, n: int, text_len: int) -> int:
     return t
 
 
+def _straddles(chars: tuple[int, int] | None, a: int, b: int, text: str) -> bool:
+    """The token at `chars` starts before a and ends in [a, b), and is not a header token that swallowed the
+    turn's leading whitespace (Phi-3's `<|assistant|>` strips what follows it): its part before a is
+    whitespace, or its part from a is not."""
+    if chars is None or not chars[0] < a < chars[1]:
+        return False
+    return not text[chars[0]:a].strip() or bool(text[a:min(chars[1], b)].strip())
+
+
 def _start(enc: Encoding, t: int) -> int:
     chars = enc.token_to_chars(t)
     return 0 if chars is None else chars[0]  # tokens added by the post-processor (BOS) map to no character
 
 
-def labels_from_offsets(ids: np.ndarray, offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> np.ndarray:
-    """The labels policy by definition: a token is trained when its first character is in a trained span."""
+def labels_from_offsets(ids: np.ndarray, offsets: list[tuple[int, int]], spans: list[tuple[int, int]],
+                        text: str = "", grab: tuple[int, ...] = ()) -> np.ndarray:
+    """The labels policy by definition: a token is trained when its first character is in a trained span, or
+    when it straddles the start of a span in `grab` (_straddles)."""
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     if not spans or not len(ids):
         return labels
@@ -220,6 +241,9 @@ def labels_from_offsets(ids: np.ndarray, offsets: list[tuple[int, int]], spans: 
     inside = k < len(spans)
     trained = np.zeros(len(ids), dtype=bool)
     trained[inside] = span_a[k[inside]] <= starts[inside]
+    for a, b in spans:
+        if a in grab:
+            trained |= np.fromiter((_straddles(o, a, b, text) for o in offsets), dtype=bool, count=len(ids))
     labels[trained] = ids[trained]
     labels[0] = IGNORE_INDEX
     return labels

@@ -57,6 +57,9 @@ from schemas.reasons import Reason
 class Rendered:
     text: str
     spans: list[tuple[int, int]]  # trained character ranges [start, end), sorted, non-overlapping
+    # Starts of whole-turn spans: a token that begins in the template's text before one and carries text of
+    # the turn (Mistral's '[/INST] Hi' -> '▁Hi') is trained, as Axolotl trains every token a turn overlaps.
+    grab: tuple[int, ...] = ()
 
 
 class TemplateNotFound(Exception):
@@ -156,6 +159,8 @@ class ChatRenderer:
         self.variables = special_tokens  # bos_token, eos_token, ... as transformers passes them
         self.special = _alternation(specials)
         self.train_on_eos = train_on_eos
+        # train_on_inputs trains every message (chat_rows; the template's own text between turns is not, as in
+        # Axolotl); here it only lets a message the template drops (a system prompt) go untrained.
         self.train_on_inputs = train_on_inputs
         # Axolotl's split (train_on_eot or eot_tokens set): end-of-turn tokens follow train_on_eot, and
         # train_on_eos only the tokenizer's EOS where it follows a turn as a token of its own. Otherwise the
@@ -169,8 +174,6 @@ class ChatRenderer:
 
     def render(self, chat: Chat, add_generation_prompt: bool = False) -> Rendered:
         text = self.render_text(chat.messages, add_generation_prompt, chat.tools)
-        if self.train_on_inputs:
-            return Rendered(text, [(0, len(text))])
 
         def again(messages: list[dict[str, Any]]) -> str:
             return self.render_text(messages, add_generation_prompt, chat.tools)
@@ -178,12 +181,13 @@ class ChatRenderer:
         found = chat_spans.locate(again, chat, text)
         last_trained = max((i for i, t in enumerate(chat.train) if t), default=-1)
         spans: list[tuple[int, int]] = []
+        grab: list[int] = []
         floor = 0  # nothing of message i lies before the end of message i-1
         for i, (msg, trained) in enumerate(zip(chat.messages, chat.train, strict=True)):
             located = [f for f in found[i] if f.located()]
             ceiling = chat_spans.next_anchor(found, i + 1, len(text))
             if not located:
-                if trained:
+                if trained and not self.train_on_inputs:  # train_on_inputs asks for what is there, as Axolotl
                     raise RowError(Reason.content_not_rendered, f"the chat template does not render the content "
                                    f"of message {i} ({msg['role']}), so it cannot be trained", f"messages[{i}].content")
                 continue
@@ -194,7 +198,9 @@ class ChatRenderer:
             end = max(b for _, b in ranges)
             eot = self._end_of_turn(text, end, ceiling, whitespace_only=msg["role"] != "assistant")
             if trained:
-                spans += self._trained(chat, i, found[i], text, again, floor, anchor, end, eot)
+                turn = self._trained(chat, i, found[i], text, again, floor, anchor, end, eot)
+                grab += [turn[0][0]] if turn and chat.detail[i] is None else []
+                spans += turn
             wanted = self._wanted(self.train_on_eot, trained, i == last_trained)
             if eot is not None and wanted:
                 spans.append(eot)
@@ -203,7 +209,7 @@ class ChatRenderer:
                 if eos is not None and eos != eot and self._wanted(self.train_on_eos, trained, i == last_trained):
                     spans.append(eos)
             floor = max(floor, eot[1] if eot is not None else end)
-        return Rendered(text, _merge(spans))
+        return Rendered(text, _merge(spans), tuple(grab))
 
     @staticmethod
     def _wanted(mode: str, trained: bool, last: bool) -> bool:
@@ -374,7 +380,9 @@ def render_segments(segments: Segments) -> Rendered:
             spans.append((pos, pos + len(part)))
         text.append(part)
         pos += len(part)
-    return Rendered("".join(text), _merge(spans))
+    # A response's first token merged with the prompt's last characters (':' + 'y' -> ':y') is trained, as
+    # Axolotl trains the response it tokenizes on its own.
+    return Rendered("".join(text), _merge(spans), tuple(a for a, _ in spans))
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -55,4 +55,4 @@ def cut(rendered: Rendered, limit: int) -> Rendered:
     if len(rendered.text) <= limit:
         return rendered
     spans = [(a, min(b, limit)) for a, b in rendered.spans if a < limit]
-    return Rendered(rendered.text[:limit], spans)
+    return Rendered(rendered.text[:limit], spans, tuple(g for g in rendered.grab if g < limit))

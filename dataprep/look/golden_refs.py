@@ -71,8 +71,13 @@ def template_reference(tok: Any, chat: Chat, template: str | None = None) -> tup
             if at >= 0:
                 masked.append((at, at + len(msg[thought].strip())))
         cursor = end
-    labels = [t if any(a <= s < b for a, b in regions) and not any(a <= s < b for a, b in masked) else IGNORE_INDEX
-              for t, (s, _) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
+    # A token that starts before a turn and carries its first characters is the turn's when the part before is
+    # whitespace or the part inside is not (encode.py: Mistral's '[/INST] Hi' -> '▁Hi', as Axolotl trains it).
+    def turn(s: int, e: int, a: int, b: int) -> bool:
+        return a <= s < b or (s < a < e and (not full[s:a].strip() or bool(full[a:min(e, b)].strip())))
+
+    labels = [t if any(turn(s, e, a, b) for a, b in regions) and not any(a <= s < b for a, b in masked)
+              else IGNORE_INDEX for t, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
     labels[0] = IGNORE_INDEX
     return enc["input_ids"], labels
 

@@ -111,9 +111,12 @@ def test_token_straddling_a_span_start_belongs_to_the_side_it_starts_on(qwen_dir
     assert trained_text(hf_qwen, r) == "<|im_end|>"
 
 
-def test_train_on_inputs_trains_everything_but_the_first_token(qwen_dir: Path) -> None:
+def test_train_on_inputs_trains_every_message_not_the_headers(qwen_dir: Path, hf_qwen: Any) -> None:
+    # As Axolotl's ChatTemplateStrategy (tests/dataprep/test_axolotl_labels.py compares token for token): every
+    # turn is trained with its end-of-turn token, the template's role headers are not.
     [r] = run_rows(qwen_dir, {"type": "chat_template"}, [{"messages": CHAT}], train_on_inputs=True)
-    assert (r.labels[1:] == r.input_ids[1:]).all() and r.labels[0] == -100
+    assert trained_text(hf_qwen, r) == ("Be brief.<|im_end|>What is 2+2?<|im_end|>4.<|im_end|>  And 3+3?\n<|im_end|>"
+                                        "6, of course.  <|im_end|>")
 
 
 def test_alpaca_prompt_and_labels(qwen_dir: Path, hf_qwen: Any) -> None:

@@ -122,7 +122,10 @@ def expected_labels(tok: Any, messages: list[dict[str, str]], eot: str) -> tuple
         regions.append((start, end))
         cursor = end
     enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
-    trained = [any(a <= s < b for a, b in regions) for s, _ in enc["offset_mapping"]]
+    # A token that the header's trailing whitespace begins and the answer continues ('\n\n' + '\n\nanswer' ->
+    # 'ĊĊĊĊ') is trained too, as Axolotl trains every token a turn overlaps.
+    trained = [any(a <= s < b or (s < a < e and not full[s:a].strip()) for a, b in regions)
+               for s, e in enc["offset_mapping"]]
     trained[0] = False
     return enc["input_ids"], trained
 
@@ -264,3 +267,6 @@ def test_span_edge_labels_equal_the_offset_definition(family: str) -> None:
             spans = [(a, b) for a, b in zip(cuts[::2], cuts[1::2], strict=False) if b > a]
             assert np.array_equal(labels_from_span_edges(ids, enc, len(text), spans),
                                   labels_from_offsets(ids, enc.offsets, spans)), (text[:40], spans)
+            grab = tuple(a for a, _ in spans[::2])  # whole-turn starts also take the token straddling them
+            assert np.array_equal(labels_from_span_edges(ids, enc, len(text), spans, text, grab),
+                                  labels_from_offsets(ids, enc.offsets, spans, text, grab)), (text[:40], spans)
