@@ -67,7 +67,9 @@ class DataKeys(ConfigModel):
     bound) in memory; that is longer than any released model's context."""
     sample_packing: bool = False
     train_on_inputs: bool = False
-    """Train on prompts too (everything except padding)."""
+    """Train on prompts too: instruct and input_output types train everything; chat_template trains every
+    message (a message's own training flag or offsets still decide) with its end-of-turn token, not the
+    template's role headers, as Axolotl does."""
     val_set_size: float = Field(0.0, ge=0, le=2**53)
     """Validation split: a fraction of the kept samples if < 1, else a count (a finite number, a whole one
     at most 2^53 so that a float holds it exactly). It must leave at least one sample for training."""
