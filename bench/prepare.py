@@ -271,13 +271,17 @@ def child_floor(config_path: Path) -> dict[str, Any]:
     placeholders. So the floor tokenizes the very strings, in the very batches, with the very flags of the
     pipeline, whatever the renderer does, without copying its code.
     """
+    import dataprep.template_encoder as template_encoder
     import dataprep.transform as transform
     from dataprep.load import read_batches
     from dataprep.pipeline import BATCH_SIZE, setup
     from schemas.config import load_config
 
     assert BATCH_SIZE == FLOOR_BATCH, f"the pipeline now batches {BATCH_SIZE} rows: update FLOOR_BATCH"
-    assert callable(getattr(transform, "encode", None)), "dataprep.transform no longer calls encode(): update the floor"
+    # Every module that tokenizes rendered rows calls dataprep.encode.encode through its own name: instruct and
+    # completion rows through transform's, chat rows through template_encoder's. Both are recorded.
+    for module in (transform, template_encoder):
+        assert callable(getattr(module, "encode", None)), f"{module.__name__} no longer calls encode(): fix the floor"
     batches: list[tuple[list[str], bool]] = []
 
     def record(tok: Any, rendered: list[Any], add_special_tokens: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -286,7 +290,7 @@ def child_floor(config_path: Path) -> dict[str, Any]:
 
     cfg = load_config(config_path)
     st = setup(cfg, config_path)
-    transform.encode = record  # type: ignore[assignment]
+    transform.encode = template_encoder.encode = record  # type: ignore[assignment]
     start = time.perf_counter()
     for source in st.sources:
         proc = transform.RowProcessor(cfg, source.dataset_index, st.tok, st.template_text)
