@@ -55,8 +55,8 @@ from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.rowpass import BATCH_SIZE, read_rows
 from dataprep.runner import run_stages
-from dataprep.shards import Placement, Samples, ShardInfo, SpillReader, sha256_file, write_split
-from dataprep.table import KEPT
+from dataprep.shards import ShardInfo, SpillReader, sha256_file, write_split
+from dataprep.table import KEPT, trim_heap
 from dataprep.transform import chat_encoder_for, tokenizer_for
 from schemas.config import TRAINER_KEYS, Config
 from schemas.reasons import Reason
@@ -302,21 +302,20 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     if not (table.columns["status"] == KEPT).any():
         raise PrepareError("no row was kept after the stages: see the summary above; nothing to train on")
     table.release()  # the last stage's pages and temporaries (each stage's view released the previous ones)
-    # What the tables need and the shard writer does not goes to disk first (placed.py); the writer keeps the
-    # token ranges, the ids and the rows.
+    # The layout goes to disk (placed.py): the shard writer and the tables read it a block at a time.
     placed = Placed.save(work / "placed", layout)
-    pieces, rows_by_split = layout.pieces, layout.rows
-    samples = Samples(layout.sample_ids, pieces.start, pieces.end, pieces.chunk >= 0,
-                      SpillReader(work / "ids.bin", work / "labels.bin"))
-    del layout, pieces
-    placement = Placement.empty(placed.pieces)
+    del layout
+    trim_heap()
+    spill = SpillReader(work / "ids.bin", work / "labels.bin")
     shards: list[ShardInfo] = []
-    with timer("write") as stage, progress.bar("write", total=len(rows_by_split)) as bar, outputs.system_pool():
-        for split, rows in rows_by_split.items():
-            shards += write_split(tmp / "shards", split, rows, samples, placement)
-            bar.advance(1)
-        placed.add_placement(placement)
-        del rows_by_split, samples, placement
+    with timer("write") as stage, progress.bar("write", total=len(placed.splits)) as bar, outputs.system_pool():
+        try:
+            for split in placed.splits:
+                shards += write_split(tmp / "shards", split, placed, spill, len(shards))
+                bar.advance(1)
+        finally:
+            placed.close()
+        placed.shard_names = [s.file for s in shards]
         table.release()
         formats = [ds.format for ds in cfg.datasets]
         sources = [s.display for s in st.sources]
