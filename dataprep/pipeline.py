@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
 from jinja2 import TemplateError, TemplateSyntaxError
 
 import dataprep
@@ -293,7 +295,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         table = read_rows(st, work, workers, bar)
         stage.rows = len(table)
     datasets = [ds.path for ds in cfg.datasets]
-    _check_rows(cfg, outputs.counts(table, datasets), work / "quarantine.parquet")
+    _check_rows(cfg, outputs.counts(table, datasets), work / "quarantine.arrow")
     try:
         records, layout, removed = run_stages(table, cfg, timer, curation=st.curation)
     except (SplitError, FilterError) as e:  # FilterError: a field no row has, a filter failing on the data
@@ -321,7 +323,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
         sources = [s.display for s in st.sources]
         outputs.write_samples(tmp / "samples.parquet", table, placed, removed, datasets, formats, sources)
         outputs.write_duplicates(tmp / "duplicates.parquet", table, placed, removed)
-        outputs.write_quarantine(tmp / "quarantine.parquet", work / "quarantine.parquet", table, placed, removed,
+        outputs.write_quarantine(tmp / "quarantine.parquet", work / "quarantine.arrow", table, placed, removed,
                                  datasets, sources)
         stage.rows = sum(s.rows for s in shards)
     counts = outputs.counts(table, datasets)
@@ -342,9 +344,10 @@ def _check_rows(cfg: Config, counts: dict[str, Any], quarantine_file: Path) -> N
     acc = counts["accounting"]
     share = acc["quarantined"] / max(acc["input_rows"], 1)
     if share > cfg.quarantine_max_fraction:
-        examples = pl.read_parquet(quarantine_file).head(3)
-        lines = [f"  {r['source_file']}:{r['source_row']} {r['reason']}: {r['message']}"
-                 for r in examples.iter_rows(named=True)]
+        with pa.OSFile(str(quarantine_file)) as f:
+            source = ipc.open_file(f)
+            examples = [r for g in range(min(source.num_record_batches, 3)) for r in source.get_batch(g).to_pylist()]
+        lines = [f"  {r['source_file']}:{r['source_row']} {r['reason']}: {r['message']}" for r in examples[:3]]
         by_reason = sorted(counts["by_reason"].items(), key=lambda kv: -kv[1])
         reasons = ", ".join(f"{k} {v}" for k, v in by_reason if k in {x.value for x in Reason})
         raise PrepareError(
