@@ -188,14 +188,17 @@ def _order(layout: Layout, rows: Rows, lo: int, hi: int) -> dict[str, np.ndarray
 
 
 def _shard_rows(layout: Layout, rows: Rows, lo: int, hi: int) -> dict[str, np.ndarray]:
-    """Rows lo..hi-1 (the last one past the end: the end, no tokens)."""
+    """Rows lo..hi-1 (the last one past the end: the end, no tokens); their pieces' lengths summed a block of
+    pieces at a time (a block of shard rows holds ~sequence_len / sample length times as many pieces)."""
     first = rows.bounds[lo:hi]
     n = min(hi, len(rows)) - lo
     tokens = np.zeros(len(first), np.int64)
-    if n > 0:
-        piece = rows.order[first[0]:rows.bounds[lo + n]]
-        lengths = layout.pieces.end[piece] - layout.pieces.start[piece]
-        tokens[:n] = np.add.reduceat(lengths, first[:n] - first[0])
+    p = layout.pieces
+    for a in range(int(first[0]), int(rows.bounds[lo + n]) if n > 0 else 0, BLOCK):
+        b = min(a + BLOCK, int(rows.bounds[lo + n]))
+        piece = rows.order[a:b]
+        row = np.searchsorted(first[:n], np.arange(a, b), side="right") - 1
+        tokens[:n] += np.bincount(row, weights=p.end[piece] - p.start[piece], minlength=n).astype(np.int64)
     return {"first": first, "tokens": tokens}
 
 
