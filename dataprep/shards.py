@@ -23,6 +23,7 @@ from schemas.shard import IGNORE_INDEX, SHARD_SCHEMA
 
 SHARD_TOKENS = 1 << 23  # ~8M tokens: ~100 MB per shard file (ids, labels, positions)
 BATCH_ROWS = 1024  # record batch size inside a shard
+ROWS_BLOCK = 1 << 16  # shard rows whose token counts are read at a time, to find the shards' ends
 
 
 class ShardPathError(ValueError):
@@ -183,13 +184,13 @@ def write_split(out_dir: Path, split: str, plan: SplitPlan, spill: SpillReader, 
     return shards
 
 
-def _shards(plan: SplitPlan, split: str, block: int = 1 << 16) -> Iterator[tuple[int, int, int]]:
+def _shards(plan: SplitPlan, split: str) -> Iterator[tuple[int, int, int]]:
     """(first row, end row, tokens) of each shard: rows in order, each shard at most SHARD_TOKENS tokens (or one
     row), its rows' tokens read a block at a time."""
     n = plan.splits[split]
     start, tokens = 0, 0
-    for lo in range(0, n, block):
-        for i, t in enumerate(plan.shard_rows(split, lo, min(lo + block, n))["tokens"].tolist(), start=lo):
+    for lo in range(0, n, ROWS_BLOCK):
+        for i, t in enumerate(plan.shard_rows(split, lo, min(lo + ROWS_BLOCK, n))["tokens"].tolist(), start=lo):
             if i > start and tokens + t > SHARD_TOKENS:
                 yield start, i, tokens
                 start, tokens = i, 0
