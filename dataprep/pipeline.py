@@ -14,7 +14,7 @@
                pack         best-fit decreasing (sample_packing) or one sample per row (layout.py, pack.py)
     write      shards; samples/quarantine/duplicates tables and the accounting, from the table and the layout
                on disk (outputs.py, placed.py);
-               tokenizer/ (with the template used); manifest.json last, then one rename
+               tokenizer/ (with the template used); manifest.json (manifest.py) last, then one rename
 
 Everything is written under a temporary folder that becomes a version DIR points at in one rename (outdir.py),
 so a crashed run never leaves a directory that looks complete, nor loses the previous one.
@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,8 @@ from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.layout import SplitError
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, read_batches
+from dataprep.manifest import build_manifest
 from dataprep.mix import add_mixing
-from dataprep.near_dedup import near_dedup_settings
 from dataprep.placed import Placed
 from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
@@ -333,7 +333,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     del table  # release the memmaps before the work folder is deleted
     shutil.rmtree(work)
     saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
-    manifest = _manifest(st, counts, records, shards, placed.longest, timer, saved)
+    manifest = build_manifest(st, counts, records, shards, placed.longest, timer, saved)
     # Written last: its presence means the directory is complete.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
@@ -367,55 +367,6 @@ def _check_rows(cfg: Config, counts: dict[str, Any], quarantine_file: Path) -> N
         raise PrepareError(f"no row was kept: of {acc['input_rows']} rows {acc['quarantined']} were quarantined, "
                            f"{acc['dropped']} dropped and {acc['duplicates']} duplicates; reasons: "
                            f"{', '.join(f'{k} {v}' for k, v in by_reason)}{hint}; nothing to train on")
-
-
-def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], shards: list[ShardInfo],
-              longest: int, timer: StageTimer, saved_tokenizer: dict[str, str]) -> dict[str, Any]:
-    cfg = st.cfg
-    total_tokens = sum(s.tokens for s in shards)
-    trainable = sum(s.trainable for s in shards)
-    rows = sum(s.rows for s in shards)
-    return {
-        "tessera_version": dataprep.__version__,
-        "format_version": FORMAT_VERSION,
-        "fingerprint": st.fingerprint,
-        "config": cfg.model_dump(mode="json"),
-        "tokenizer": {"path": str(st.tok.path), "files": st.tok.files, "vocab_size": st.tok.vocab_size,
-                      "bos_token": st.tok.variables.get("bos_token"), "eos_token": st.tok.eos_text,
-                      "adds_bos": st.tok.adds_bos, "saved": saved_tokenizer},
-        "chat_template": None if st.template_text is None else {
-            "name": st.template_name, "sha256": hashlib.sha256(st.template_text.encode()).hexdigest(),
-            "text": st.template_text, "date": cfg.chat_template_date},
-        "probes": st.probes,
-        **({"curation": st.curation.manifest()} if st.curation is not None else {}),
-        "warnings": st.warnings,
-        "sources": [{"dataset": cfg.datasets[s.dataset_index].path, "file": s.display, "format": s.fmt,
-                     "sha256": sha256_file(s.path), **({"rows": list(s.rows)} if s.rows else {})}
-                    for s in st.sources],
-        "shards": [asdict(s) for s in shards],
-        "accounting": counts["accounting"],
-        "stages": stages,
-        **({"near_deduplication": near.record()} if (near := near_dedup_settings(cfg)) else {}),
-        "stats": {
-            "by_reason": counts["by_reason"],
-            "per_dataset": counts["per_dataset"],
-            "truncated": counts["truncated"],
-            "samples": counts["samples"],
-            "chunked_rows": counts["chunked_rows"],
-            "repeated_samples": counts["repeated_samples"],
-            "mixing": counts["mixing"],
-            "tokens": total_tokens,
-            "trainable_tokens": trainable,
-            "trainable_share": trainable / total_tokens if total_tokens else 0.0,
-            "rows": rows,
-            "rows_by_split": {sp: sum(s.rows for s in shards if s.split == sp) for sp in ("train", "val")},
-            "sequence_len": cfg.sequence_len,
-            "sample_packing": cfg.sample_packing,
-            "packing_efficiency": total_tokens / (rows * cfg.sequence_len) if rows else 0.0,
-            "longest_sample": longest,
-            "seconds": timer.seconds(),
-        },
-    }
 
 
 def _display(path: Path) -> str:
