@@ -58,7 +58,7 @@ from dataprep.report import Progress, StageTimer
 from dataprep.rowpass import BATCH_SIZE, read_rows
 from dataprep.runner import run_stages
 from dataprep.shards import ShardInfo, SpillReader, sha256_file, write_split
-from dataprep.table import KEPT, trim_heap
+from dataprep.table import KEPT, large_arrays_mapped, trim_heap
 from dataprep.transform import chat_encoder_for, tokenizer_for
 from schemas.config import TRAINER_KEYS, Config
 from schemas.reasons import Reason
@@ -294,6 +294,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     with timer("rows") as stage, progress.bar("rows", total=None) as bar:
         table = read_rows(st, work, workers, bar)
         stage.rows = len(table)
+    large_arrays_mapped()
     datasets = [ds.path for ds in cfg.datasets]
     _check_rows(cfg, outputs.counts(table, datasets), work / "quarantine.arrow")
     try:
