@@ -2,7 +2,8 @@
 rows), each piece checked against the in-memory code it replaced: near-dedup over signatures read from disk
 (table.Matrix, near_dedup.ViewSignatures) gives the same clusters as over one array; Parquet is read a few row
 groups per reader (the same rows, and Arrow's pool does not grow with the file); content hashes are
-hex-encoded in numpy exactly as Polars did; exact dedup's first occurrences equal np.unique's.
+hex-encoded in numpy exactly as Polars did; exact dedup's first occurrences equal np.unique's; the shard writer
+and the tables read the layout from _work/placed/ in memory that does not grow with the rows.
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest tests/dataprep/test_memory.py -q
 """
