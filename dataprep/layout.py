@@ -59,22 +59,25 @@ class Layout:
     repeat_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-def instances(view: View) -> np.ndarray:
+def instances(view: View) -> np.ndarray | None:
     """View position of every instance to cut: the rows, then their copies (copy 1 of every repeated row in
-    row order, then copy 2, ...)."""
-    rows = np.arange(len(view))
+    row order, then copy 2, ...); None when there are no copies (the instances are the view's rows)."""
     if "repeats" not in view.table.columns:
-        return rows
+        return None
     repeats = view["repeats"]
-    return np.concatenate([rows, *(np.flatnonzero(repeats > r) for r in range(int(repeats.max(initial=0))))])
+    return np.concatenate([np.arange(len(view)), *(np.flatnonzero(repeats > r)
+                                                   for r in range(int(repeats.max(initial=0))))])
 
 
-def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray]:
+def cut(view: View, s: LayoutSettings) -> tuple[Pieces, np.ndarray | None]:
     """The pieces of the active rows and their copies (pieces.row: index into the instances) and the instances
-    (view positions)."""
+    (view positions; None: the view's rows)."""
     inst = instances(view)
     completion, pretrain = _type_flags(view, s, inst)
-    return cut_rows(view["offset"][inst], view["num_tokens"][inst], completion, pretrain, s.sequence_len), inst
+    offset, num_tokens = view["offset"], view["num_tokens"]
+    if inst is not None:
+        offset, num_tokens = offset[inst], num_tokens[inst]
+    return cut_rows(offset, num_tokens, completion, pretrain, s.sequence_len), inst
 
 
 def _type_flags(view: View, s: LayoutSettings, inst: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +131,7 @@ def pack(view: View, s: LayoutSettings) -> Outcome:
     # The rows are packed before the published ids are made, and each temporary is dropped once used: this
     # stage's peak was the run's at 1M rows (bench/prepare_memory.py).
     lengths = (pieces.end - pieces.start).astype(np.int32)
-    is_val = view["is_val"][inst[pieces.row]]  # copies follow their original
+    is_val = view["is_val"][pieces.row if inst is None else inst[pieces.row]]  # copies follow their original
     rows: dict[str, Rows] = {}
     for name, mask in (("train", ~is_val), ("val", is_val)):
         idx = np.flatnonzero(mask & ~pieces.stream)
@@ -137,17 +140,21 @@ def pack(view: View, s: LayoutSettings) -> Outcome:
                   else one_per_row(None, len(idx)))
         streamed = np.flatnonzero(mask & pieces.stream)
         stream_order, stream_bounds = stream_rows(streamed, lengths[streamed], s.sequence_len)
-        order = np.concatenate([idx[packed.order], stream_order]).astype(np.int64, copy=False)
+        # the packed rows' pieces, in place of their positions in idx (no copy as long as the split)
+        order = np.take(idx, packed.order, out=packed.order.astype(np.int64, copy=False), mode="clip")
+        if len(stream_order):
+            order = np.concatenate([order, stream_order])
         bounds = np.concatenate([packed.bounds, stream_bounds[1:] + packed.bounds[-1]]).astype(np.int64, copy=False)
         del idx, packed, streamed, stream_order
         if len(bounds) > 1:
             rows[name] = Rows(order, bounds)
     del lengths, is_val
+    n_inst = len(view) if inst is None else len(inst)
     originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
-    copied, instances = inst[pieces.row[originals:]], len(inst)
+    copied = inst[pieces.row[originals:]] if inst is not None else np.zeros(0, np.int64)
     del inst
-    first_id, count, inst_first = published(view, pieces, instances)
-    if len(pieces) == instances and not (pieces.chunk >= 0).any():  # one piece per instance: the same ids
+    first_id, count, inst_first = published(view, pieces, n_inst)
+    if len(pieces) == n_inst and not (pieces.chunk >= 0).any():  # one piece per instance: the same ids
         sample_ids = inst_first
     else:
         sample_ids = inst_first[pieces.row]

@@ -44,6 +44,8 @@ from dataprep.table import KEPT, SampleTable, View
 from schemas.config import Config
 from schemas.reasons import Reason, Status
 
+BLOCK = 1 << 16  # table rows per block in add_mixing
+
 
 @dataclass(frozen=True)
 class Mixed:
@@ -109,10 +111,15 @@ def mixing_stats(names: list[str], dataset_of: np.ndarray, trainable: np.ndarray
     share of all trained tokens (`share_*`) and of all samples (`sample_share_*`)."""
     after_idx = np.concatenate([np.flatnonzero(mixed.keep), mixed.copy_of])
     k = len(names)
-    samples_before = np.bincount(dataset_of, minlength=k)
-    samples_after = np.bincount(dataset_of[after_idx], minlength=k)
-    trained_before = np.bincount(dataset_of, weights=trainable, minlength=k).astype(np.int64)
-    trained_after = np.bincount(dataset_of[after_idx], weights=trainable[after_idx], minlength=k).astype(np.int64)
+    after = dataset_of[after_idx]
+    return mixing_entries(names, np.bincount(dataset_of, minlength=k), np.bincount(after, minlength=k),
+                          np.bincount(dataset_of, weights=trainable, minlength=k).astype(np.int64),
+                          np.bincount(after, weights=trainable[after_idx], minlength=k).astype(np.int64))
+
+
+def mixing_entries(names: list[str], samples_before: np.ndarray, samples_after: np.ndarray,
+                   trained_before: np.ndarray, trained_after: np.ndarray) -> dict[str, dict[str, Any]]:
+    """stats.mixing from the per-dataset totals (by dataset index)."""
 
     def share(part: np.ndarray, i: int) -> float:
         total = int(part.sum())
@@ -158,18 +165,30 @@ def mix_stage(view: View, s: MixSettings) -> Outcome:
 
 def add_mixing(counts: dict[str, Any], table: SampleTable, names: list[str], copies: int) -> None:
     """counts (outputs.counts) after the stages: `mixing` (stats.mixing), `repeated_samples` (the copies'
-    samples), and each dataset's tokens with its copies' (what the shards hold)."""
+    samples), and each dataset's tokens with its copies' (what the shards hold). Summed a block of table rows
+    at a time: arrays of the kept rows were ~40 bytes a row at the end of a 1M-row run (bench/prepare_memory.py)."""
     c = table.columns
     code = table.reasons.index(str(Reason.weighted_out)) if str(Reason.weighted_out) in table.reasons else -2
-    weighted_out = c["reason"] == code
-    rows = np.flatnonzero((c["status"] == KEPT) | weighted_out)
-    repeats = c["repeats"][rows].astype(np.int64) if "repeats" in c else np.zeros(len(rows), np.int64)
-    mixed = Mixed(~weighted_out[rows], np.repeat(np.arange(len(rows)), repeats))
-    dataset_of = c["dataset_index"][rows].astype(np.int64)
-    counts["mixing"] = mixing_stats(names, dataset_of, c["num_trainable"][rows].astype(np.int64), mixed)
+    k = len(names)
+    # by dataset: samples before, after; trained tokens before, after; the copies' tokens, trained tokens; rows
+    # with copies
+    sums = np.zeros((7, k), np.int64)
+    for lo in range(0, len(table), BLOCK):
+        weighted_out = c["reason"][lo:lo + BLOCK] == code
+        rows = (c["status"][lo:lo + BLOCK] == KEPT) | weighted_out
+        dataset = c["dataset_index"][lo:lo + BLOCK][rows].astype(np.int64)
+        trainable = c["num_trainable"][lo:lo + BLOCK][rows].astype(np.int64)
+        repeats = (c["repeats"][lo:lo + BLOCK][rows].astype(np.int64) if "repeats" in c
+                   else np.zeros(len(dataset), np.int64))
+        after = (~weighted_out[rows]).astype(np.int64) + repeats  # a kept row and its copies
+        for i, weights in enumerate((None, after, trainable, after * trainable,
+                                     repeats * c["num_tokens"][lo:lo + BLOCK][rows], repeats * trainable,
+                                     repeats > 0)):
+            sums[i] += np.bincount(dataset, weights=weights, minlength=k).astype(np.int64)
+        table.release()
+    counts["mixing"] = mixing_entries(names, *sums[:4])
     counts["repeated_samples"] = copies
-    for d in np.unique(dataset_of[repeats > 0]).tolist():
-        at = rows[(dataset_of == d) & (repeats > 0)]
+    for d in np.flatnonzero(sums[6]).tolist():
         per = counts["per_dataset"][names[d]]
-        per["tokens"] += int((c["repeats"][at].astype(np.int64) * c["num_tokens"][at]).sum())
-        per["trainable"] += int((c["repeats"][at].astype(np.int64) * c["num_trainable"][at]).sum())
+        per["tokens"] += int(sums[4, d])
+        per["trainable"] += int(sums[5, d])

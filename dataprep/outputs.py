@@ -2,8 +2,8 @@
 
     samples.parquet     one row per table row, or one per piece of a kept row that was split; published ids
     duplicates.parquet  one row per sample a stage removed as a duplicate (exact or near)
-    quarantine.parquet  the row pass's records (streamed to _work/ while reading), renumbered, then the samples
-                        stages quarantined (filters, decontamination)
+    quarantine.parquet  the row pass's records (streamed to _work/quarantine.arrow while reading), renumbered,
+                        then the samples stages quarantined (filters, decontamination)
     accounting          input_rows == kept + quarantined + duplicates + dropped, by reason and per dataset
 
 Any reason string a stage wrote is counted and written as it is: nothing here lists the reasons.
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from dataprep.placed import PIECE, Placed
@@ -179,19 +180,15 @@ def write_duplicates(path: Path, table: SampleTable, placed: Placed, removed: Re
 
 def write_quarantine(path: Path, work_file: Path, table: SampleTable, placed: Placed, removed: Removed,
                      datasets: list[str], sources: list[str]) -> None:
-    """The row pass's records with published ids (row group by row group, as they were written), then the
-    stages' quarantined samples."""
+    """The row pass's records with published ids (a row group per record batch of the work file, as the row
+    pass wrote them), then the stages' quarantined samples."""
     with pq.ParquetWriter(path, QUARANTINE_SCHEMA) as writer:
-        source = pq.ParquetFile(work_file)
-        # every record's published id in one read of rows.bin (one row group per batch: ~1,800 groups at 1M rows)
-        ids = placed.first_ids(source.read(columns=["sample_id"]).column(0).to_numpy())
-        at = 0
-        for g in range(source.num_row_groups):
-            group = source.read_row_group(g)
-            column = pa.array(ids[at:at + group.num_rows], pa.int64())
-            writer.write_table(group.set_column(0, QUARANTINE_SCHEMA.field("sample_id"), column))
-            at += group.num_rows
-        source.close()
+        with pa.OSFile(str(work_file)) as f:  # read, not mapped: a mapped page would count in RSS
+            source = ipc.open_file(f)
+            for g in range(source.num_record_batches):
+                group = pa.Table.from_batches([source.get_batch(g)])
+                column = pa.array(placed.first_ids(group.column(0).to_numpy()), pa.int64())
+                writer.write_table(group.set_column(0, QUARANTINE_SCHEMA.field("sample_id"), column))
         if removed.quarantined:
             rows = np.concatenate([q["rows"] for q in removed.quarantined])
             order = np.argsort(rows, kind="stable")

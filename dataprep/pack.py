@@ -94,7 +94,8 @@ def pack_best_fit(lengths: np.ndarray, sample_ids: np.ndarray | None, capacity: 
     counts = np.bincount(row_of, minlength=n_rows)
     by_row = np.argsort(row_of, kind="stable")
     del row_of
-    return Rows(order[by_row], _bounds(counts))
+    np.take(order, by_row, out=by_row, mode="clip")  # in place (element-wise: index i is read before slot i)
+    return Rows(by_row, _bounds(counts))
 
 
 def _each(values: np.ndarray, order: np.ndarray | None = None, block: int = 1 << 16) -> Iterator[tuple[int, int]]:

@@ -14,7 +14,7 @@
                pack         best-fit decreasing (sample_packing) or one sample per row (layout.py, pack.py)
     write      shards; samples/quarantine/duplicates tables and the accounting, from the table and the layout
                on disk (outputs.py, placed.py);
-               tokenizer/ (with the template used); manifest.json last, then one rename
+               tokenizer/ (with the template used); manifest.json (manifest.py) last, then one rename
 
 Everything is written under a temporary folder that becomes a version DIR points at in one rename (outdir.py),
 so a crashed run never leaves a directory that looks complete, nor loses the previous one.
@@ -29,11 +29,13 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
 from jinja2 import TemplateError, TemplateSyntaxError
 
 import dataprep
@@ -47,16 +49,16 @@ from dataprep.formats import type_notes
 from dataprep.hf_folders import resolve_sources, select_rows
 from dataprep.layout import SplitError
 from dataprep.load import LINE_LIMIT_FLOOR, RawRow, file_format, read_batches
+from dataprep.manifest import build_manifest
 from dataprep.mix import add_mixing
-from dataprep.near_dedup import near_dedup_settings
 from dataprep.placed import Placed
 from dataprep.probes import ProbeError, TemplateLimitError, probe_dataset
 from dataprep.render import TemplateNotFound, resolve_template
 from dataprep.report import Progress, StageTimer
 from dataprep.rowpass import BATCH_SIZE, read_rows
 from dataprep.runner import run_stages
-from dataprep.shards import Placement, Samples, ShardInfo, SpillReader, sha256_file, write_split
-from dataprep.table import KEPT
+from dataprep.shards import ShardInfo, SpillReader, sha256_file, write_split
+from dataprep.table import KEPT, large_arrays_mapped, trim_heap
 from dataprep.transform import chat_encoder_for, tokenizer_for
 from schemas.config import TRAINER_KEYS, Config
 from schemas.reasons import Reason
@@ -292,8 +294,9 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     with timer("rows") as stage, progress.bar("rows", total=None) as bar:
         table = read_rows(st, work, workers, bar)
         stage.rows = len(table)
+    large_arrays_mapped()
     datasets = [ds.path for ds in cfg.datasets]
-    _check_rows(cfg, outputs.counts(table, datasets), work / "quarantine.parquet")
+    _check_rows(cfg, outputs.counts(table, datasets), work / "quarantine.arrow")
     try:
         records, layout, removed = run_stages(table, cfg, timer, curation=st.curation)
     except (SplitError, FilterError) as e:  # FilterError: a field no row has, a filter failing on the data
@@ -302,27 +305,26 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     if not (table.columns["status"] == KEPT).any():
         raise PrepareError("no row was kept after the stages: see the summary above; nothing to train on")
     table.release()  # the last stage's pages and temporaries (each stage's view released the previous ones)
-    # What the tables need and the shard writer does not goes to disk first (placed.py); the writer keeps the
-    # token ranges, the ids and the rows.
+    # The layout goes to disk (placed.py): the shard writer and the tables read it a block at a time.
     placed = Placed.save(work / "placed", layout)
-    pieces, rows_by_split = layout.pieces, layout.rows
-    samples = Samples(layout.sample_ids, pieces.start, pieces.end, pieces.chunk >= 0,
-                      SpillReader(work / "ids.bin", work / "labels.bin"))
-    del layout, pieces
-    placement = Placement.empty(placed.pieces)
+    del layout
+    trim_heap()
+    spill = SpillReader(work / "ids.bin", work / "labels.bin")
     shards: list[ShardInfo] = []
-    with timer("write") as stage, progress.bar("write", total=len(rows_by_split)) as bar, outputs.system_pool():
-        for split, rows in rows_by_split.items():
-            shards += write_split(tmp / "shards", split, rows, samples, placement)
-            bar.advance(1)
-        placed.add_placement(placement)
-        del rows_by_split, samples, placement
+    with timer("write") as stage, progress.bar("write", total=len(placed.splits)) as bar, outputs.system_pool():
+        try:
+            for split in placed.splits:
+                shards += write_split(tmp / "shards", split, placed, spill, len(shards))
+                bar.advance(1)
+        finally:
+            placed.close()
+        placed.shard_names = [s.file for s in shards]
         table.release()
         formats = [ds.format for ds in cfg.datasets]
         sources = [s.display for s in st.sources]
         outputs.write_samples(tmp / "samples.parquet", table, placed, removed, datasets, formats, sources)
         outputs.write_duplicates(tmp / "duplicates.parquet", table, placed, removed)
-        outputs.write_quarantine(tmp / "quarantine.parquet", work / "quarantine.parquet", table, placed, removed,
+        outputs.write_quarantine(tmp / "quarantine.parquet", work / "quarantine.arrow", table, placed, removed,
                                  datasets, sources)
         stage.rows = sum(s.rows for s in shards)
     counts = outputs.counts(table, datasets)
@@ -332,7 +334,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     del table  # release the memmaps before the work folder is deleted
     shutil.rmtree(work)
     saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
-    manifest = _manifest(st, counts, records, shards, placed.longest, timer, saved)
+    manifest = build_manifest(st, counts, records, shards, placed.longest, timer, saved)
     # Written last: its presence means the directory is complete.
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
@@ -343,9 +345,10 @@ def _check_rows(cfg: Config, counts: dict[str, Any], quarantine_file: Path) -> N
     acc = counts["accounting"]
     share = acc["quarantined"] / max(acc["input_rows"], 1)
     if share > cfg.quarantine_max_fraction:
-        examples = pl.read_parquet(quarantine_file).head(3)
-        lines = [f"  {r['source_file']}:{r['source_row']} {r['reason']}: {r['message']}"
-                 for r in examples.iter_rows(named=True)]
+        with pa.OSFile(str(quarantine_file)) as f:
+            source = ipc.open_file(f)
+            examples = [r for g in range(min(source.num_record_batches, 3)) for r in source.get_batch(g).to_pylist()]
+        lines = [f"  {r['source_file']}:{r['source_row']} {r['reason']}: {r['message']}" for r in examples[:3]]
         by_reason = sorted(counts["by_reason"].items(), key=lambda kv: -kv[1])
         reasons = ", ".join(f"{k} {v}" for k, v in by_reason if k in {x.value for x in Reason})
         raise PrepareError(
@@ -365,55 +368,6 @@ def _check_rows(cfg: Config, counts: dict[str, Any], quarantine_file: Path) -> N
         raise PrepareError(f"no row was kept: of {acc['input_rows']} rows {acc['quarantined']} were quarantined, "
                            f"{acc['dropped']} dropped and {acc['duplicates']} duplicates; reasons: "
                            f"{', '.join(f'{k} {v}' for k, v in by_reason)}{hint}; nothing to train on")
-
-
-def _manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any]], shards: list[ShardInfo],
-              longest: int, timer: StageTimer, saved_tokenizer: dict[str, str]) -> dict[str, Any]:
-    cfg = st.cfg
-    total_tokens = sum(s.tokens for s in shards)
-    trainable = sum(s.trainable for s in shards)
-    rows = sum(s.rows for s in shards)
-    return {
-        "tessera_version": dataprep.__version__,
-        "format_version": FORMAT_VERSION,
-        "fingerprint": st.fingerprint,
-        "config": cfg.model_dump(mode="json"),
-        "tokenizer": {"path": str(st.tok.path), "files": st.tok.files, "vocab_size": st.tok.vocab_size,
-                      "bos_token": st.tok.variables.get("bos_token"), "eos_token": st.tok.eos_text,
-                      "adds_bos": st.tok.adds_bos, "saved": saved_tokenizer},
-        "chat_template": None if st.template_text is None else {
-            "name": st.template_name, "sha256": hashlib.sha256(st.template_text.encode()).hexdigest(),
-            "text": st.template_text, "date": cfg.chat_template_date},
-        "probes": st.probes,
-        **({"curation": st.curation.manifest()} if st.curation is not None else {}),
-        "warnings": st.warnings,
-        "sources": [{"dataset": cfg.datasets[s.dataset_index].path, "file": s.display, "format": s.fmt,
-                     "sha256": sha256_file(s.path), **({"rows": list(s.rows)} if s.rows else {})}
-                    for s in st.sources],
-        "shards": [asdict(s) for s in shards],
-        "accounting": counts["accounting"],
-        "stages": stages,
-        **({"near_deduplication": near.record()} if (near := near_dedup_settings(cfg)) else {}),
-        "stats": {
-            "by_reason": counts["by_reason"],
-            "per_dataset": counts["per_dataset"],
-            "truncated": counts["truncated"],
-            "samples": counts["samples"],
-            "chunked_rows": counts["chunked_rows"],
-            "repeated_samples": counts["repeated_samples"],
-            "mixing": counts["mixing"],
-            "tokens": total_tokens,
-            "trainable_tokens": trainable,
-            "trainable_share": trainable / total_tokens if total_tokens else 0.0,
-            "rows": rows,
-            "rows_by_split": {sp: sum(s.rows for s in shards if s.split == sp) for sp in ("train", "val")},
-            "sequence_len": cfg.sequence_len,
-            "sample_packing": cfg.sample_packing,
-            "packing_efficiency": total_tokens / (rows * cfg.sequence_len) if rows else 0.0,
-            "longest_sample": longest,
-            "seconds": timer.seconds(),
-        },
-    }
 
 
 def _display(path: Path) -> str:

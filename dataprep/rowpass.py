@@ -1,7 +1,7 @@
 """The row pass: read -> parse -> format -> render -> tokenize -> length, in batches (worker processes), into
 the sample table (table.py). transform.py does the per-row work; this module feeds it and keeps the results:
 each batch is appended to the table as columns, kept rows' tokens to the spill, and quarantined rows' records
-(with the original text) are streamed to `_work/quarantine.parquet` (renumbered at the end, outputs.py).
+(with the original text) are streamed to `_work/quarantine.arrow` (renumbered at the end, outputs.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.ipc as ipc
 
 from dataprep.errors import PrepareError
 from dataprep.load import RawRow, line_limit
@@ -37,11 +37,13 @@ BATCH_SIZE = 512
 
 
 def read_rows(st: Setup, work: Path, workers: int, bar: Any) -> SampleTable:
-    """Every input row into the table; quarantine records to `work / quarantine.parquet` (table sample ids)."""
+    """Every input row into the table; quarantine records to `work / quarantine.arrow` (table sample ids), one
+    record batch per row batch that has any: Arrow IPC, not Parquet, whose reader and writer hold every row
+    group's metadata (~10 KB each: ~1,800 groups, +35 MB at 1M rows with 0.5% quarantined)."""
     cfg = st.cfg
     builder = TableBuilder(work)
     source_index = {id(s): i for i, s in enumerate(st.sources)}
-    with pq.ParquetWriter(work / "quarantine.parquet", QUARANTINE_SCHEMA) as quarantine_w:
+    with ipc.new_file(work / "quarantine.arrow", QUARANTINE_SCHEMA) as quarantine_w:
         for source, batch, results in _processed(st, workers, bar):
             ds = cfg.datasets[source.dataset_index]
             first = builder.add(source.dataset_index, source_index[id(source)], results)

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute
 import pyarrow.ipc as ipc
 
-from dataprep.pack import Rows
 from schemas.shard import IGNORE_INDEX, SHARD_SCHEMA
 
 SHARD_TOKENS = 1 << 23  # ~8M tokens: ~100 MB per shard file (ids, labels, positions)
 BATCH_ROWS = 1024  # record batch size inside a shard
+ROWS_BLOCK = 1 << 16  # shard rows whose token counts are read at a time, to find the shards' ends
 
 
 class ShardPathError(ValueError):
@@ -151,84 +152,75 @@ class ShardInfo:
     bytes: int  # file size: checked on every cache hit and by train/data.py (sha256 only with --verify)
 
 
-@dataclass
-class Placement:
-    """Where each sample went: arrays indexed like the samples (pieces) written (shard -1 = not written)."""
+class SplitPlan(Protocol):
+    """What the writer follows and where it records the placement (placed.Placed): read a block at a time."""
 
-    shard: np.ndarray  # index into `names`
-    shard_row: np.ndarray
-    row_offset: np.ndarray
-    trainable: np.ndarray  # the sample's trained tokens, as written
-    names: list[str]
+    splits: dict[str, int]  # split -> its shard rows
 
-    @classmethod
-    def empty(cls, n: int) -> Placement:
-        return cls(np.full(n, -1, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32), [])
+    def shard_rows(self, split: str, lo: int, hi: int) -> np.ndarray: ...  # first, tokens (placed.SHARD_ROW)
+    def shard_samples(self, split: str, lo: int, hi: int) -> np.ndarray: ...  # placed.ORDER records
+    def place(self, piece: np.ndarray, placement: dict[str, np.ndarray]) -> None: ...
 
 
-@dataclass
-class Samples:
-    """The samples to write, as token ranges of the spill. `mask_first`: the sample is a piece of a split row,
-    whose first label is set to -100 here (the first token of every sample is never a target)."""
-
-    sample_ids: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    mask_first: np.ndarray
-    spill: SpillReader
-
-
-def write_split(out_dir: Path, split: str, rows: Rows, samples: Samples, placement: Placement) -> list[ShardInfo]:
-    """Shards `<split>-NNNNN.arrow` of `rows` (indices into `samples`); fills `placement`."""
-    lengths = samples.end - samples.start
-    row_tokens = np.add.reduceat(lengths[rows.order], rows.bounds[:-1]) if len(rows.order) else np.zeros(0, np.int64)
-    row_tokens = row_tokens.tolist()
+def write_split(out_dir: Path, split: str, plan: SplitPlan, spill: SpillReader, first_shard: int) -> list[ShardInfo]:
+    """Shards `<split>-NNNNN.arrow` of the split's shard rows, read from `plan` a batch at a time, their samples'
+    tokens from the spill; tells `plan` where each sample went (shard numbers from `first_shard`). A sample's
+    `mask_first`: it is a piece of a split row, whose first label is set to -100 here (the first token of every
+    sample is never a target)."""
     shards: list[ShardInfo] = []
-    start = 0
-    while start < len(row_tokens):
-        end, tokens = start + 1, row_tokens[start]
-        while end < len(row_tokens) and tokens + row_tokens[end] <= SHARD_TOKENS:
-            tokens += row_tokens[end]
-            end += 1
+    for start, end, tokens in _shards(plan, split):
         name = f"{split}-{len(shards):05d}.arrow"
-        placement.names.append(f"shards/{name}")
-        shard_index = len(placement.names) - 1
         trainable = 0
         with ipc.new_file(out_dir / name, SHARD_SCHEMA) as writer:
             for b in range(start, end, BATCH_ROWS):
                 b_end = min(b + BATCH_ROWS, end)
-                batch = _batch(rows.order[rows.bounds[b]:rows.bounds[b_end]], rows.bounds[b:b_end + 1] - rows.bounds[b],
-                               b - start, shard_index, samples, placement)
+                first = plan.shard_rows(split, b, b_end + 1)["first"]
+                samples = plan.shard_samples(split, int(first[0]), int(first[-1]))
+                batch = _batch(samples, first - first[0], b - start, first_shard + len(shards), spill, plan)
                 writer.write_batch(batch)
                 trainable += int(pa.compute.sum(batch.column("num_trainable")).as_py())
         shards.append(ShardInfo(f"shards/{name}", split, end - start, tokens, trainable,
                                 sha256_file(out_dir / name), (out_dir / name).stat().st_size))
-        start = end
     return shards
 
 
-def _batch(order: np.ndarray, first: np.ndarray, first_row: int, shard_index: int, samples: Samples,
-           placement: Placement) -> pa.RecordBatch:
-    """Shard rows whose samples are `order[first[r]:first[r + 1]]` (indices into `samples`)."""
+def _shards(plan: SplitPlan, split: str) -> Iterator[tuple[int, int, int]]:
+    """(first row, end row, tokens) of each shard: rows in order, each shard at most SHARD_TOKENS tokens (or one
+    row), its rows' tokens read a block at a time."""
+    n = plan.splits[split]
+    start, tokens = 0, 0
+    for lo in range(0, n, ROWS_BLOCK):
+        for i, t in enumerate(plan.shard_rows(split, lo, min(lo + ROWS_BLOCK, n))["tokens"].tolist(), start=lo):
+            if i > start and tokens + t > SHARD_TOKENS:
+                yield start, i, tokens
+                start, tokens = i, 0
+            tokens += t
+    if n:
+        yield start, n, tokens
+
+
+def _batch(samples: np.ndarray, first: np.ndarray, first_row: int, shard_index: int, spill: SpillReader,
+           plan: SplitPlan) -> pa.RecordBatch:
+    """Shard rows whose samples are `samples[first[r]:first[r + 1]]` (placed.ORDER records, in shard order)."""
     n_rows = len(first) - 1
     per_row = np.diff(first)
-    seg_start, seg_len = samples.start[order], samples.end[order] - samples.start[order]
+    seg_start, seg_len = samples["start"], samples["length"].astype(np.int64)
     bounds = np.concatenate([[0], np.cumsum(seg_len)])  # sample boundaries in this batch's flat arrays
     row_offsets = bounds[first]  # token offset of each row
-    ids, row_labels = samples.spill.gather(seg_start, seg_start + seg_len)
+    ids, row_labels = spill.gather(seg_start, seg_start + seg_len)
     positions = np.arange(len(ids)) - np.repeat(bounds[:-1], seg_len)
     # cu_seqlens of row r: the sample boundaries from its first sample to its end, relative to its start.
     cu = np.concatenate([bounds[first[r]:first[r + 1] + 1] - row_offsets[r] for r in range(n_rows)])
     cu_offsets = first + np.arange(n_rows + 1)
-    row_labels[bounds[:-1][samples.mask_first[order]]] = IGNORE_INDEX
+    row_labels[bounds[:-1][samples["mask_first"] != 0]] = IGNORE_INDEX
     trained_tokens = row_labels != IGNORE_INDEX
     trained = np.add.reduceat(trained_tokens, row_offsets[:-1]) if len(ids) else per_row * 0
-
-    placement.shard[order] = shard_index
-    placement.shard_row[order] = first_row + np.repeat(np.arange(n_rows), per_row)
-    placement.row_offset[order] = bounds[:-1] - np.repeat(row_offsets[:-1], per_row)
-    if len(ids):
-        placement.trainable[order] = np.add.reduceat(trained_tokens, bounds[:-1])
+    plan.place(samples["piece"], {
+        "shard": np.full(len(samples), shard_index, np.int32),
+        "shard_row": first_row + np.repeat(np.arange(n_rows), per_row),
+        "row_offset": bounds[:-1] - np.repeat(row_offsets[:-1], per_row),
+        "trainable": np.add.reduceat(trained_tokens, bounds[:-1]) if len(ids) else np.zeros(len(samples), np.int32),
+    })
 
     def lists(values: np.ndarray, offs: np.ndarray, kind: pa.DataType) -> pa.ListArray:
         return pa.ListArray.from_arrays(pa.array(offs.astype(np.int32)), pa.array(values, kind))
@@ -238,7 +230,7 @@ def _batch(order: np.ndarray, first: np.ndarray, first_row: int, shard_index: in
         lists(row_labels, row_offsets, pa.int32()),
         lists(positions.astype(np.int32), row_offsets, pa.int32()),
         lists(cu.astype(np.int32), cu_offsets, pa.int32()),
-        lists(samples.sample_ids[order], first, pa.int64()),
+        lists(samples["sample_id"], first, pa.int64()),
         pa.array(np.diff(row_offsets).astype(np.int32), pa.int32()),
         pa.array(trained.astype(np.int32), pa.int32()),
     ], schema=SHARD_SCHEMA)

@@ -2,7 +2,8 @@
 rows), each piece checked against the in-memory code it replaced: near-dedup over signatures read from disk
 (table.Matrix, near_dedup.ViewSignatures) gives the same clusters as over one array; Parquet is read a few row
 groups per reader (the same rows, and Arrow's pool does not grow with the file); content hashes are
-hex-encoded in numpy exactly as Polars did; exact dedup's first occurrences equal np.unique's.
+hex-encoded in numpy exactly as Polars did; exact dedup's first occurrences equal np.unique's; the shard writer
+and the tables read the layout from _work/placed/ in memory that does not grow with the rows.
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest tests/dataprep/test_memory.py -q
 """
@@ -139,12 +140,17 @@ def test_hex_hashes_equal_polars_encoding() -> None:
 
 
 @pytest.mark.parametrize("n", [1, 2, 9, 5000])
-def test_first_of_each_equals_numpy_unique(n: int) -> None:
+@pytest.mark.parametrize("shared_halves", [True, False])
+def test_first_of_each_equals_numpy_unique(n: int, shared_halves: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataprep import dedup
+
+    monkeypatch.setattr(dedup, "BLOCK", 7)  # the second halves are compared a block at a time: many blocks
     rng = np.random.default_rng(n)
     raw = rng.integers(0, 256, (n, 16), dtype=np.uint8)
     copies = rng.integers(0, n, n // 2)
     raw[rng.integers(0, n, n // 2)] = raw[copies]
-    raw[n // 2:, :8] = raw[0, :8]  # equal first halves, different second ones: still different hashes
+    if shared_halves:  # equal first halves, different second ones: still different hashes (sorted by both)
+        raw[n // 2:, :8] = raw[0, :8]
     hashes = raw.view("S16").reshape(-1)
     _, first, inverse = np.unique(hashes.view(np.dtype((np.void, 16))), return_index=True, return_inverse=True)
     assert np.array_equal(first_of_each(hashes.view(np.uint64).reshape(-1, 2)), first[inverse.reshape(-1)])
@@ -161,20 +167,36 @@ def _pretokenized(path: Path, rows: int) -> None:
     pq.write_table(pa.table({"input_ids": ids, "labels": labels}), path, row_group_size=5000)
 
 
-def _write_phase_peak(tmp_path: Path, qwen_dir: Path, rows: int, peaks: list[int]) -> int:
-    """Peak of numpy's allocations (tracemalloc) while the tables are written from the placed layout."""
+def _write_phase_peak(tmp_path: Path, qwen_dir: Path, rows: int, peaks: list[int], traced: int = 3,
+                      **settings: Any) -> int:
+    """Peak of numpy's allocations (tracemalloc) in the traced write functions (`traced` calls of them)."""
     from dataprep import pipeline
     from dataprep.report import Progress
     from schemas.config import config_from_dict
 
     data = tmp_path / f"rows-{rows}.parquet"
-    _pretokenized(data, rows)
+    if not data.exists():
+        _pretokenized(data, rows)
     cfg = config_from_dict({"tokenizer_config": str(qwen_dir), "datasets": [{"path": str(data)}],
-                            "sequence_len": 256, "sample_packing": True, "val_set_size": 0.05})
+                            "sequence_len": 256, "sample_packing": True, "val_set_size": 0.05, **settings})
     peaks.clear()
-    result = pipeline.run_pipeline(cfg, tmp_path / "x.yaml", tmp_path / f"out-{rows}", progress=Progress(enabled=False))
-    assert result.manifest["accounting"]["balanced"] and len(peaks) == 3
-    return max(peaks)
+    result = pipeline.run_pipeline(cfg, tmp_path / "x.yaml", tmp_path / f"out-{rows}", force=True,
+                                   progress=Progress(enabled=False))
+    assert result.manifest["accounting"]["balanced"] and len(peaks) == traced
+    return max(peaks, default=0)
+
+
+def _traced(peaks: list[int], write: Any) -> Any:
+    import tracemalloc
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        tracemalloc.start()
+        try:
+            return write(*args, **kwargs)
+        finally:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+    return run
 
 
 def test_tables_are_written_in_memory_that_does_not_grow_with_the_rows(
@@ -182,26 +204,52 @@ def test_tables_are_written_in_memory_that_does_not_grow_with_the_rows(
     """samples/duplicates/quarantine.parquet read the layout from _work/placed/ a block at a time (placed.py):
     4x the rows, same peak. Before, the layout's arrays and per-row temporaries (17 bytes a row in write_samples
     alone) grew with the table."""
-    import tracemalloc
-
     from dataprep import outputs, placed
 
     monkeypatch.setattr(outputs, "BLOCK", 2048)
     monkeypatch.setattr(placed, "BLOCK", 2048)
     peaks: list[int] = []
-
-    def traced(write: Any) -> Any:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            tracemalloc.start()
-            try:
-                return write(*args, **kwargs)
-            finally:
-                peaks.append(tracemalloc.get_traced_memory()[1])
-                tracemalloc.stop()
-        return run
-
     for name in ("write_samples", "write_duplicates", "write_quarantine"):
-        monkeypatch.setattr(outputs, name, traced(getattr(outputs, name)))
+        monkeypatch.setattr(outputs, name, _traced(peaks, getattr(outputs, name)))
     small = _write_phase_peak(tmp_path, qwen_dir, 10_000, peaks)
     large = _write_phase_peak(tmp_path, qwen_dir, 40_000, peaks)
     assert large < small + 150_000, f"{small:,} -> {large:,} bytes at 4x the rows"  # 30k rows x 5 bytes
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_shards_are_written_in_memory_that_does_not_grow_with_the_rows(
+        tmp_path: Path, qwen_dir: Path, monkeypatch: pytest.MonkeyPatch, packing: bool) -> None:
+    """The shard writer reads its split's rows and samples from _work/placed/ a batch at a time and appends
+    the placement to bucket files (placed.py): 4x the rows, same peak. Before, it held the samples' token
+    ranges, ids and shard order and the placement by sample (~57 bytes a sample)."""
+    from dataprep import pipeline, placed, shards
+
+    monkeypatch.setattr(shards, "BATCH_ROWS", 64)  # full batches at both sizes
+    monkeypatch.setattr(shards, "ROWS_BLOCK", 256)
+    # 4 placement buckets at both sizes (each open file has a write buffer: at most MAX_BUCKETS of them)
+    monkeypatch.setattr(placed, "BLOCK", 256)
+    monkeypatch.setattr(placed, "MAX_BUCKETS", 4)
+    peaks: list[int] = []
+    monkeypatch.setattr(pipeline, "write_split", _traced(peaks, pipeline.write_split))
+    small = _write_phase_peak(tmp_path, qwen_dir, 10_000, peaks, traced=2, sample_packing=packing)
+    large = _write_phase_peak(tmp_path, qwen_dir, 40_000, peaks, traced=2, sample_packing=packing)
+    assert large < small + 150_000, f"{small:,} -> {large:,} bytes at 4x the rows"  # 30k rows x 5 bytes
+
+
+def test_placement_buckets_give_the_same_bytes(tmp_path: Path, qwen_dir: Path, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    """Placement split over many bucket files (and buckets larger than a block) reads back as one array did."""
+    from dataprep import placed, shards
+
+    def prepared(name: str) -> dict[str, bytes]:
+        _write_phase_peak(tmp_path, qwen_dir, 3_000, [], traced=0)
+        out = tmp_path / "out-3000"
+        files = [out / "samples.parquet", *sorted((out / "shards").iterdir())]
+        (tmp_path / name).write_text("")
+        return {f.name: f.read_bytes() for f in files}
+
+    expected = prepared("default")
+    monkeypatch.setattr(placed, "BLOCK", 100)
+    monkeypatch.setattr(placed, "MAX_BUCKETS", 4)  # 3k pieces: buckets of ~750 pieces, read in blocks of 100
+    monkeypatch.setattr(shards, "ROWS_BLOCK", 10)  # (BATCH_ROWS is the shards' record batch size: their bytes)
+    assert prepared("small blocks") == expected
