@@ -58,7 +58,7 @@ from dataprep.report import Progress, StageTimer
 from dataprep.rowpass import BATCH_SIZE, read_rows
 from dataprep.runner import run_stages
 from dataprep.shards import ShardInfo, SpillReader, sha256_file, write_split
-from dataprep.table import KEPT, large_arrays_mapped, trim_heap
+from dataprep.table import KEPT, large_arrays_mapped, large_arrays_pooled, trim_heap
 from dataprep.transform import chat_encoder_for, tokenizer_for
 from schemas.config import TRAINER_KEYS, Config
 from schemas.reasons import Reason
@@ -279,7 +279,10 @@ def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, fo
             tmp = claim.new_tmp()
             (tmp / "shards").mkdir()
             (tmp / "_work").mkdir()
-            manifest = _build(st, tmp, workers, progress, timer)
+            try:
+                manifest = _build(st, tmp, workers, progress, timer)
+            finally:
+                large_arrays_pooled()  # _build maps large arrays; what runs after it in this process should not
             claim.publish()
             return Result(out, manifest, cached=False, notes=notes)
     except (OSError, pl.exceptions.PolarsError) as e:
