@@ -29,12 +29,16 @@ class Pieces:
 
     row: np.ndarray  # position of the piece's row in the view (int32: a piece's row and chunk are 4 bytes each)
     start: np.ndarray  # first token (spill offset)
-    end: np.ndarray
+    length: np.ndarray  # tokens, int32 (an end offset would take 8 bytes a piece to the end of the shards)
     chunk: np.ndarray  # k-th piece of a split row; -1: the row is one piece
     stream: np.ndarray  # a pretrain piece (laid out by stream_rows)
 
     def __len__(self) -> int:
         return len(self.row)
+
+    @property
+    def end(self) -> np.ndarray:
+        return self.start + self.length
 
 
 def piece_counts(length: np.ndarray, completion: np.ndarray, pretrain: np.ndarray, sequence_len: int
@@ -61,11 +65,11 @@ def cut_rows(offset: np.ndarray, length: np.ndarray, completion: np.ndarray, pre
     completion: consecutive sequence_len pieces when longer than sequence_len. pretrain: the documents, in order,
     form one stream; a document's pieces end where the stream crosses a multiple of sequence_len."""
     n = len(length)
-    length = length.astype(np.int64)
     counted = piece_counts(length, completion, pretrain, sequence_len)
     if counted is None:  # nothing to cut (supervised data): one piece per row
-        return Pieces(np.arange(n, dtype=np.int32), offset.astype(np.int64), offset + length,
-                      np.full(n, -1, np.int32), np.zeros(n, bool))
+        return Pieces(np.arange(n, dtype=np.int32), offset.astype(np.int64, copy=False),
+                      length.astype(np.int32, copy=False), np.full(n, -1, np.int32), np.zeros(n, bool))
+    length = length.astype(np.int64)
     count, stream_start = counted
     row = np.repeat(np.arange(n), count)
     k = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)
@@ -81,7 +85,8 @@ def cut_rows(offset: np.ndarray, length: np.ndarray, completion: np.ndarray, pre
         - stream_start[row][pre]
     chunk = np.where(count[row] > 1, k, -1).astype(np.int32)
     base = offset[row]
-    return Pieces(row.astype(np.int32), base + rel_start, base + rel_end, chunk, pre)
+    rel_end -= rel_start
+    return Pieces(row.astype(np.int32), base + rel_start, rel_end.astype(np.int32), chunk, pre)
 
 
 def stream_rows(stream_pieces: np.ndarray, lengths: np.ndarray, sequence_len: int) -> tuple[np.ndarray, np.ndarray]:

@@ -49,14 +49,20 @@ def layout_settings(cfg: Config) -> LayoutSettings:
 class Layout:
     pieces: Pieces
     sample_ids: np.ndarray  # published id of each piece
-    first_id: np.ndarray  # published id of each table row (its first piece)
-    count: np.ndarray  # published ids of each table row: its pieces if kept, else 1
+    count: np.ndarray  # published ids of each table row: its pieces if kept, else 1 (first ids: their cumsum)
     rows: dict[str, Rows]  # split -> shard rows (indices into pieces); only splits with rows
     # Pieces from `originals` on are copies (datasets[].weight): the table row each copies, and the published
     # id of the original sample it repeats.
     originals: int = 0
     copy_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     repeat_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def first_id(self) -> np.ndarray:
+        """Published id of each table row (its first piece); built on demand, not held."""
+        first = np.cumsum(self.count, dtype=np.int64)
+        first -= self.count
+        return first
 
 
 def instances(view: View) -> np.ndarray | None:
@@ -88,20 +94,24 @@ def _type_flags(view: View, s: LayoutSettings, inst: np.ndarray | None = None) -
             np.array([t == "pretrain" for t in s.types], bool)[dataset])
 
 
-def published(view: View, pieces: Pieces, instances: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The published id of every table row's first piece and its number of ids, and each instance's first
-    published id (copies after every table row's ids)."""
+def published(view: View, pieces: Pieces, instances: int) -> tuple[np.ndarray, np.ndarray]:
+    """The number of published ids of every table row, and each instance's first published id (copies after
+    every table row's ids). Every row outside the view has one id, so a view row's first id is its table
+    position plus the extra pieces of the view rows before it: no array of every table row's first id (8 bytes
+    a row at pack's peak; Placed.save sums the counts a block at a time)."""
     per_inst = np.bincount(pieces.row, minlength=instances)
     count = np.ones(len(view.table), np.int32)  # a row's pieces: at most 64 for completion, more for a document
     count[view.rows] = per_inst[:len(view)]
-    copies = per_inst[len(view):]
+    copies = per_inst[len(view):].copy()
     del per_inst
-    first_id = np.cumsum(count, dtype=np.int64)
-    first_id -= count
-    inst_first = first_id[view.rows]
+    extra = count[view.rows] - 1
+    inst_first = np.cumsum(extra, dtype=np.int64)
+    inst_first -= extra
+    del extra
+    inst_first += view.rows
     if len(copies):
-        inst_first = np.concatenate([inst_first, int(first_id[-1] + count[-1]) + np.cumsum(copies) - copies])
-    return first_id, count, inst_first
+        inst_first = np.concatenate([inst_first, int(count.sum(dtype=np.int64)) + np.cumsum(copies) - copies])
+    return count, inst_first
 
 
 def split(view: View, s: LayoutSettings) -> Outcome:
@@ -130,7 +140,7 @@ def pack(view: View, s: LayoutSettings) -> Outcome:
     pieces, inst = cut(view, s)
     # The rows are packed before the published ids are made, and each temporary is dropped once used: this
     # stage's peak was the run's at 1M rows (bench/prepare_memory.py).
-    lengths = (pieces.end - pieces.start).astype(np.int32)
+    lengths = pieces.length
     is_val = view["is_val"][pieces.row if inst is None else inst[pieces.row]]  # copies follow their original
     rows: dict[str, Rows] = {}
     for name, mask in (("train", ~is_val), ("val", is_val)):
@@ -153,14 +163,15 @@ def pack(view: View, s: LayoutSettings) -> Outcome:
     originals = int(np.searchsorted(pieces.row, len(view)))  # pieces are in instance order
     copied = inst[pieces.row[originals:]] if inst is not None else np.zeros(0, np.int64)
     del inst
-    first_id, count, inst_first = published(view, pieces, n_inst)
+    count, inst_first = published(view, pieces, n_inst)
+    # A copy's chunk k repeats the original's chunk k; a pretrain copy is cut elsewhere: its document's first.
+    same_chunk = np.where(pieces.stream[originals:], 0, np.maximum(pieces.chunk[originals:], 0))
+    repeat_of = inst_first[copied] + same_chunk  # inst_first[:len(view)]: the view rows' first ids
+    del same_chunk
     if len(pieces) == n_inst and not (pieces.chunk >= 0).any():  # one piece per instance: the same ids
         sample_ids = inst_first
     else:
         sample_ids = inst_first[pieces.row]
         sample_ids += np.maximum(pieces.chunk, 0)
     del inst_first
-    # A copy's chunk k repeats the original's chunk k; a pretrain copy is cut elsewhere: its document's first.
-    same_chunk = np.where(pieces.stream[originals:], 0, np.maximum(pieces.chunk[originals:], 0))
-    return Outcome(output=Layout(pieces, sample_ids, first_id, count, rows, originals, view.rows[copied],
-                                 first_id[view.rows[copied]] + same_chunk))
+    return Outcome(output=Layout(pieces, sample_ids, count, rows, originals, view.rows[copied], repeat_of))

@@ -75,11 +75,10 @@ class Placed:
         shards are written."""
         folder.mkdir()
         p = layout.pieces
-        _write(folder / "rows.bin", ROW, len(layout.count),
-               lambda lo, hi: {"first_id": layout.first_id[lo:hi], "count": layout.count[lo:hi]})
+        _write(folder / "rows.bin", ROW, len(layout.count), _first_ids(layout.count))
         _write(folder / "samples.bin", SAMPLE, len(p),
                lambda lo, hi: {"sample_id": layout.sample_ids[lo:hi], "chunk": p.chunk[lo:hi],
-                               "num_tokens": p.end[lo:hi] - p.start[lo:hi]})
+                               "num_tokens": p.length[lo:hi]})
         _write(folder / "copies.bin", COPY, len(layout.copy_row),
                lambda lo, hi: {"copy_row": layout.copy_row[lo:hi], "repeat_of": layout.repeat_of[lo:hi]})
         for split, rows in layout.rows.items():
@@ -88,8 +87,7 @@ class Placed:
             _write(folder / f"{split}.rows", SHARD_ROW, len(rows) + 1,
                    lambda lo, hi, r=rows: _shard_rows(layout, r, lo, hi))
         n = layout.originals
-        longest = max((int((p.end[lo:min(lo + BLOCK, n)] - p.start[lo:min(lo + BLOCK, n)]).max())
-                       for lo in range(0, n, BLOCK)), default=0)
+        longest = max((int(p.length[lo:min(lo + BLOCK, n)].max()) for lo in range(0, n, BLOCK)), default=0)
         (folder / "placement").mkdir()
         return cls(folder, len(layout.count), len(p), layout.originals, int(np.count_nonzero(layout.count > 1)),
                    longest, {split: len(rows) for split, rows in layout.rows.items()},
@@ -182,8 +180,7 @@ class Placed:
 def _order(layout: Layout, rows: Rows, lo: int, hi: int) -> dict[str, np.ndarray]:
     piece = rows.order[lo:hi]
     p = layout.pieces
-    start = p.start[piece]
-    return {"piece": piece, "sample_id": layout.sample_ids[piece], "start": start, "length": p.end[piece] - start,
+    return {"piece": piece, "sample_id": layout.sample_ids[piece], "start": p.start[piece], "length": p.length[piece],
             "mask_first": p.chunk[piece] >= 0}
 
 
@@ -198,8 +195,21 @@ def _shard_rows(layout: Layout, rows: Rows, lo: int, hi: int) -> dict[str, np.nd
         b = min(a + BLOCK, int(rows.bounds[lo + n]))
         piece = rows.order[a:b]
         row = np.searchsorted(first[:n], np.arange(a, b), side="right") - 1
-        tokens[:n] += np.bincount(row, weights=p.end[piece] - p.start[piece], minlength=n).astype(np.int64)
+        tokens[:n] += np.bincount(row, weights=p.length[piece], minlength=n).astype(np.int64)
     return {"first": first, "tokens": tokens}
+
+
+def _first_ids(count: np.ndarray) -> Callable[[int, int], dict[str, np.ndarray]]:
+    """rows.bin's fields, blocks lo..hi asked in order: each row's first id is the sum of the counts before it,
+    carried from block to block (the layout holds only the counts)."""
+    before = [0]
+
+    def block(lo: int, hi: int) -> dict[str, np.ndarray]:
+        first = np.cumsum(count[lo:hi], dtype=np.int64)
+        first += before[0] - count[lo:hi]
+        before[0] = int(first[-1] + count[hi - 1]) if hi > lo else before[0]
+        return {"first_id": first, "count": count[lo:hi]}
+    return block
 
 
 def _write(path: Path, dtype: np.dtype, n: int, fields: Callable[[int, int], dict[str, np.ndarray]]) -> None:

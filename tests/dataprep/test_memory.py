@@ -253,3 +253,22 @@ def test_placement_buckets_give_the_same_bytes(tmp_path: Path, qwen_dir: Path, m
     monkeypatch.setattr(placed, "MAX_BUCKETS", 4)  # 3k pieces: buckets of ~750 pieces, read in blocks of 100
     monkeypatch.setattr(shards, "ROWS_BLOCK", 10)  # (BATCH_ROWS is the shards' record batch size: their bytes)
     assert prepared("small blocks") == expected
+
+
+def test_layout_holds_few_bytes_a_piece(tmp_path: Path, qwen_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layout pack returns is held until Placed.save has written it, on top of packing's temporaries: its
+    peak was the 1M-row run's (bench/RESULTS.md). Pieces keep int32 lengths, not end offsets, and table rows
+    their counts, not first ids (summed when saved): ~53 -> 42 bytes a piece here (one piece a row)."""
+    from dataprep import pipeline, placed
+
+    layouts: list[Any] = []
+    save = placed.Placed.save
+    monkeypatch.setattr(placed.Placed, "save", classmethod(lambda cls, folder, layout: (
+        layouts.append(layout), save(folder, layout))[1]))
+    monkeypatch.setattr(pipeline, "Placed", placed.Placed)
+    _write_phase_peak(tmp_path, qwen_dir, 3_000, [], traced=0)
+    (layout,) = layouts
+    p = layout.pieces
+    held = sum(a.nbytes for a in (p.row, p.start, p.length, p.chunk, p.stream, layout.sample_ids, layout.count,
+                                  layout.copy_row, layout.repeat_of, *(a for r in layout.rows.values() for a in r)))
+    assert len(p) > 2_500 and held < 45 * len(p), f"{held / len(p):.1f} bytes a piece"
