@@ -42,9 +42,9 @@ class ZstdStream(io.RawIOBase):
     def __init__(self, path: Path) -> None:
         import zstandard  # only for .zst inputs
 
-        self._zstd: Any = zstandard
         self._file = open(path, "rb")  # noqa: SIM115 (closed by close(): the stream owns it)
-        self._obj: Any = zstandard.ZstdDecompressor().decompressobj()
+        self._dctx: Any = zstandard.ZstdDecompressor()
+        self._obj: Any = self._dctx.decompressobj()
         self._in_frame = False  # bytes of the current frame were fed and its end not yet seen
         self._out = memoryview(b"")  # decompressed, not yet read
 
@@ -73,7 +73,7 @@ class ZstdStream(io.RawIOBase):
             if not self._obj.eof:
                 break
             data, self._in_frame = self._obj.unused_data, False  # the next frame starts here
-            self._obj = self._zstd.ZstdDecompressor().decompressobj()
+            self._obj = self._dctx.decompressobj()
         return b"".join(out)
 
     def close(self) -> None:

@@ -178,7 +178,7 @@ def labels_from_span_edges(ids: np.ndarray, enc: Encoding, text_len: int, spans:
     """The labels policy, computed at the span edges only: reading every token's offsets builds a Python tuple
     per token, a fifth of the pipeline's time. Token starts never decrease, so the tokens trained by a span
     [a, b) are the contiguous run from the first token starting at or after a to the first starting at or
-    after b; for a span starting at a `grab` edge, also the token straddling a (see _straddles).
+    after b; for a span starting at a `grab` edge, also the token straddling a (see straddles).
     `labels_from_offsets` is the plain definition; tests check that both agree."""
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     n = len(ids)
@@ -186,7 +186,7 @@ def labels_from_span_edges(ids: np.ndarray, enc: Encoding, text_len: int, spans:
     for a, b in spans:
         lo, hi = _first_start_at(enc, a, n, text_len), _first_start_at(enc, b, n, text_len)
         if a in edges:
-            while lo > 0 and _straddles(enc.token_to_chars(lo - 1), a, b, text):
+            while lo > 0 and straddles(enc.token_to_chars(lo - 1), a, b, text):
                 lo -= 1
         labels[lo:hi] = ids[lo:hi]
     if n:
@@ -212,7 +212,7 @@ def _first_start_at(enc: Encoding, x: int, n: int, text_len: int) -> int:
     return t
 
 
-def _straddles(chars: tuple[int, int] | None, a: int, b: int, text: str) -> bool:
+def straddles(chars: tuple[int, int] | None, a: int, b: int, text: str) -> bool:
     """The token at `chars` starts before a and ends in [a, b), and is not a header token that swallowed the
     turn's leading whitespace (Phi-3's `<|assistant|>` strips what follows it): its part before a is
     whitespace, or its part from a is not."""
@@ -229,7 +229,7 @@ def _start(enc: Encoding, t: int) -> int:
 def labels_from_offsets(ids: np.ndarray, offsets: list[tuple[int, int]], spans: list[tuple[int, int]],
                         text: str = "", grab: tuple[int, ...] = ()) -> np.ndarray:
     """The labels policy by definition: a token is trained when its first character is in a trained span, or
-    when it straddles the start of a span in `grab` (_straddles)."""
+    when it straddles the start of a span in `grab` (straddles)."""
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
     if not spans or not len(ids):
         return labels
@@ -243,7 +243,7 @@ def labels_from_offsets(ids: np.ndarray, offsets: list[tuple[int, int]], spans: 
     trained[inside] = span_a[k[inside]] <= starts[inside]
     for a, b in spans:
         if a in grab:
-            trained |= np.fromiter((_straddles(o, a, b, text) for o in offsets), dtype=bool, count=len(ids))
+            trained |= np.fromiter((straddles(o, a, b, text) for o in offsets), dtype=bool, count=len(ids))
     labels[trained] = ids[trained]
     labels[0] = IGNORE_INDEX
     return labels

@@ -58,7 +58,7 @@ from dataprep.report import Progress, StageTimer
 from dataprep.rowpass import BATCH_SIZE, read_rows
 from dataprep.runner import run_stages
 from dataprep.shards import ShardInfo, SpillReader, sha256_file, write_split
-from dataprep.table import KEPT, large_arrays_mapped, large_arrays_pooled, trim_heap
+from dataprep.table import KEPT, SampleTable, large_arrays_mapped, trim_heap
 from dataprep.transform import chat_encoder_for, tokenizer_for
 from schemas.config import TRAINER_KEYS, Config
 from schemas.reasons import Reason
@@ -279,10 +279,7 @@ def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, fo
             tmp = claim.new_tmp()
             (tmp / "shards").mkdir()
             (tmp / "_work").mkdir()
-            try:
-                manifest = _build(st, tmp, workers, progress, timer)
-            finally:
-                large_arrays_pooled()  # _build maps large arrays; what runs after it in this process should not
+            manifest = _build(st, tmp, workers, progress, timer)
             claim.publish()
             return Result(out, manifest, cached=False, notes=notes)
     except (OSError, pl.exceptions.PolarsError) as e:
@@ -292,12 +289,25 @@ def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, fo
 
 
 def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageTimer) -> dict[str, Any]:
-    cfg = st.cfg
-    work = tmp / "_work"
     with timer("rows") as stage, progress.bar("rows", total=None) as bar:
-        table = read_rows(st, work, workers, bar)
+        table = read_rows(st, tmp / "_work", workers, bar)
         stage.rows = len(table)
-    large_arrays_mapped()
+    with large_arrays_mapped():
+        counts, records, shards, longest = _stages_and_write(st, tmp, table, progress, timer)
+    del table  # release the memmaps before the work folder is deleted
+    shutil.rmtree(tmp / "_work")
+    saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
+    manifest = build_manifest(st, counts, records, shards, longest, timer, saved)
+    # Written last: its presence means the directory is complete.
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def _stages_and_write(st: Setup, tmp: Path, table: SampleTable, progress: Progress, timer: StageTimer
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]], list[ShardInfo], int]:
+    """The stages, the shards and the tables; returns the accounting, the stage records, the shards and the
+    longest sample."""
+    cfg, work = st.cfg, tmp / "_work"
     datasets = [ds.path for ds in cfg.datasets]
     _check_rows(cfg, outputs.counts(table, datasets), work / "quarantine.arrow")
     try:
@@ -334,13 +344,7 @@ def _build(st: Setup, tmp: Path, workers: int, progress: Progress, timer: StageT
     counts["samples"] = placed.originals
     add_mixing(counts, table, datasets, placed.pieces - placed.originals)
     counts["chunked_rows"] = placed.chunked_rows
-    del table  # release the memmaps before the work folder is deleted
-    shutil.rmtree(work)
-    saved = save_tokenizer(st.tok, tmp / "tokenizer", st.template_text, st.named_templates)
-    manifest = build_manifest(st, counts, records, shards, placed.longest, timer, saved)
-    # Written last: its presence means the directory is complete.
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return manifest
+    return counts, records, shards, placed.longest
 
 
 def _check_rows(cfg: Config, counts: dict[str, Any], quarantine_file: Path) -> None:

@@ -44,6 +44,8 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,26 +153,28 @@ def trim_heap() -> None:
         trim(0)
 
 
-def large_arrays_mapped() -> None:
-    """Makes every allocation of 1 MB or more its own memory map (glibc's M_MMAP_THRESHOLD, fixed: a no-op
+@contextmanager
+def large_arrays_mapped() -> Iterator[None]:
+    """Within: every allocation of 1 MB or more is its own memory map (glibc's M_MMAP_THRESHOLD, fixed: a no-op
     without glibc), so that a freed per-sample array goes back to the OS at once. By default glibc raises the
     threshold after each large free (up to 32 MB): the stages' arrays (8 MB each at 1M rows) then come from the
     heap, and the holes they leave between longer-lived ones stay resident until trim_heap, including at the
     peak of pack (1M rows: 322 -> 313 MiB with MALLOC_MMAP_THRESHOLD_=1048576, bench/prepare_memory.py).
-    Called after the row pass, whose per-batch allocations are small and many."""
-    mallopt = getattr(_LIBC, "mallopt", None)
-    if mallopt is not None:
-        mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (malloc.h)
+    For the stages and the write, not the row pass, whose per-batch allocations are small and many.
 
-
-def large_arrays_pooled() -> None:
-    """Undoes large_arrays_mapped for what runs next in the same process (`tessera train` prepares in-process,
-    then trains): with every allocation of 1 MB or more its own map, each tensor of a CPU training step was a
-    fresh map whose pages were faulted in and zeroed every step (CPU steps ~40% slower, measured). glibc has no
-    way back to its dynamic threshold once one is set, so this sets where that threshold ends up by itself in a
-    loop of large allocations: 32 MB (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit) and a trim threshold of twice that."""
+    On exit, for what runs next in the same process (`tessera train` prepares in-process, then trains): with
+    every allocation of 1 MB or more its own map, each tensor of a CPU training step was a fresh map whose pages
+    were faulted in and zeroed every step (CPU steps ~40% slower, measured). glibc has no way back to its
+    dynamic threshold once one is set, so exit sets where that threshold ends up by itself in a loop of large
+    allocations: 32 MB (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit) and a trim threshold of twice that."""
     mallopt = getattr(_LIBC, "mallopt", None)
-    if mallopt is not None:
+    if mallopt is None:
+        yield
+        return
+    mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (malloc.h)
+    try:
+        yield
+    finally:
         mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
         mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
 

@@ -24,6 +24,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from dataprep.encode import straddles
 from dataprep.formats import Chat
 from schemas.shard import IGNORE_INDEX
 
@@ -71,10 +72,10 @@ def template_reference(tok: Any, chat: Chat, template: str | None = None) -> tup
             if at >= 0:
                 masked.append((at, at + len(msg[thought].strip())))
         cursor = end
-    # A token that starts before a turn and carries its first characters is the turn's when the part before is
-    # whitespace or the part inside is not (encode.py: Mistral's '[/INST] Hi' -> '▁Hi', as Axolotl trains it).
+    # A token that starts before a turn and carries its first characters is the turn's by encode.py's rule
+    # (Mistral's '[/INST] Hi' -> '▁Hi', as Axolotl trains it).
     def turn(s: int, e: int, a: int, b: int) -> bool:
-        return a <= s < b or (s < a < e and (not full[s:a].strip() or bool(full[a:min(e, b)].strip())))
+        return a <= s < b or straddles((s, e), a, b, full)
 
     labels = [t if any(turn(s, e, a, b) for a, b in regions) and not any(a <= s < b for a, b in masked)
               else IGNORE_INDEX for t, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]

@@ -62,7 +62,7 @@ def test_tokens_are_the_rendered_text(name: str, qwen_dir: Path) -> None:
     assert tok.decode(r.input_ids.tolist(), skip_special_tokens=False) == text
     trained = tok.decode([int(t) for t in r.labels if t != IGNORE_INDEX], skip_special_tokens=False)
     # The whole response through EOS is trained; a token straddling the prompt/response edge with response text
-    # in it is trained too (encode._straddles: ':' + 'The' -> ':The'), whitespace-only straddlers are the prompt's.
+    # in it is trained too (encode.straddles: ':' + 'The' -> ':The'), whitespace-only straddlers are the prompt's.
     response = case["trained"].replace("<EOS>", "<|im_end|>")
     head = trained[:len(trained) - len(response)] if trained.endswith(response) else None
     assert (head is not None and case["prompt"].endswith(head) and len(head) <= 2) or (
