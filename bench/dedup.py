@@ -1,4 +1,4 @@
-"""Benchmark of MinHash near-dedup (dataprep/minhash.py) on a corpus with planted near-duplicates, next to
+"""Benchmark of MinHash near-dedup (dataprep/minhash.py, dataprep/lsh.py) on a corpus with planted near-duplicates, next to
 datasketch's in-memory MinHashLSH on the same corpus in the same run.
 
     python bench/dedup.py                          # 100,000 rows, seed 0, 2 worker processes for signatures
@@ -55,7 +55,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dataprep import minhash  # noqa: E402
+from dataprep import lsh, minhash  # noqa: E402
 
 GENERATOR_VERSION = 2
 BATCH = 512
@@ -197,9 +197,9 @@ def run_tessera(path: Path, threshold: float, num_perm: int, n: int, workers: in
     else:
         sigs = np.concatenate([_signature_batch(j) for j in jobs])
     t_sig = time.perf_counter() - t0
-    bands, rows = minhash.lsh_params(threshold, num_perm)
+    bands, rows = lsh.lsh_params(threshold, num_perm)
     t1 = time.perf_counter()
-    clusters = minhash.near_duplicates(sigs, threshold, bands, rows, np.arange(len(sigs)))
+    clusters = lsh.near_duplicates(sigs, threshold, bands, rows, np.arange(len(sigs)))
     t_cluster = time.perf_counter() - t1
     return {"signatures_s": t_sig, "clustering_s": t_cluster, "seconds": t_sig + t_cluster, "cpu_s": _cpu() - cpu0,
             "bands": bands,

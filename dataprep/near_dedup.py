@@ -6,10 +6,12 @@
 The signature of every kept row is computed where the row is parsed, so the work is spread over the workers
 and nothing but num_perm uint32 values per row reaches the stage. They are written, a batch at a time, to a
 fixed-width file of the sample table (`_work/extra/minhash.bin`, table.py), and the stage runs
-dataprep/minhash.py over that file without loading it (see its docstring for the S-curve and the choice of
-bands and rows): banding reads it a block of rows at a time, once per band, keeping one 8-byte key per sample;
-verification reads the two rows of each candidate pair (pread, a chunk of pairs at a time); union-find runs
-over the verified pairs only. Memory is a few arrays of 8 bytes per sample, not num_perm x 4. A removed
+dataprep/lsh.py over that file without loading it (see its docstring for the S-curve and the choice of
+bands and rows): banding reads it once, a block of rows at a time, and spills every band key to partition
+files under `_work/extra/` that are bucketed one at a time; verification reads the two rows of each candidate
+pair (pread, a chunk of pairs at a time); union-find runs over the verified pairs only, and the keep rule's
+rank is built for the rows in clusters only. Memory held for all samples is the view's row numbers, the
+signature file's row of each sample (Matrix.at) and one byte a sample, not num_perm x 4. A removed
 sample gets status `duplicate`, reason `near_duplicate`; duplicates.parquet gets one row per removed sample:
 kept_sample_id, kind `near`, similarity (estimated Jaccard to the kept sample; below the threshold for a sample
 joined to the cluster through another one) and cluster_id = the kept sample's id, as for exact duplicates.
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dataprep import minhash
+from dataprep import lsh, minhash
 from dataprep.dedup_text import dedup_text
 from schemas.reasons import Reason, Status
 
@@ -44,13 +46,13 @@ class NearDedupSettings:
     num_perm: int
     ngram: int
     fields: tuple[str, ...]
-    keep: minhash.Keep
+    keep: lsh.Keep
     bands: int
     rows: int
 
     def record(self) -> dict[str, Any]:
         """What the manifest records (manifest.json `near_deduplication`)."""
-        return {**asdict(self), "fields": list(self.fields), "lsh_weights": list(minhash.LSH_WEIGHTS),
+        return {**asdict(self), "fields": list(self.fields), "lsh_weights": list(lsh.LSH_WEIGHTS),
                 "implementation": minhash.IMPLEMENTATION}
 
 
@@ -58,7 +60,7 @@ def near_dedup_settings(cfg: Config) -> NearDedupSettings | None:
     near = cfg.dataset_near_deduplication
     if near is None:
         return None
-    bands, rows = minhash.lsh_params(near.threshold, near.num_perm)
+    bands, rows = lsh.lsh_params(near.threshold, near.num_perm)
     return NearDedupSettings(near.threshold, near.num_perm, near.ngram, tuple(near.fields), near.keep, bands, rows)
 
 
@@ -125,12 +127,17 @@ def near_dedup(view: View, settings: NearDedupSettings) -> Outcome:
         sigs = ViewSignatures(view.matrix(EXTRA), settings.num_perm)
     except KeyError:  # no kept row had a signature (a row pass without near-dedup text): nothing is a duplicate
         return Outcome()
-    ids = view["sample_id"]
-    rank = minhash.keep_order(settings.keep, ids, view["num_tokens"], view["num_trainable"])
-    found = minhash.near_duplicates(sigs, settings.threshold, settings.bands, settings.rows, rank)
+    table = view.table
+
+    def rank(nodes: np.ndarray) -> np.ndarray:  # keep_order for the rows in clusters only: nothing for all rows
+        at = view.rows[nodes]
+        return lsh.keep_order(settings.keep, table.take("sample_id", at), table.take("num_tokens", at),
+                              table.take("num_trainable", at))
+
+    found = lsh.near_duplicates(sigs, settings.threshold, settings.bands, settings.rows, rank, table.extra_dir)
     if len(found.removed) == 0:
         return Outcome()
-    kept_ids = ids[found.kept]
+    kept_ids = table.take("sample_id", view.rows[found.kept])
     audit = {"kept_sample_id": kept_ids, "similarity": found.similarity.astype(np.float64),
              "cluster_id": kept_ids, "kind": np.full(len(kept_ids), "near", dtype=object)}
     return Outcome(rejected=[Rejected(found.removed, Status.duplicate, str(Reason.near_duplicate), audit=audit)])

@@ -114,10 +114,8 @@ class SampleTable:
         if not meta.exists():
             raise KeyError(f"no fixed-width extra column {name!r}: no RowResult had a numpy extra[{name!r}]")
         dtype, width = meta.read_text().split()
-        ids = np.fromfile(self.extra_dir / f"{name}.ids", dtype=np.int64)
-        at = np.minimum(np.searchsorted(ids, rows), max(len(ids) - 1, 0))
-        found = (ids[at] == rows) if len(ids) else np.zeros(len(rows), bool)
-        return Matrix(self.extra_dir / f"{name}.bin", np.dtype(dtype), int(width), np.where(found, at, -1))
+        return Matrix(self.extra_dir / f"{name}.bin", np.dtype(dtype), int(width),
+                      _stored_rows(self.extra_dir / f"{name}.ids", rows))
 
     def extra(self, name: str, rows: np.ndarray) -> pa.Array:
         """Extra column `name` for table rows `rows` (ascending), null where a row has no value."""
@@ -243,6 +241,22 @@ class Matrix:
         result = np.empty((len(stored), self.width), self.dtype)
         result[order] = out[inverse.reshape(-1)]
         return result
+
+
+def _stored_rows(ids_path: Path, rows: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """For each of `rows` (ascending table rows), its row in a fixed-width column whose stored rows' table rows
+    are the file `ids_path` (int64, ascending), or -1. Merged a chunk of the ids file at a time, so that nothing
+    but the result (4 bytes a row) is held for all rows."""
+    stored = ids_path.stat().st_size // 8
+    at = np.full(len(rows), -1, dtype=np.int32 if stored < 1 << 31 else np.int64)
+    with open(ids_path, "rb") as f:
+        for lo in range(0, stored, chunk):
+            ids = np.fromfile(f, dtype=np.int64, count=chunk)
+            a, b = np.searchsorted(rows, [ids[0], ids[-1] + 1])  # the rows this chunk's ids can match
+            pos = np.searchsorted(ids, rows[a:b])
+            hit = ids[np.minimum(pos, len(ids) - 1)] == rows[a:b]
+            at[a:b][hit] = lo + pos[hit]
+    return at
 
 
 def pread_into(file: Path | int, out: np.ndarray, offset: int) -> None:

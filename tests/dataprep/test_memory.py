@@ -11,6 +11,7 @@ and the tables read the layout from _work/placed/ in memory that does not grow w
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dataprep import lsh
 from dataprep import minhash as mh
 from dataprep.dedup import first_of_each
 from dataprep.load import _parquet_batches, read_batches
@@ -76,17 +78,67 @@ def test_near_duplicates_from_disk_equal_in_memory(tmp_path: Path, monkeypatch: 
     assert np.array_equal(on_disk.take(picks), in_memory[picks])
     assert table.extra("minhash", view_rows[:3]).to_pylist() == in_memory[:3].tolist()
 
-    bands, rows = mh.lsh_params(0.7, 64)
+    bands, rows = lsh.lsh_params(0.7, 64)
     rank = np.arange(len(view_rows))
-    expected = mh.near_duplicates(in_memory, 0.7, bands, rows, rank)
+    expected = lsh.near_duplicates(in_memory, 0.7, bands, rows, rank)
     assert len(expected.removed) > 50  # planted copies were found
     # Small blocks and pair chunks, so that banding and verification take many reads.
     monkeypatch.setattr(mh, "BLOCK", 100)
     monkeypatch.setattr(mh, "PAIR_CHUNK", 37)
-    got = mh.near_duplicates(on_disk, 0.7, bands, rows, rank)
+    got = lsh.near_duplicates(on_disk, 0.7, bands, rows, rank)
     for name in ("removed", "kept", "similarity", "cluster_size"):
         assert np.array_equal(getattr(got, name), getattr(expected, name)), name
     assert (got.pairs_candidate, got.pairs_verified) == (expected.pairs_candidate, expected.pairs_verified)
+    # Band keys spilled to many partition files (a few dozen keys each): the same pairs and clusters.
+    monkeypatch.setattr(lsh, "PARTITION_KEYS", 40)
+    spread = lsh.near_duplicates(on_disk, 0.7, bands, rows, lambda nodes: rank[nodes], tmp_path)
+    for name in ("removed", "kept", "similarity", "cluster_size"):
+        assert np.array_equal(getattr(spread, name), getattr(expected, name)), name
+    assert (spread.pairs_candidate, spread.pairs_verified) == (expected.pairs_candidate, expected.pairs_verified)
+    assert not list(tmp_path.glob("lsh-*"))  # the spill folder is gone
+
+
+@dataclass
+class _MappedSignatures:
+    """Signatures in a .npy file, read as ViewSignatures reads minhash.bin: copies of a block or of some rows."""
+
+    sigs: np.ndarray  # np.load(..., mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.sigs)
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        return np.array(self.sigs[lo:hi])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.sigs[rows]
+
+
+def test_near_dedup_memory_does_not_grow_with_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy's peak while clustering on-disk signatures, at 30k and 120k rows (a near copy of the row before in
+    ~3% of rows): only one byte a row (which rows have text) and the pairs may grow. Banding all rows' keys at
+    once, as before lsh.py spilled them, held ~25 bytes a row (~2.2 MB more at 120k)."""
+    import tracemalloc
+
+    monkeypatch.setattr(mh, "BLOCK", 2048)  # small fixed costs, so that what grows shows
+    monkeypatch.setattr(lsh, "PARTITION_KEYS", 1 << 15)
+    perms, rng = 64, np.random.default_rng(0)
+    bands, rows = lsh.lsh_params(0.8, perms)
+    peaks, found = [], []
+    for n in (30_000, 120_000):
+        sigs = rng.integers(0, 1 << 32, (n, perms), dtype=np.uint32)
+        near = np.flatnonzero(rng.random(n) < 0.03)[1:]
+        sigs[near] = np.where(rng.random((len(near), perms)) < 0.95, sigs[near - 1], sigs[near])
+        np.save(tmp_path / f"{n}.npy", sigs)
+        del sigs
+        src = _MappedSignatures(np.load(tmp_path / f"{n}.npy", mmap_mode="r"))
+        tracemalloc.start()
+        clusters = lsh.near_duplicates(src, 0.8, bands, rows, lambda nodes: nodes, tmp_path)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        found.append(len(clusters.removed) / len(near))
+    assert min(found) > 0.95  # the planted copies were found at both sizes
+    assert peaks[1] - peaks[0] < 4 * 90_000, peaks  # < 4 bytes a row more (1 byte a row + the pairs)
 
 
 def _row_groups(path: Path, groups: list[int]) -> pa.Table:
@@ -272,3 +324,19 @@ def test_layout_holds_few_bytes_a_piece(tmp_path: Path, qwen_dir: Path, monkeypa
     held = sum(a.nbytes for a in (p.row, p.start, p.length, p.chunk, p.stream, layout.sample_ids, layout.count,
                                   layout.copy_row, layout.repeat_of, *(a for r in layout.rows.values() for a in r)))
     assert len(p) > 2_500 and held < 45 * len(p), f"{held / len(p):.1f} bytes a piece"
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 16])
+def test_stored_rows_merged_a_chunk_at_a_time(tmp_path: Path, chunk: int) -> None:
+    """table._stored_rows equals a searchsorted over the whole ids file (the code it replaced)."""
+    from dataprep.table import _stored_rows
+
+    rng = np.random.default_rng(chunk)
+    ids = np.flatnonzero(rng.random(1000) < 0.6).astype(np.int64)  # table rows that have a value
+    ids.tofile(tmp_path / "x.ids")
+    for rows in (np.flatnonzero(rng.random(1000) < 0.5), np.arange(1000), ids, np.empty(0, np.int64)):
+        at = np.minimum(np.searchsorted(ids, rows), len(ids) - 1)
+        expected = np.where(ids[at] == rows, at, -1)
+        assert np.array_equal(_stored_rows(tmp_path / "x.ids", rows, chunk), expected)
+    (tmp_path / "none.ids").write_bytes(b"")
+    assert _stored_rows(tmp_path / "none.ids", np.arange(5), chunk).tolist() == [-1] * 5

@@ -15,6 +15,7 @@ import pytest
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
+from dataprep import lsh
 from dataprep import minhash as mh
 
 TEXTS = [
@@ -94,12 +95,12 @@ def test_normalisation_folds_case_whitespace_and_nfc() -> None:
 def test_lsh_params_equal_datasketch_optimum(weights: tuple[float, float]) -> None:
     for threshold in (0.5, 0.8, 0.9):  # datasketch's scipy integration takes ~0.2 s a call at 128
         for num_perm in (32, 128):
-            assert mh.optimal_params(threshold, num_perm, *weights) == _optimal_param(threshold, num_perm, *weights)
+            assert lsh.optimal_params(threshold, num_perm, *weights) == _optimal_param(threshold, num_perm, *weights)
 
 
 def test_stage_params_are_the_recorded_ones() -> None:
-    assert mh.optimal_params(0.8, 128) == (9, 13)  # datasketch MinHashLSH(threshold=0.8)'s default
-    assert mh.lsh_params(0.8, 128) == _optimal_param(0.8, 128, *mh.LSH_WEIGHTS) == (14, 9)
+    assert lsh.optimal_params(0.8, 128) == (9, 13)  # datasketch MinHashLSH(threshold=0.8)'s default
+    assert lsh.lsh_params(0.8, 128) == _optimal_param(0.8, 128, *lsh.LSH_WEIGHTS) == (14, 9)
 
 
 def test_planted_duplicates_found_and_unrelated_texts_not() -> None:
@@ -123,8 +124,8 @@ def test_planted_duplicates_found_and_unrelated_texts_not() -> None:
     texts = [texts[i] for i in order]
     family_ = np.array(family)[order]
     sigs = mh.signatures(texts, 128, 5)
-    bands, rows = mh.lsh_params(0.8, 128)
-    c = mh.near_duplicates(sigs, 0.8, bands, rows, np.arange(len(texts)))
+    bands, rows = lsh.lsh_params(0.8, 128)
+    c = lsh.near_duplicates(sigs, 0.8, bands, rows, np.arange(len(texts)))
     assert len(c.removed) == 100  # one per near copy
     assert (family_[c.removed] == family_[c.kept]).all()
     assert (c.kept < c.removed).all()  # keep first
@@ -138,8 +139,8 @@ def test_clusters_are_transitive() -> None:
     sigs = mh.signatures([a, b, c, "something else entirely"], 256, 1)
     sim = mh.similarity(sigs, np.array([0, 1, 0]), np.array([1, 2, 2]))
     assert sim[0] >= 0.7 and sim[1] >= 0.7 and sim[2] < 0.7  # the premise, on these very signatures
-    bands, rows = mh.lsh_params(0.7, 256)
-    cl = mh.near_duplicates(sigs, 0.7, bands, rows, np.arange(4))
+    bands, rows = lsh.lsh_params(0.7, 256)
+    cl = lsh.near_duplicates(sigs, 0.7, bands, rows, np.arange(4))
     assert cl.removed.tolist() == [1, 2] and cl.kept.tolist() == [0, 0] and cl.cluster_size.tolist() == [3, 3]
     assert cl.similarity[1] < 0.7  # C's similarity is to the kept A, below the threshold: joined through B
 
@@ -148,40 +149,40 @@ def test_components_union_find() -> None:
     # chains in either direction, a cycle, an isolated node, and an edge list in random order
     i = np.array([5, 1, 2, 7, 8, 6, 3])
     j = np.array([4, 2, 3, 8, 6, 7, 0])
-    root = mh.components(i, j, 10)
+    root = lsh.components(i, j, 10)
     assert root.tolist() == [0, 0, 0, 0, 4, 4, 6, 6, 6, 9]
 
 
 @pytest.mark.parametrize(("keep", "expected"), [("first", 10), ("longest", 30), ("most_trained", 20)])
-def test_keep_rules(keep: mh.Keep, expected: int) -> None:
+def test_keep_rules(keep: lsh.Keep, expected: int) -> None:
     text = " ".join(f"k{i}" for i in range(60))
     sigs = mh.signatures([text, "other words here", text.upper(), text + " end"], 128, 5)
     sample_ids = np.array([10, 11, 20, 30])
-    rank = mh.keep_order(keep, sample_ids, np.array([50, 9, 50, 70]), np.array([5, 1, 9, 9]))
-    cl = mh.near_duplicates(sigs, 0.8, *mh.lsh_params(0.8, 128), rank)
+    rank = lsh.keep_order(keep, sample_ids, np.array([50, 9, 50, 70]), np.array([5, 1, 9, 9]))
+    cl = lsh.near_duplicates(sigs, 0.8, *lsh.lsh_params(0.8, 128), rank)
     assert set(sample_ids[cl.kept].tolist()) == {expected}
     assert sorted(sample_ids[cl.removed].tolist()) == sorted({10, 20, 30} - {expected})
 
 
 def test_keep_ties_go_to_the_lowest_sample_id() -> None:
-    rank = mh.keep_order("longest", np.array([7, 3, 5]), np.array([10, 10, 10]), np.zeros(3))
+    rank = lsh.keep_order("longest", np.array([7, 3, 5]), np.array([10, 10, 10]), np.zeros(3))
     assert rank.tolist() == [2, 0, 1]
-    rank = mh.keep_order("most_trained", np.array([7, 3, 5]), np.zeros(3), np.array([4, 2, 4]))
+    rank = lsh.keep_order("most_trained", np.array([7, 3, 5]), np.zeros(3), np.array([4, 2, 4]))
     assert rank.tolist() == [1, 2, 0]
 
 
 def test_big_bucket_is_one_cluster() -> None:
     """300 copies share every band: compared through a window, still one cluster, 299 removed."""
     sigs = np.repeat(mh.signatures([" ".join(f"b{i}" for i in range(40))], 64, 5), 300, axis=0)
-    cl = mh.near_duplicates(sigs, 0.8, *mh.lsh_params(0.8, 64), np.arange(300))
+    cl = lsh.near_duplicates(sigs, 0.8, *lsh.lsh_params(0.8, 64), np.arange(300))
     assert len(cl.removed) == 299 and set(cl.kept.tolist()) == {0} and (cl.cluster_size == 300).all()
-    assert cl.pairs_candidate < 300 * mh.WINDOW
+    assert cl.pairs_candidate < 300 * lsh.WINDOW
 
 
 def test_texts_without_words_never_cluster() -> None:
     sigs = mh.signatures(["", " ", "\n", "real text here"], 64, 5)
     assert mh.has_text(sigs).tolist() == [False, False, False, True]
-    cl = mh.near_duplicates(sigs, 0.8, *mh.lsh_params(0.8, 64), np.arange(4))
+    cl = lsh.near_duplicates(sigs, 0.8, *lsh.lsh_params(0.8, 64), np.arange(4))
     assert len(cl.removed) == 0
 
 
