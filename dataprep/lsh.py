@@ -38,7 +38,8 @@ from typing import Literal
 
 import numpy as np
 
-from dataprep.minhash import BLOCK, Signatures, has_text, similarity, source
+from dataprep import minhash
+from dataprep.minhash import Signatures, has_text, similarity, source
 
 # A bucket of more near-identical samples than this compares each with its WINDOW predecessors (in sample
 # order) instead of all k(k-1)/2 pairs: chains still join them into one cluster, at O(k·WINDOW) cost.
@@ -145,8 +146,9 @@ def band(sigs: np.ndarray | Signatures, bands: int, rows: int, spill: Path | Non
         paths = [Path(folder) / f"{p}.keys" for p in range(parts)]
         files = [open(path, "wb") for path in paths]  # noqa: SIM115 (closed in the finally below)
         try:
-            for lo in range(0, n, BLOCK):
-                block = src.block(lo, min(lo + BLOCK, n))
+            step = minhash.BLOCK
+            for lo in range(0, n, step):
+                block = src.block(lo, min(lo + step, n))
                 text[lo:lo + len(block)] = has_text(block)
                 entries = np.empty((bands, len(block)), dtype=_ENTRY)
                 entries["row"] = np.arange(lo, lo + len(block), dtype=np.uint32)
