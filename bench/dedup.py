@@ -1,5 +1,5 @@
-"""Benchmark of MinHash near-dedup (dataprep/minhash.py, dataprep/lsh.py) on a corpus with planted near-duplicates, next to
-datasketch's in-memory MinHashLSH on the same corpus in the same run.
+"""Benchmark of MinHash near-dedup (dataprep/minhash.py, dataprep/lsh.py) on a corpus with planted
+near-duplicates, next to datasketch's in-memory MinHashLSH on the same corpus in the same run.
 
     python bench/dedup.py                          # 100,000 rows, seed 0, 2 worker processes for signatures
     python bench/dedup.py --rows 20000 --skip-datasketch
