@@ -70,7 +70,7 @@ def load_model_from(path: Path, cfg: Config, dtype: torch.dtype = torch.float32,
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from train.model import ModelError, quantized_loading
+    from train.model import ModelError, quantized_loading, same_4bit_kernels_on_every_cpu
 
     hf_logging.disable_progress_bar()
     try:
@@ -82,6 +82,8 @@ def load_model_from(path: Path, cfg: Config, dtype: torch.dtype = torch.float32,
         extra = quantized_loading(cfg, compute_dtype or dtype, device) if quantized else {}
         base = AutoModelForCausalLM.from_pretrained(str(base_model_dir(cfg, path)), dtype=dtype,
                                                     attn_implementation=cfg.attention, **extra)
+        if extra:
+            same_4bit_kernels_on_every_cpu(base)
         return PeftModel.from_pretrained(base, str(path)).eval()
     except ModelError as e:
         raise ArtifactError(str(e)) from None

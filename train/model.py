@@ -95,6 +95,8 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
                                                          attn_implementation=attention, **quantized)
     except (OSError, ValueError, ImportError) as e:
         raise ModelError(f"cannot load {base_dir}: {str(e).splitlines()[0]}") from None
+    if quantized:
+        same_4bit_kernels_on_every_cpu(model)
     if model.get_input_embeddings().num_embeddings < vocab_size:
         raise ModelError(f"the model has {model.get_input_embeddings().num_embeddings} token embeddings but the "
                          f"prepared data uses ids up to {vocab_size - 1}: use the model's own tokenizer")
@@ -123,6 +125,17 @@ def load_model(cfg: Config, vocab_size: int, output_dir: Path, dtype: torch.dtyp
             "architecture": type(model.get_base_model() if cfg.adapter else model).__name__,
             "attn_implementation": attention, "quantization": cfg.quantization}
     return LoadedModel(model, info, base_dir)
+
+
+def same_4bit_kernels_on_every_cpu(model: torch.nn.Module) -> None:
+    """bitsandbytes (0.49+) repacks a 4-bit layer's weight in place the first time the layer runs on a CPU with
+    AVX512-BF16 in eval mode without gradients (evaluation, generation), and computes with another kernel from
+    then on: eval_loss, and the training after it, would depend on the CPU model, and a layer whose out_features
+    is not a multiple of 32 fails ("N must be divisible by block_n"). Switched off, every 4-bit layer dequantizes
+    the same way on every machine (GPUs never take that path)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _numel(p: torch.Tensor) -> int:

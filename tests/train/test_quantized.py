@@ -204,3 +204,24 @@ def test_8bit_optimizer_state_round_trip_continues_exactly() -> None:
         resumed.zero_grad(set_to_none=True)
     for a, b in zip(model.parameters(), whole.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_evaluation_computes_4bit_layers_as_training_does(tmp_path: Path, qwen_dir: Path,
+                                                          demo_prepared: Path) -> None:
+    """Evaluation (eval mode, no gradients) gives exactly the losses of a training-mode forward, and leaves the
+    weights as they were: on a CPU with AVX512-BF16, bitsandbytes would otherwise repack each 4-bit weight at the
+    first such call and switch kernels (and fail outright on the tiny model's 16-wide layers)."""
+    cfg = load_config(write_config(tmp_path, qwen_dir, **QLORA))
+    model = load_model(cfg, 151_665, tmp_path / "out").model
+    linears = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert linears and not any(m.support_avx512bf16_for_cpu for m in linears)
+    before = [m.weight.data.clone() for m in linears]
+    b = to_batch(shard_rows(demo_prepared)[:2])
+    args = (b["input_ids"], b["labels"], b["position_ids"], b["sample_ids"], "sdpa")
+    model.train()
+    trained = token_losses(model, *args)[0].detach()
+    model.eval()
+    with torch.no_grad():
+        evaluated = token_losses(model, *args)[0]
+    assert torch.equal(trained, evaluated)
+    assert all(torch.equal(m.weight.data, w) for m, w in zip(linears, before, strict=True))
