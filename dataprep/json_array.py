@@ -1,7 +1,7 @@
 """Split a JSON array into the raw bytes of its items, without parsing them and without recursion.
 
 `json.loads` reads a JSON-array file in one call, so one item it cannot read (nested deeper than Python's
-parser goes, an integer of over 4,300 digits, bytes that are not UTF-8) fails the whole document. load.py
+parser goes, an integer of over 4,300 digits, bytes that are not UTF-8) fails the whole document. json_rows.py
 then falls back to this scanner: a compiled regex jumps over strings (escapes included) and stops only at
 brackets, braces and commas, and a stack of the open brackets tells where each top-level item ends. Each
 item's bytes then go through the same per-row parser as a JSONL line (formats.parse), so a bad item is
@@ -9,7 +9,7 @@ quarantined with the same reason and its original text, and the other items are 
 
 Only the array's own structure is checked here: an unterminated string, a bracket closed by the wrong kind, an
 empty item (`[1,,2]`, `[1,]`), text before or after the array, or a missing `]` (a truncated file) raise
-`NotAnArray`, which load.py reports as a file that is not a valid JSON array, as before. Anything wrong inside
+`NotAnArray`, which json_rows.py reports as a file that is not a valid JSON array, as before. Anything wrong inside
 one item (`{"a" 1}`) is that item's problem: it is quarantined as `malformed_json`.
 """
 

@@ -19,9 +19,7 @@ checks that BOS plus their concatenation equals `encode_chat_completion(...).tok
 messages are the turns `mistral_request.groups` predicts. A mismatch (a mistral-common release that encodes
 differently) raises RuntimeError, so the row is quarantined as row_error with that message instead of being
 mislabelled. Nothing is re-encoded as prefixes (the golden reference does that, independently:
-golden_refs.py). Within one message's list, the content is what lies between the leading and trailing
-control tokens ([INST] ... [/INST], [SYSTEM_PROMPT] ... [/SYSTEM_PROMPT], [TOOL_RESULTS] ...
-[/TOOL_RESULTS], ... </s>), because mistral-common never encodes text as a control token.
+golden_refs.py). Which tokens of those lists a row trains, the training policy: mistral_labels.py.
 
 Tool calls and reasoning: the request is built by mistral_request.py (Tool, ToolCall, ToolMessage, ThinkChunk,
 exactly as `encode_chat_completion` expects them per version; rows a version cannot encode are quarantined
@@ -50,23 +48,6 @@ What mistral-common does to a conversation, so what is trained is what it encode
 - Before v7, a conversation that does not start with a user turn gets an empty [INST][/INST] first.
 - SentencePiece puts its dummy-prefix '▁' in front of every piece of text it encodes ('[INST]▁Hi').
 
-Training policy. The names are render.py's, so a config means the same for every family:
-- A trained assistant message trains everything the model generates in its turn: reasoning ([THINK] ...
-  [/THINK]), content and tool calls (from the first [TOOL_CALLS] on). train_on_reasoning: false leaves out the
-  thinking text (the [THINK] markers stay, as a template's <think> tags do); train_on_tool_calls: false leaves
-  out the calls. Its </s> is trained according to train_on_eos: turn = the </s> of trained turns; last = only
-  the </s> of the last trained message; all = every assistant turn's </s>; none = no </s>.
-- A trained user, system or tool message (roles_to_train) trains its content tokens, without the [INST]/[/INST],
-  [SYSTEM_PROMPT], [AVAILABLE_TOOLS] block or [TOOL_RESULTS] markers (v7-v11: nor the call id before
-  [TOOL_CONTENT]; v2/v3 results are mistral-common's JSON around the content, trained whole). Tool results are
-  not trained by default. Only assistant turns have an end-of-turn token here. Messages that mistral-common
-  merges into one turn (a run of one role; before v7, the system prompt and the user turn that carries it)
-  must have the same train flag. Otherwise the row is quarantined (content_not_rendered).
-- train_on_inputs trains every token but the first.
-Not supported yet (the row is quarantined with a message that says so): training detail (character
-offsets inside a message, message_field_training_detail, content parts), and trained user/system messages
-with a v1 tokenizer, whose [INST] is plain text and cannot be told apart from the content.
-
 The HF route for these models (the Jinja templates mistral-common generates, transformers' conversion of the
 tokenizer file) and where it disagrees with this encoder: dataprep/mistral_templates.py.
 """
@@ -75,7 +56,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +80,7 @@ from dataprep.mistral_files import (
     resolve_mistral_tokenizer,
     save_tokenizer_files,
 )
+from dataprep.mistral_labels import MARKERS, Markers, Turn, build_turn, check_detail, turn_labels
 from dataprep.mistral_request import NULL_ID, build_request, groups
 from dataprep.probes import PROBE_MESSAGES, ProbeError
 from schemas.reasons import Reason
@@ -107,19 +88,6 @@ from schemas.shard import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from schemas.config import Config, DatasetConfig
-
-@dataclass(slots=True)
-class _Turn:
-    """One normalised message as mistral-common encodes it: ids[start:end] of the whole sequence."""
-
-    role: str  # user | assistant | system | tool
-    members: list[int]  # indices of the Chat messages it holds ([] for the empty user turn mistral-common adds)
-    start: int
-    end: int
-    # What a trained turn trains, as token ranges: an assistant turn everything the model generates but its
-    # </s> (reasoning and tool calls as the chat's options say); other turns their content, markers excluded.
-    trained: list[tuple[int, int]]
-    eos: int | None  # position of the turn's </s> (assistant turns)
 
 
 class MistralChatEncoder:
@@ -144,10 +112,9 @@ class MistralChatEncoder:
         self.bos_id: int = self._text.bos_id
         self.eos_id: int = self._text.eos_id
         self.vocab_size: int = self._text.n_words
-        self._special = np.zeros(self.vocab_size, dtype=bool)
-        self._special[list(self._text.special_ids)] = True
-        markers = ("[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_CONTENT]", "[THINK]", "[/THINK]")
-        self._ids = {name: self._special_id(name) for name in markers}
+        special = np.zeros(self.vocab_size, dtype=bool)
+        special[list(self._text.special_ids)] = True
+        self._markers = Markers(self.eos_id, special, {name: self._special_id(name) for name in MARKERS})
         # mistral-common encodes a ThinkChunk only from v13 on, and only with [THINK]/[/THINK] in the vocabulary.
         self.can_think = getattr(self._instruct, "BEGIN_THINK", None) is not None
 
@@ -190,41 +157,12 @@ class MistralChatEncoder:
         """(input_ids, labels), both int32. input_ids are exactly `encode_chat_completion(...).tokens`; labels
         are the id where trained and -100 elsewhere, and labels[0] is always -100. Raises RowError
         (template_error, content_not_rendered, bad_training_detail) for rows it cannot encode or label."""
-        _check_detail(chat)
+        check_detail(chat)
         reference, turns = self._turns(chat)
         ids = np.asarray(reference, dtype=np.int32)
-        if train_on_inputs:
-            labels = ids.copy()
-        else:
-            labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int32)
-            last_trained = max((i for i, t in enumerate(chat.train) if t), default=-1)
-            for turn in turns:
-                trained = self._turn_trained(chat, turn)
-                if trained:
-                    for a, b in turn.trained:
-                        labels[a:b] = ids[a:b]
-                wanted = (train_on_eos == "all" or (train_on_eos == "turn" and trained)
-                          or (train_on_eos == "last" and last_trained in turn.members))
-                if turn.eos is not None and wanted:
-                    labels[turn.eos] = ids[turn.eos]
-        labels[0] = IGNORE_INDEX
-        return ids, labels
+        return ids, turn_labels(chat, ids, turns, train_on_eos, train_on_inputs, self.version.value)
 
-    def _turn_trained(self, chat: Chat, turn: _Turn) -> bool:
-        flags = {chat.train[i] for i in turn.members}
-        if len(flags) > 1:
-            names = ", ".join(f"{i} ({chat.messages[i]['role']})" for i in turn.members)
-            raise RowError(Reason.content_not_rendered, f"mistral-common {self.version.value} encodes messages {names} "
-                           "as one turn, so they cannot be trained differently; train all of them or none",
-                           f"messages[{turn.members[0]}]")
-        trained = flags == {True}
-        if trained and turn.role != "assistant" and self.version == TokenizerVersion.v1:
-            raise RowError(Reason.content_not_rendered, f"message {turn.members[0]} ({turn.role}) is trained, but a v1 "
-                           "Mistral tokenizer writes [INST] as plain text, so its content cannot be separated; "
-                           "train assistant messages only or set train_on_inputs", f"messages[{turn.members[0]}]")
-        return trained
-
-    def _turns(self, chat: Chat) -> tuple[list[int], list[_Turn]]:
+    def _turns(self, chat: Chat) -> tuple[list[int], list[Turn]]:
         request = build_request(chat, self.version, self.can_think)
         try:
             reference = list(self.tokenizer.encode_chat_completion(request).tokens)
@@ -249,10 +187,7 @@ class MistralChatEncoder:
                                f"turn {k}: {str(got[k:k + 1])[:200]} vs {str(expected[k:k + 1])[:200]}; update _groups")
         turns, pos = [], 1
         for (role, members), toks in zip(turn_groups, per_message, strict=True):
-            eos = pos + len(toks) - 1 if role == "assistant" and toks and toks[-1] == self.eos_id else None
-            ranges = self._assistant_ranges(chat, toks) if role == "assistant" else [self._content_range(toks)]
-            trained = [(pos + a, pos + b) for a, b in ranges if b > a]
-            turns.append(_Turn(role, members, pos, pos + len(toks), trained, eos))
+            turns.append(build_turn(role, members, pos, toks, chat, self._markers))
             pos += len(toks)
         if [self.bos_id, *(t for toks in per_message for t in toks)] != reference:
             raise RuntimeError(f"mistral-common {MISTRAL_COMMON_VERSION}: BOS + the per-message encodings differ from "
@@ -280,40 +215,6 @@ class MistralChatEncoder:
                                    f"{type(msg).__name__}, which dataprep/mistral.py does not know")
             out.append(list(toks))
         return out
-
-    def _content_range(self, toks: list[int]) -> tuple[int, int]:
-        """A user, system or tool turn's content: between its leading and trailing control tokens, after the
-        tool definitions a user turn may carry ([AVAILABLE_TOOLS] ... [/AVAILABLE_TOOLS]) and the call id a v7
-        tool result starts with ([TOOL_RESULTS] id [TOOL_CONTENT]). v2/v3 tool results are JSON written by
-        mistral-common ({"content": ..., "call_id": ...}): their content cannot be separated from it, so a
-        trained tool result trains that whole JSON."""
-        a, b = 0, len(toks)
-        for opener in ("[/AVAILABLE_TOOLS]", "[TOOL_CONTENT]"):
-            marker = self._ids[opener]
-            if marker is not None and marker in toks:
-                a = toks.index(marker) + 1
-        while a < b and self._special[toks[a]]:
-            a += 1
-        while b > a and self._special[toks[b - 1]]:
-            b -= 1
-        return a, b
-
-    def _assistant_ranges(self, chat: Chat, toks: list[int]) -> list[tuple[int, int]]:
-        """Everything the model generates in an assistant turn but its </s>: reasoning ([THINK] ... [/THINK]),
-        content and tool calls (from the first [TOOL_CALLS] on). train_on_reasoning false leaves out the thinking
-        text (the [THINK] markers stay trained, as a template's <think> tags do); train_on_tool_calls false
-        leaves out the tool calls."""
-        end = len(toks) - 1 if toks and toks[-1] == self.eos_id else len(toks)
-        ranges = [(0, end)]
-        calls = self._ids["[TOOL_CALLS]"]
-        if not chat.train_tool_calls and calls is not None and calls in toks[:end]:
-            ranges = [(0, toks.index(calls))]
-        think, unthink = self._ids["[THINK]"], self._ids["[/THINK]"]
-        if not chat.train_reasoning and think is not None and think in toks[:end]:
-            a = toks.index(think) + 1
-            b = toks.index(unthink) if unthink in toks[a:end] else end
-            ranges = [r for x, y in ranges for r in ((x, min(y, a)), (max(x, b), y)) if r[1] > r[0]]
-        return ranges
 
 
 class MistralEncoder:
@@ -370,19 +271,6 @@ def load_mistral_tokenizer(name: str, config_dir: Path, special_tokens: dict[str
     files = {enc.path.name: hashlib.sha256(enc.path.read_bytes()).hexdigest(), "mistral-common": enc.version.value}
     return TokenizerInfo(enc.path, tok, True, eos, {"bos_token": bos, "eos_token": eos}, specials, None, files,
                          chat_encoding=enc)
-
-
-def _check_detail(chat: Chat) -> None:
-    for i, ranges in enumerate(chat.detail):
-        if ranges:
-            raise RowError(Reason.bad_training_detail, f"message {i} has training detail (character offsets), which "
-                           "mistral: tokenizers do not support yet; train whole messages (message_field_training) "
-                           "instead", f"messages[{i}]")
-    if chat.reasoning_detail is not None and any(chat.reasoning_detail):
-        i = next(i for i, r in enumerate(chat.reasoning_detail) if r)
-        raise RowError(Reason.bad_training_detail, f"message {i} has training detail (content parts) in its "
-                       "reasoning, which mistral: tokenizers do not support yet; train whole messages instead",
-                       f"messages[{i}]")
 
 
 def _signature(message: Any) -> tuple[str, Any, Any]:

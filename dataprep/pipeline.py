@@ -16,7 +16,7 @@
                on disk (outputs.py, placed.py);
                tokenizer/ (with the template used); manifest.json (manifest.py) last, then one rename
 
-Everything is written under a temporary folder that becomes a version DIR points at in one rename (outdir.py),
+Everything is written under a temporary folder that becomes a version DIR points at in one rename (outdir_commit.py),
 so a crashed run never leaves a directory that looks complete, nor loses the previous one.
 """
 
@@ -39,7 +39,7 @@ import pyarrow.ipc as ipc
 from jinja2 import TemplateError, TemplateSyntaxError
 
 import dataprep
-from dataprep import curate, outdir, outputs
+from dataprep import curate, outdir, outdir_commit, outputs
 from dataprep.curate import Curation
 from dataprep.decontam import DecontamError
 from dataprep.encode import TokenizerInfo, save_tokenizer
@@ -265,7 +265,8 @@ def _code_hash() -> str:
 def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, force: bool = False,
                  progress: Progress | None = None, verify: bool = False, wait: bool = True,
                  wait_log: Callable[[str], None] | None = None) -> Result:
-    """Output handling (refusals, lock, cache, atomic swap) is outdir.py's: see its docstring."""
+    """Output handling (refusals, lock, cache, atomic swap) is outdir.py's and outdir_commit.py's: see
+    outdir.py's docstring."""
     progress = progress or Progress()
     timer = StageTimer(progress.stage_done)
     with timer("setup"):
@@ -273,7 +274,7 @@ def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, fo
     outdir.check_location(out, config_path, [s.path for s in st.sources])
     notes: list[str] = []
     try:
-        with outdir.claim(out, notes, wait=wait, log=wait_log) as claim:
+        with outdir_commit.claim(out, notes, wait=wait, log=wait_log) as claim:
             if not force and (cached := outdir.reusable(out, st.fingerprint, verify, notes)) is not None:
                 return Result(out, cached, cached=True, notes=notes)
             tmp = claim.new_tmp()
@@ -283,7 +284,7 @@ def run_pipeline(cfg: Config, config_path: Path, out: Path, workers: int = 1, fo
             claim.publish()
             return Result(out, manifest, cached=False, notes=notes)
     except (OSError, pl.exceptions.PolarsError) as e:
-        if (full := outdir.disk_full(e, out)) is not None:
+        if (full := outdir_commit.disk_full(e, out)) is not None:
             raise full from None
         raise
 

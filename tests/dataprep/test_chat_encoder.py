@@ -24,9 +24,9 @@ from schemas.config import config_from_dict
 from tests.conftest import _tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ["dataprep.mistral", "dataprep.mistral_templates", "dataprep.encode", "dataprep.chat_encoder",
-           "dataprep.template_encoder", "dataprep.transform", "dataprep.probes", "dataprep.pipeline",
-           "dataprep.look.golden"]
+MODULES = ["dataprep.mistral", "dataprep.mistral_labels", "dataprep.mistral_templates", "dataprep.encode",
+           "dataprep.chat_encoder", "dataprep.template_encoder", "dataprep.transform", "dataprep.probes",
+           "dataprep.pipeline", "dataprep.look.golden"]
 
 
 def run(code: str) -> subprocess.CompletedProcess[str]:
@@ -79,8 +79,8 @@ def test_no_import_cycle_through_the_encoders() -> None:
                     todo.append(n)
         return False
 
-    for module in ("dataprep.mistral", "dataprep.mistral_request", "dataprep.mistral_files",
-                   "dataprep.mistral_templates", "dataprep.encode", "dataprep.chat_encoder",
+    for module in ("dataprep.mistral", "dataprep.mistral_labels", "dataprep.mistral_request",
+                   "dataprep.mistral_files", "dataprep.mistral_templates", "dataprep.encode", "dataprep.chat_encoder",
                    "dataprep.template_encoder", "dataprep.probes"):
         assert not reaches(module, module), f"{module} imports itself through other modules"
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataprep import load
+from dataprep import json_rows
 from dataprep.json_array import NotAnArray, split_array
 from dataprep.load import InputError, read_batches
 from tests.conftest import Prepare
@@ -109,13 +109,13 @@ def test_a_clean_array_is_read_as_before(tmp_path: Path, prepare: Prepare, monke
     (tmp_path / "chat.json").write_bytes(as_array(clean))
     (tmp_path / "chat.jsonl").write_bytes(as_jsonl(clean))
     calls: list[int] = []
-    split = load.split_array
-    monkeypatch.setattr(load, "split_array", lambda data: calls.append(1) or split(data))
+    split = json_rows.split_array
+    monkeypatch.setattr(json_rows, "split_array", lambda data: calls.append(1) or split(data))
     array = prepare({"datasets": [{"path": "chat.json", **CHAT}]}, "array")
     assert calls == []
     lines = prepare({"datasets": [{"path": "chat.jsonl", **CHAT}]}, "lines")
     same_output(array.out, lines.out)
-    rows = [r for b in load._json_array_items(tmp_path / "chat.json", as_array(clean), 5) for r in b]
+    rows = [r for b in json_rows._json_array_items(tmp_path / "chat.json", as_array(clean), 5) for r in b]
     fast = [r for b in read_batches(tmp_path / "chat.json", "json", 5) for r in b]
     assert [(r.source_row, json.loads(r.payload)) for r in rows] == [
         (r.source_row, json.loads(r.payload)) for r in fast]
@@ -123,7 +123,7 @@ def test_a_clean_array_is_read_as_before(tmp_path: Path, prepare: Prepare, monke
 
 def test_split_batches_end_early_at_the_byte_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "chat.json").write_bytes(as_array(ITEMS))
-    monkeypatch.setattr(load, "BATCH_BYTES", 3 * len(chat(0)))
+    monkeypatch.setattr(json_rows, "BATCH_BYTES", 3 * len(chat(0)))
     batches = list(read_batches(tmp_path / "chat.json", "json", 1000))
     assert len(batches) > 2 and [r.source_row for b in batches for r in b] == list(range(10))
     assert [r.payload for b in batches for r in b] == [item.encode() for item in ITEMS]

@@ -1,7 +1,8 @@
-"""The output directory (dataprep/outdir.py): prepare never deletes what it did not write, refuses `--out .` and
-its kind, waits for a live run on the same DIR (the lock decides, not a pid), replaces DIR in one step so that
-a kill -9 at any point leaves a complete version, reuses a cache only when every shard is there (sha256 with
---verify), says "disk full" in one line, and readers see one version while a prepare replaces it.
+"""The output directory (dataprep/outdir.py, outdir_commit.py): prepare never deletes what it did not write,
+refuses `--out .` and its kind, waits for a live run on the same DIR (the lock decides, not a pid), replaces DIR
+in one step so that a kill -9 at any point leaves a complete version, reuses a cache only when every shard is
+there (sha256 with --verify), says "disk full" in one line, and readers see one version while a prepare
+replaces it.
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest tests/dataprep/test_outdir.py -v
 """
@@ -281,7 +282,7 @@ def test_a_live_lock_is_waited_for_whatever_its_pid(tmp_path: Path, data: Path) 
 CHILD = """
 import os, signal, sys, time
 from pathlib import Path
-from dataprep import cli, outdir, pipeline
+from dataprep import cli, outdir_commit, pipeline
 from dataprep.look import html_report, inspect_tokens
 point, gate = sys.argv[1], Path(sys.argv[2])
 out = os.path.abspath(sys.argv[3])
@@ -306,9 +307,9 @@ if point == "build":            # shards half written
 elif point == "before-swap":    # tmp-N renamed to v-N, the new link made, DIR not yet replaced
     at(os, "rename", lambda src, dst: die() if os.path.abspath(dst) == out else None)
 elif point == "after-swap":     # DIR points at the new version, the old one not yet removed
-    at(outdir, "_fsync", lambda p: die() if str(p) == os.path.dirname(out) else None)
+    at(outdir_commit, "_fsync", lambda p: die() if str(p) == os.path.dirname(out) else None)
 elif point == "cleanup":        # the old version renamed to del-N, half removed
-    at(outdir, "_remove_version", lambda p: (p.rename(p.with_name("del-" + p.name[2:])), die()))
+    at(outdir_commit, "_remove_version", lambda p: (p.rename(p.with_name("del-" + p.name[2:])), die()))
 elif point == "gate":
     at(pipeline, "_build", wait_for_gate)
 sys.exit(cli.main(["prepare", *sys.argv[4:]]))

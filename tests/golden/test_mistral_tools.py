@@ -195,7 +195,7 @@ def test_tool_calls_can_be_masked(version: str, shape: str) -> None:
     ids, labels = encoder(version).encode(chat, "turn", False)
     _, ref_labels = reference(version).ids_and_labels(chat, "turn")
     assert labels.tolist() == ref_labels
-    calls = encoder(version)._ids["[TOOL_CALLS]"]
+    calls = encoder(version)._markers.ids["[TOOL_CALLS]"]
     assert calls in ids.tolist() or (number(version) == 2 and shape == "history_then_question")
     assert calls not in labels.tolist()
 
@@ -225,7 +225,7 @@ def test_v2_drops_calls_before_the_last_user_turn() -> None:
     """mistral-common v2 encodes tool calls and results only after the last user message: the earlier call is
     not in the ids, so nothing of it is trained; the later answers are."""
     ids, labels = encoder("v2").encode(as_chat(ROWS["history_then_question"]), "turn", False)
-    assert encoder("v2")._ids["[TOOL_CALLS]"] not in ids.tolist()
+    assert encoder("v2")._markers.ids["[TOOL_CALLS]"] not in ids.tolist()
     assert trained_text("v2", labels.tolist()).replace("▁", " ").strip() == "21 °C.</s> You're welcome.</s>"
 
 
