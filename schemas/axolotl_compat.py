@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from schemas.axolotl_keys import (
     EMPTY_IS_A_VALUE,
+    EMPTY_MAPPING_IS_ON,
     HINTS,
     NOT_SUPPORTED,
     RENAMED,
@@ -104,7 +105,7 @@ def _walk(node: dict[Any, Any], model: type[BaseModel], section: str, loc: Loc, 
             continue
         if (section, key) in NOT_SUPPORTED:
             del node[key]
-            if _is_off(value):
+            if _is_off(value) and not (value == {} and (section, key) in EMPTY_MAPPING_IS_ON):
                 p.report.entries.append(KeyEntry(_show((*loc, key)), "off"))
             else:
                 p.problems.append(((*loc, key), f"{_show((*loc, key))}: {NOT_SUPPORTED[section, key]}"))

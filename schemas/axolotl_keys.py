@@ -1,12 +1,17 @@
 """Axolotl's config keys, as data: what each section of an Axolotl config may hold, and what Tessera does with it.
 
-Source: the pydantic models of axolotl-ai-cloud/axolotl at commit 067b021c (2026-07-24), read field by field
-from `src/axolotl/utils/schemas/` (config.py's AxolotlInputConfig and its base classes: model.py, peft.py,
-training.py, integrations.py, multimodal.py, deprecated.py; datasets.py's SFTDataset, DPODataset, KTODataset,
+Source: the pydantic models of the pinned Axolotl 0.21.0 wheel (dataprep/fetch_axolotl.py, sha256
+5db0468897d1f3a80fa2becc80dd4409f378ce887dcb2c98854dc70b38196391), read field by field from
+`axolotl/utils/schemas/` (config.py's AxolotlInputConfig and its base classes: model.py, peft.py, training.py,
+integrations.py, multimodal.py, deprecated.py; datasets.py's SFTDataset, DPODataset, KTODataset,
 StepwiseSupervisedDataset, SyntheticDataset, PretrainingDataset and the custom `type:` mappings; fsdp.py;
-SpecialTokensConfig), the `args.py` of every plugin in `src/axolotl/integrations/`, and the deprecation
-validators (which spelling Axolotl moved to which). Aliases are listed as users write them (`model_config`,
-not `overrides_of_model_config`).
+SpecialTokensConfig), the Args model each plugin in `axolotl/integrations/` names in `get_input_args` (merged
+into the top level when `plugins:` lists it), and the deprecation validators (which spelling Axolotl moved to
+which). First read from the repository at commit 067b021c (2026-07-24); the wheel has all of its keys but the
+old top-level `fsdp` and the old `fsdp_config` spellings, kept below for the configs that carry them. Aliases
+are listed as users write them (`model_config`, not `overrides_of_model_config`).
+tests/schemas/test_axolotl_wheel_keys.py checks every key of the wheel against these lists, so that an Axolotl
+bump names what is new.
 
 Only facts about Axolotl live here. Which keys Tessera supports is not listed: it is computed from the pydantic
 tree in schemas/config.py (schemas/axolotl_compat.py), so a field another change adds is supported as soon as it
@@ -38,7 +43,7 @@ TOP_FAMILIES: dict[str, tuple[str, ...]] = {
         mean_resizing_embeddings shrink_embeddings embeddings_skip_upcast low_cpu_mem_usage max_memory
         gpu_memory_limit device device_map unfrozen_parameters freeze_mm_modules is_falcon_derived_model
         is_llama_derived_model is_mistral_derived_model is_qwen_derived_model llama4_linearized_experts
-        experts_implementation quantize_moe_experts"""),
+        experts_implementation quantize_moe_experts ple_cpu_offload"""),
     "tokenizer": _keys("""tokenizer_config tokenizer_use_fast tokenizer_legacy tokenizer_use_mistral_common
         tokenizer_type tokenizer_save_jinja_files special_tokens tokens added_tokens_overrides fix_untrained_tokens"""),
     "chat_template": _keys("chat_template chat_template_jinja chat_template_kwargs eot_tokens default_system_message"),
@@ -52,20 +57,23 @@ TOP_FAMILIES: dict[str, tuple[str, ...]] = {
         sample_packing_mp_start_method sample_packing_eff_est eval_sample_packing pad_to_sequence_len
         pad_to_multiple_of curriculum_sampling multipack_real_batches batch_flattening use_pose
         pose_split_on_token_ids pose_max_context_len pose_num_chunks pretrain_multipack_buffer_size
-        pretrain_multipack_attn pretraining_sample_concatenation streaming_multipack_buffer_size group_by_length"""),
+        pretrain_multipack_attn pretraining_sample_concatenation streaming_multipack_buffer_size group_by_length
+        balance_labels label_balance_window_optim_steps"""),
     "lora": _keys("""adapter lora_model_dir lora_r lora_alpha lora_fan_in_fan_out lora_target_modules
         lora_target_parameters lora_target_linear lora_modules_to_save lora_rank_pattern lora_alpha_pattern
         lora_dropout peft_layers_to_transform peft_layers_pattern peft peft_use_dora peft_use_rslora
         peft_layer_replication peft_init_lora_weights peft_trainable_token_indices peft_ensure_weight_tying
         peft_autocast_adapter_dtype lora_on_cpu loraplus_lr_ratio loraplus_lr_embedding merge_lora merge_method
         relora relora_prune_ratio relora_prune_method relora_cpu_offload lora_mlp_kernel lora_qkv_kernel
-        lora_o_kernel lora_embedding_kernel"""),
+        lora_o_kernel lora_embedding_kernel lora_fp32_gradients mixlora_num_experts mixlora_top_k
+        mixlora_router_aux_loss_coef mixlora_router_init_range mixlora_jitter_noise mixlora_expert_lora_r
+        mixlora_expert_lora_alpha mixlora_expert_lora_dropout"""),
     "quantization": _keys("""load_in_8bit load_in_4bit qlora_sharded_model_loading gptq bnb_config_kwargs qat
-        quantization fp8 fp8_enable_fsdp_float8_all_gather"""),
+        quantization fp8 fp8_enable_fsdp_float8_all_gather fp8_config nf4_backend"""),
     "hyperparameters": _keys("""gradient_accumulation_steps micro_batch_size batch_size eval_batch_size
         auto_find_batch_size learning_rate embedding_lr embedding_lr_scale weight_decay max_grad_norm num_epochs
         max_steps neftune_noise_alpha noisy_embedding_alpha lisa_n_layers lisa_step_interval lisa_layers_attribute
-        use_eaft eaft_alpha eaft_k"""),
+        use_eaft eaft_alpha eaft_k use_dft diffusion_lm"""),
     "optimizer": _keys("""optimizer optim_args optim_target_modules torchdistx_path adam_epsilon adam_epsilon2
         adam_beta1 adam_beta2 adam_beta3 dion_lr dion_momentum dion_rank_fraction dion_rank_multiple_of qgalore_rank
         qgalore_update_proj_gap qgalore_scale qgalore_proj_type qgalore_proj_quant qgalore_proj_bits
@@ -77,25 +85,27 @@ TOP_FAMILIES: dict[str, tuple[str, ...]] = {
     "attention": _keys("""attn_implementation flash_attention sdp_attention xformers_attention flex_attention
         sage_attention eager_attention flex_attn_compile_kwargs flash_attn_cross_entropy flash_attn_fuse_mlp
         flash_optimum gemma4_hybrid_attn_impl large_head_attention flash_attn_d512 sdpa_varlen fused_attn_kernel
-        scaling_softmax scaling_softmax_factor scaling_softmax_bias s2_attention flash_attn_rms_norm"""),
+        scaling_softmax scaling_softmax_factor scaling_softmax_bias s2_attention flash_attn_rms_norm
+        fa_varlen_kwargs_in_collator"""),
     "kernels": _keys("""chunked_cross_entropy chunked_cross_entropy_num_chunks tiled_mlp tiled_mlp_num_shards
-        tiled_mlp_use_original_mlp torch_compile torch_compile_backend torch_compile_mode torch_compile_options"""),
+        tiled_mlp_use_original_mlp torch_compile torch_compile_backend torch_compile_mode torch_compile_options
+        torch_compile_regional full_determinism"""),
     "checkpointing": _keys("""gradient_checkpointing gradient_checkpointing_kwargs selective_checkpointing
         activation_offloading layer_offloading dynamic_checkpoint resume_from_checkpoint
         auto_resume_from_checkpoints output_dir save_steps saves_per_epoch save_strategy save_total_limit
         save_first_step save_only_model save_safetensors load_best_model_at_end metric_for_best_model
-        greater_is_better early_stopping_patience"""),
+        greater_is_better early_stopping_patience export"""),
     "evaluation": _keys("""eval_steps evals_per_epoch eval_strategy evaluation_strategy do_causal_lm_eval
         eval_causal_lm_metrics do_bench_eval bench_dataset bench_split eval_table_size eval_max_new_tokens
         generate_samples num_generation_samples generation_max_new_tokens generation_temperature generation_top_p
-        generation_top_k generation_prompt_ratio generation_do_sample"""),
+        generation_top_k generation_prompt_ratio generation_do_sample eval_on_start"""),
     "logging": _keys("""logging_steps use_wandb wandb_name wandb_run_id wandb_mode wandb_project wandb_entity
         wandb_watch wandb_log_model use_mlflow mlflow_tracking_uri mlflow_experiment_name mlflow_run_name
         hf_mlflow_log_artifacts use_comet comet_api_key comet_workspace comet_project_name comet_experiment_key
         comet_mode comet_online comet_experiment_config use_trackio trackio_project_name trackio_run_name
         trackio_space_id use_otel_metrics otel_metrics_host otel_metrics_port use_tensorboard profiler_steps
         profiler_steps_start include_tokens_per_second include_tkps loss_watchdog_threshold loss_watchdog_patience
-        strict"""),
+        strict logging_nan_inf_filter sync_profiler_steps sync_profiler_start_step"""),
     "hub": _keys("hub_model_id hub_strategy hub_revision"),
     "distributed": _keys("""fsdp fsdp_config fsdp_version fsdp_final_state_dict_type deepspeed deepcompile ddp
         ddp_timeout ddp_bucket_cap_mb ddp_broadcast_buffers ddp_find_unused_parameters world_size local_rank
@@ -106,29 +116,32 @@ TOP_FAMILIES: dict[str, tuple[str, ...]] = {
     "rl": _keys("""rl trl vllm ebft rl_beta dpo_beta dpo_use_weighting dpo_label_smoothing precompute_ref_log_probs
         dpo_use_liger_kernel dpo_padding_free dpo_loss_type dpo_loss_weights dpo_use_logits_to_keep
         dpo_generate_during_eval dpo_norm_loss rpo_alpha orpo_alpha simpo_gamma cpo_alpha kto_desirable_weight
-        kto_undesirable_weight"""),
+        kto_undesirable_weight dpo_ld_alpha"""),
     "reward_model": _keys("reward_model process_reward_model center_rewards_coefficient num_labels"),
     "multimodal": _keys("processor_type processor_kwargs image_size image_resize_algorithm role_boundaries"),
     "gradio": _keys("gradio_title gradio_share gradio_server_name gradio_server_port gradio_max_new_tokens "
                     "gradio_temperature"),
-    # plugins: and the arguments of the plugins shipped in src/axolotl/integrations/*/args.py
+    # plugins: and the arguments of the plugins shipped in axolotl/integrations/ (the Args model a plugin's
+    # get_input_args names). They act only when `plugins:` lists the plugin, which Tessera does not run.
     "plugins": _keys("""plugins liger_rope liger_rms_norm liger_rms_norm_gated liger_layer_norm liger_swiglu
         liger_glu_activation liger_cross_entropy liger_fused_linear_cross_entropy liger_use_token_scaling
-        cut_cross_entropy kd_trainer kd_ce_alpha kd_alpha kd_temperature kd_beta kd_normalize_topk
-        kd_online_server_base_url kd_online_topk kd_online_server kd_online_timeout kd_temperature_min
-        spectrum_top_fraction spectrum_model_name lm_eval_tasks lm_eval_batch_size lm_eval_post_train lm_eval_model
-        use_swanlab swanlab_project swanlab_experiment_name swanlab_description swanlab_mode swanlab_workspace
-        swanlab_api_key swanlab_log_model swanlab_web_host swanlab_api_host swanlab_lark_webhook_url
-        swanlab_lark_secret swanlab_log_completions swanlab_completion_log_interval swanlab_completion_max_buffer
-        grokfast_alpha grokfast_lamb dense_mixer expert_parallel_size expert_parallel_backend
-        expert_parallel_num_nvl_bytes expert_parallel_num_rdma_bytes expert_parallel_token_capacity
-        expert_parallel_fallback_on_unsupported llmcompressor hatchery diffusion mora nemo_gym_enabled nemo_gym_dir
+        liger_kernel_impl cut_cross_entropy cut_cross_entropy_c_grad_chunk_size cut_cross_entropy_accum_c_fp32
+        kd_trainer kd_ce_alpha kd_alpha kd_temperature kd_beta kd_normalize_topk kd_online_server_base_url
+        kd_online_topk kd_online_server kd_online_timeout kd_temperature_min spectrum_top_fraction spectrum_model_name
+        lm_eval_tasks lm_eval_batch_size lm_eval_post_train lm_eval_model use_swanlab swanlab_project
+        swanlab_experiment_name swanlab_description swanlab_mode swanlab_workspace swanlab_api_key swanlab_log_model
+        swanlab_web_host swanlab_api_host swanlab_lark_webhook_url swanlab_lark_secret swanlab_log_completions
+        swanlab_completion_log_interval swanlab_completion_max_buffer grokfast_alpha grokfast_lamb dense_mixer
+        expert_parallel_size expert_parallel_backend expert_parallel_num_nvl_bytes expert_parallel_num_rdma_bytes
+        expert_parallel_token_capacity expert_parallel_fallback_on_unsupported expert_parallel_dispatch_chunks
+        expert_parallel_save_dispatch llmcompressor hatchery diffusion mora nemo_gym_enabled nemo_gym_dir
         nemo_gym_auto_clone nemo_gym_config_paths nemo_gym_head_port nemo_gym_server_timeout nemo_gym_verify_timeout
         nemo_gym_run_timeout nemo_gym_datasets nemo_gym_auto_start nemo_gym_model_name nemo_gym_multi_turn
-        nemo_gym_max_turns expert_backend nonexpert_quantization moe_grouped_backend moe_dequant_chunk_size
-        moe_bnb_fast use_scattermoe use_sonicmoe use_dsv4_kernels use_glm_dsa_kernels dsv4_fp8_nonexpert_mode
-        dsv4_fp8_lora_kernel dsv4_shared_mlp_lora_kernel dsv4_bf16_all dsv4_fp4_grouped_mode gemma4_fp8_nonexpert
-        gemma4_nf4_nonexpert nvfp4_merge_aware nvfp4_merge_aware_start_step"""),
+        nemo_gym_max_turns expert_backend nonexpert_quantization moe_grouped_backend moe_dequant_chunk_size moe_bnb_fast
+        use_scattermoe use_sonicmoe use_dsv4_kernels use_glm_dsa_kernels dsv4_fp8_nonexpert_mode dsv4_fp8_lora_kernel
+        dsv4_shared_mlp_lora_kernel dsv4_bf16_all dsv4_fp4_grouped_mode gemma4_fp8_nonexpert gemma4_nf4_nonexpert
+        nvfp4_merge_aware nvfp4_merge_aware_start_step autotune_cache_path autotune_neighborhood autotune_profiles
+        context_parallel coreweave diffusion_decision"""),
     # Not in Axolotl's schema any more (it ignores unknown keys) but still in configs written for it, including
     # its own examples/: old GPTQ and debug switches, and the keys of `axolotl` cloud launchers (Modal).
     "legacy": _keys("""gptq_groupsize gptq_model_v1 gptq_disable_exllama adam_eps eta_min debug
@@ -137,17 +150,22 @@ TOP_FAMILIES: dict[str, tuple[str, ...]] = {
         timeout_preprocess volumes secrets branch dockerfile_commands"""),
 }
 
+# SFTDataset's keys: a `datasets:` entry, and also a `pretraining_dataset:` entry (Axolotl's schema takes either
+# model there, but its loader reads only path, name, skip, split, data_files, type and text_column)
+_SFT_DATASET = _keys("""path split type input_transform shards shards_idx preprocess_shards conversation
+    chat_template chat_template_jinja data_files input_format name ds_type field field_human field_model
+    field_messages field_tools field_thinking template_thinking_key message_field_role message_field_content
+    message_property_mappings message_field_training message_field_training_detail split_thinking logprobs_field
+    temperature roles_to_train train_on_eos train_on_eot roles drop_system_message trust_remote_code revision
+    weight""")
+
 # ---- nested sections, by their path in the config tree ("datasets" covers every entry of the list)
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     # SFTDataset, plus the keys of the other dataset kinds (preference, KTO, stepwise, synthetic), which
     # Axolotl accepts in the same `datasets:` list
-    "datasets": _keys("""path split type input_transform shards shards_idx preprocess_shards conversation chat_template
-        chat_template_jinja data_files input_format name ds_type field field_human field_model field_messages
-        field_tools field_thinking template_thinking_key message_field_role message_field_content
-        message_property_mappings message_field_training message_field_training_detail split_thinking
-        logprobs_field temperature roles_to_train train_on_eos train_on_eot roles drop_system_message
-        trust_remote_code revision field_chosen field_rejected step_separator max_completion_length
-        train_on_last_step_only length sequence_length min_input_id max_input_id seed"""),
+    "datasets": _SFT_DATASET + _keys("""field_chosen field_rejected step_separator max_completion_length
+        train_on_last_step_only length sequence_length min_input_id max_input_id seed min_turns max_turns
+        min_turn_length input_fraction"""),
     # UserDefinedPrompterType, and the DPO/KTO custom types' keys
     "datasets.type": _keys("""system_prompt system_format field_system field_instruction field_input field_output
         format no_input_format field_prompt field_chosen field_rejected prompt_format chosen_format rejected_format
@@ -159,7 +177,10 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         cpu_ram_efficient_loading cpu_offload_pin_memory use_orig_params state_dict_type final_state_dict_type
         auto_wrap_policy transformer_layer_cls_to_wrap min_num_params reshard_after_forward mixed_precision_policy
         backward_prefetch forward_prefetch sharding_strategy limit_all_gathers backward_prefetch_policy"""),
-    "pretraining_dataset": _keys("name path split text_column type trust_remote_code data_files skip"),
+    # PretrainingDataset, then SFTDataset's other keys (see _SFT_DATASET)
+    "pretraining_dataset": _keys("name path split text_column type trust_remote_code data_files skip")
+    + tuple(k for k in _SFT_DATASET if k not in ("name", "path", "split", "type", "trust_remote_code",
+                                                "data_files")),
 }
 for _k in list(SECTION_KEYS["fsdp_config"]):
     if not _k.startswith("fsdp_") and _k != "version":
@@ -195,6 +216,10 @@ NOT_SUPPORTED: dict[tuple[str, str], str] = {
                                   "template of your own (chat_template: jinja + chat_template_jinja)",
     ("", "default_system_message"): f"{_PENDING}: add the system message to the data, or write it into a template "
                                     "of your own (chat_template: jinja)",
+    ("", "use_dft"): "the DFT loss (each token's cross-entropy weighted by its own probability) is not available: "
+                     "Tessera trains plain cross-entropy over the trained tokens; remove use_dft",
+    ("", "diffusion_lm"): "diffusion language-model training is not available: Tessera trains causal LMs on "
+                          "next-token prediction; remove diffusion_lm",
     ("", "added_tokens_overrides"): "renaming tokens of the vocabulary is not available: Tessera adds new tokens "
                                     "with `tokens:` and overrides bos/eos/pad/unk with `special_tokens:`",
     ("special_tokens", "additional_special_tokens"): "extra special tokens are not available: add them with the "
@@ -213,11 +238,6 @@ NOT_SUPPORTED: dict[tuple[str, str], str] = {
     ("datasets", "step_separator"): _REWARD,
     ("datasets", "max_completion_length"): _REWARD,
     ("datasets", "train_on_last_step_only"): _REWARD,
-    ("datasets", "length"): "synthetic datasets are not available: give a local file as `path`",
-    ("datasets", "sequence_length"): "synthetic datasets are not available: give a local file as `path`",
-    ("datasets", "min_input_id"): "synthetic datasets are not available: give a local file as `path`",
-    ("datasets", "max_input_id"): "synthetic datasets are not available: give a local file as `path`",
-    ("datasets", "seed"): "synthetic datasets are not available: give a local file as `path`",
     ("datasets.type", "field_prompt"): _PREFERENCE,
     ("datasets.type", "field_chosen"): _PREFERENCE,
     ("datasets.type", "field_rejected"): _PREFERENCE,
@@ -228,6 +248,10 @@ NOT_SUPPORTED: dict[tuple[str, str], str] = {
     ("datasets.type", "field_label"): _PREFERENCE,
     ("datasets.type", "completion_format"): _PREFERENCE,
 }
+# SyntheticDataset's keys: random token rows Axolotl makes up (for benchmarks) instead of reading a dataset
+for _k in _keys("length sequence_length min_input_id max_input_id seed min_turns max_turns min_turn_length "
+                "input_fraction"):
+    NOT_SUPPORTED[("datasets", _k)] = "synthetic datasets are not available: give a local file as `path`"
 # Dataset keys with a meaning for the rendered tokens that Tessera does not read yet: an error (ignoring them
 # would train other tokens than Axolotl does). A key becomes supported once DatasetConfig has its field.
 for _k in _keys("""field_human field_model"""):
@@ -300,3 +324,6 @@ HINTS: dict[str, dict[str, str]] = {
 # `field_system:` empty in a custom instruct `type:` for rows that have no such column.
 EMPTY_IS_A_VALUE: frozenset[tuple[str, str]] = frozenset({("datasets.type", "field_system"),
                                                          ("datasets.type", "field_input")})
+# NOT_SUPPORTED keys whose empty mapping switches the feature on: `diffusion_lm: {}` is diffusion training with
+# Axolotl's defaults (its DiffusionLMConfig has a default for every field), not "unset".
+EMPTY_MAPPING_IS_ON: frozenset[tuple[str, str]] = frozenset({("", "diffusion_lm")})

@@ -85,10 +85,11 @@ class DatasetConfig(ConfigModel):
 
     # mixing (README "Mixing datasets", dataprep/mix.py)
     weight: float = Field(1.0, gt=0, le=MAX_WEIGHT)
-    """Tessera: how much of this dataset to train on, applied after deduplication and before the split: 0.3
+    """How much of this dataset to train on, applied after deduplication and before the split: 0.3
     keeps a seeded 30% of its kept samples (exactly round(0.3 × n), half to even), 2.5 repeats every sample
     twice plus a seeded, distinct half of them once more. A completion row cut into chunks, or a pretrain
-    document, is weighted as one (its chunks go together)."""
+    document, is weighted as one (its chunks go together). Axolotl 0.21 has the key for 0 < weight <= 1 (the same
+    share, another random choice of rows); above 1 is Tessera's."""
 
     # chat_template
     field_messages: str | None = None
