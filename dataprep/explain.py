@@ -40,8 +40,10 @@ def explain(cfg: Config) -> list[tuple[str, str]]:
                  "truncate": f"cut to their first {cfg.sequence_len} tokens (kept, reason truncated)",
                  "raise": "an error: the run stops at the first one, naming its file and row, and writes nothing"}
     out.append(("excess_length_strategy", f"samples longer than sequence_len ({cfg.sequence_len}) are "
-                f"{long_rows.get(cfg.excess_length_strategy, cfg.excess_length_strategy)}; short samples are never "
-                "dropped (Axolotl's min_sample_len does not apply)"))
+                f"{long_rows.get(cfg.excess_length_strategy, cfg.excess_length_strategy)}; "
+                + (f"samples under min_sample_len ({cfg.min_sample_len}) tokens are dropped (reason too_short)"
+                   if cfg.min_sample_len is not None else "short samples are not dropped (Axolotl drops those of "
+                   "one token: here they have nothing to train and are quarantined as no_trainable_tokens)")))
     out.append(("quarantine_max_fraction", "a row that does not fit its format is quarantined (reason, file, row, "
                 "original text in quarantine.parquet) and the run goes on; more than "
                 f"{cfg.quarantine_max_fraction:.0%} of the rows quarantined fails the run (a Tessera key)"))

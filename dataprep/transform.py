@@ -195,6 +195,11 @@ class RowProcessor:
         if trainable == 0:
             _quarantine(result, raw, Reason.no_trainable_tokens, "no token is trained (all labels are -100); "
                         "check roles_to_train / train_on_eos or the row's training flags")
+        elif self.cfg.min_sample_len is not None and n < self.cfg.min_sample_len:
+            result.status, result.reason = Status.dropped, Reason.too_short
+            result.message = f"{n} tokens < min_sample_len {self.cfg.min_sample_len}"
+            result.input_ids = result.labels = None
+            result.num_tokens, result.num_trainable = n, trainable
         elif n > limit and self.cfg.excess_length_strategy != "truncate":
             result.status, result.reason = Status.dropped, Reason.too_long
             result.message = f"{n} tokens > {self._fits}"

@@ -208,8 +208,6 @@ NOT_SUPPORTED: dict[tuple[str, str], str] = {
                                "`split: train[0%:25%]` in the dataset entry",
     ("", "dataset_shard_idx"): "Tessera reads whole datasets: take a part with a split slice, e.g. "
                                "`split: train[25%:50%]` in the dataset entry",
-    ("", "min_sample_len"): "Tessera keeps every sample that has a trained token and drops only samples longer "
-                            "than sequence_len; remove min_sample_len (or filter the data first)",
     ("", "use_pose"): "PoSE position-id skipping is not available: Tessera's position_ids restart at 0 for each "
                       "packed sample",
     ("", "chat_template_kwargs"): "extra chat template variables are not available yet: write them into a "
@@ -218,6 +216,8 @@ NOT_SUPPORTED: dict[tuple[str, str], str] = {
                                     "of your own (chat_template: jinja)",
     ("", "use_dft"): "the DFT loss (each token's cross-entropy weighted by its own probability) is not available: "
                      "Tessera trains plain cross-entropy over the trained tokens; remove use_dft",
+    ("", "use_eaft"): "the EAFT loss (Entropy-Aware Focal Training: token losses weighted by the model's entropy) is "
+                      "not available: Tessera trains plain cross-entropy over the trained tokens; remove use_eaft",
     ("", "diffusion_lm"): "diffusion language-model training is not available: Tessera trains causal LMs on "
                           "next-token prediction; remove diffusion_lm",
     ("", "added_tokens_overrides"): "renaming tokens of the vocabulary is not available: Tessera adds new tokens "

@@ -86,6 +86,10 @@ class DataKeys(ConfigModel):
     excess_length_strategy: Literal["drop", "truncate", "raise"] = "drop"
     """Samples longer than sequence_len are dropped (status dropped, reason too_long), cut, or stop the run
     (raise: one line naming the first such row's file and row, exit 1; nothing is written)."""
+    min_sample_len: int | None = Field(None, ge=1)
+    """Samples with fewer tokens than this are dropped (status dropped, reason too_short), as Axolotl's
+    min_sample_len. Unset: none is, beyond what has nothing to train (quarantined, no_trainable_tokens). A
+    completion row cut at sequence_len counts its whole length (Axolotl checks each cut piece)."""
     quarantine_max_fraction: float = Field(0.25, ge=0, le=1)
     """Tessera: fail the run when more than this share of input rows is quarantined (usually a wrong field
     mapping rather than dirty data)."""

@@ -45,6 +45,7 @@ class Reason(StrEnum):
     # Dropped: valid, but longer than sequence_len (excess_length_strategy: drop). Rows whose text alone is
     # too long to fit are dropped before rendering and tokenizing (num_tokens is then null; see transform.py).
     too_long = "too_long"
+    too_short = "too_short"  # fewer tokens than min_sample_len
     weighted_out = "weighted_out"  # not in the seeded selection of a dataset with weight < 1 (dataprep/mix.py)
     # Duplicate: same normalised content as an earlier kept row.
     duplicate = "duplicate"
@@ -54,6 +55,6 @@ class Reason(StrEnum):
 
 
 QUARANTINE_REASONS = frozenset(
-    r for r in Reason if r not in (Reason.too_long, Reason.weighted_out, Reason.duplicate,
+    r for r in Reason if r not in (Reason.too_long, Reason.too_short, Reason.weighted_out, Reason.duplicate,
                                    Reason.near_duplicate, Reason.truncated)
 )

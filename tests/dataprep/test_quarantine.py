@@ -132,3 +132,28 @@ def test_too_much_quarantine_fails_the_run_and_writes_nothing(tmp_path: Path, pr
         prepare({"datasets": [{"path": "chat.jsonl", "type": "chat_template"}]})
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_min_sample_len_drops_short_samples_as_axolotl_does(tmp_path: Path, prepare: Prepare, qwen_dir: Path
+                                                            ) -> None:
+    """Axolotl's min_sample_len: a sample with fewer tokens is dropped (too_short), one of at least that many is
+    kept (Axolotl keeps min_sample_len <= length); counted, and named in samples.parquet with its length."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(qwen_dir))
+    tok.chat_template = (Path(__file__).parents[2] / "dataprep" / "templates" / "chatml.jinja").read_text()
+    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello " * k}]}
+            for k in (1, 5, 20, 40)]
+    lengths = [len(tok.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+               for r in rows]
+    write_jsonl(tmp_path / "chat.jsonl", rows)
+    cut = lengths[2]  # the third row is exactly min_sample_len long: kept
+    result = prepare({"datasets": [{"path": "chat.jsonl", "type": "chat_template"}], "min_sample_len": cut,
+                      "dataset_exact_deduplication": False})
+    acc = result.manifest["accounting"]
+    assert (acc["kept"], acc["dropped"], acc["input_rows"]) == (2, 2, 4)
+    samples = pl.read_parquet(result.out / "samples.parquet").sort("source_row")
+    assert samples["reason"].to_list() == ["too_short", "too_short", None, None]
+    assert samples["num_tokens"].to_list() == lengths
+    unset = prepare({"datasets": [{"path": "chat.jsonl", "type": "chat_template"}]}, out_name="unset")
+    assert unset.manifest["accounting"]["kept"] == 4

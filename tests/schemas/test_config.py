@@ -50,6 +50,8 @@ FROZEN_TOP_LEVEL_KEYS = {
     "bnb_config_kwargs",
     # MoE LoRA: peft's target_parameters (Axolotl's key)
     "lora_target_parameters",
+    # short samples dropped (Axolotl's key)
+    "min_sample_len",
 }
 
 
