@@ -31,6 +31,7 @@ from schemas.axolotl_keys import (
     EMPTY_MAPPING_IS_ON,
     HINTS,
     NOT_SUPPORTED,
+    PLUGINS_THAT_CHANGE_TRAINING,
     RENAMED,
     SECTION_KEYS,
     SWITCHES,
@@ -111,8 +112,22 @@ def _walk(node: dict[Any, Any], model: type[BaseModel], section: str, loc: Loc, 
                 p.problems.append(((*loc, key), f"{_show((*loc, key))}: {NOT_SUPPORTED[section, key]}"))
         elif key in known_keys(section):
             del node[key]
+            if section == "" and key == "plugins":
+                _check_plugins(value, (*loc, key), p)
             if value is not None:
                 p.report.entries.append(KeyEntry(_show((*loc, key)), "not_used"))
+
+
+def _check_plugins(value: Any, loc: Loc, p: Pass) -> None:
+    """`plugins:` is not used, except that a plugin changing what is trained is an error (Tessera runs none)."""
+    for i, entry in enumerate(value if isinstance(value, list) else [value]):
+        parts = str(entry).split(".")
+        name = parts[2] if parts[:2] == ["axolotl", "integrations"] and len(parts) > 2 else None
+        if name in PLUGINS_THAT_CHANGE_TRAINING:
+            where = (*loc, i) if isinstance(value, list) else loc
+            p.problems.append((where, f"{_show(where)}: {entry}: {PLUGINS_THAT_CHANGE_TRAINING[name]} is not "
+                               "available: Tessera runs no Axolotl plugin and would train without it; remove it "
+                               "from plugins"))
 
 
 def _respell(node: dict[Any, Any], key: str, model: type[BaseModel], section: str, loc: Loc, p: Pass) -> None:

@@ -327,3 +327,21 @@ EMPTY_IS_A_VALUE: frozenset[tuple[str, str]] = frozenset({("datasets.type", "fie
 # NOT_SUPPORTED keys whose empty mapping switches the feature on: `diffusion_lm: {}` is diffusion training with
 # Axolotl's defaults (its DiffusionLMConfig has a default for every field), not "unset".
 EMPTY_MAPPING_IS_ON: frozenset[tuple[str, str]] = frozenset({("", "diffusion_lm")})
+
+# Plugins (`plugins:` entries, axolotl.integrations.<name>.<Class>) that change what is trained or how: Tessera runs
+# no Axolotl plugin, so a config listing one would train something else without a word. Name -> what it does. The
+# others (kernels: liger, cut_cross_entropy, kernels, densemixer, fla_sm120_shim; parallelism: expert_parallel,
+# context_parallel; evaluation and logging: lm_eval, swanlab; launchers: baseten, modal, nebius, coreweave) leave
+# the trained model the same and are not used.
+PLUGINS_THAT_CHANGE_TRAINING: dict[str, str] = {
+    "kd": "knowledge distillation (a loss against a teacher's logits)",
+    "diffusion": "diffusion language-model training",
+    "diffusion_decision": "typed decision training for diffusion language models",
+    "nemo_gym": "reinforcement learning in NeMo Gym environments",
+    "hatchery": "training on a remote service (Tinker / Hatchery)",
+    "grokfast": "the Grokfast gradient filter (it amplifies the slow components of each gradient)",
+    "spectrum": "Spectrum (it freezes the layers of low signal-to-noise ratio)",
+    "llm_compressor": "sparsity-preserving fine-tuning (LLMCompressor keeps the pruned weights at zero)",
+    "mixlora": "MixLoRA adapters (a mixture of LoRA experts)",
+    "mora": "MoRA adapters (high-rank updates)",
+}

@@ -154,6 +154,25 @@ def test_not_supported_keys_say_what_tessera_does_instead(given: dict, message: 
     assert any(message in p for p in problems), problems
 
 
+@pytest.mark.parametrize(("plugins", "message"), [
+    (["axolotl.integrations.kd.KDPlugin"], "plugins[0]: axolotl.integrations.kd.KDPlugin: knowledge distillation"),
+    (["axolotl.integrations.liger.LigerPlugin", "axolotl.integrations.spectrum.SpectrumPlugin"],
+     "plugins[1]: axolotl.integrations.spectrum.SpectrumPlugin: Spectrum"),
+    ("axolotl.integrations.diffusion.DiffusionPlugin", "plugins: axolotl.integrations.diffusion.DiffusionPlugin"),
+])
+def test_plugins_that_change_training_are_errors(plugins: object, message: str) -> None:
+    problems = _problems({**BASE, "plugins": plugins})
+    assert len(problems) == 1 and message in problems[0] and "remove it from plugins" in problems[0], problems
+
+
+def test_plugins_that_leave_the_model_the_same_are_not_used() -> None:
+    # kernels, logging, parallelism and a plugin of the user's own: the trained model is the same without them
+    plugins = ["axolotl.integrations.liger.LigerPlugin", "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin",
+               "axolotl.integrations.swanlab.SwanLabPlugin", "my_project.plugins.Logging"]
+    cfg = config_from_dict({**BASE, "plugins": plugins, "liger_rope": True})
+    assert {"plugins", "liger_rope"} <= set(key_report(cfg).not_used)
+
+
 @pytest.mark.parametrize("off", [None, False, "", [], {}])
 def test_not_supported_features_switched_off_are_accepted(off: object) -> None:
     cfg = config_from_dict({**BASE, "rl": off, "streaming": off, "test_datasets": off, "processor_type": off})
