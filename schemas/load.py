@@ -241,7 +241,7 @@ def _line_of(root: yaml.Node | None, loc: list[Any]) -> int:
     line = 1 if root is None else root.start_mark.line + 1
     for p in loc:
         if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
+            for k, v in reversed(node.value):  # a key given twice: YAML keeps the last one, so that is the line
                 if k.value == p:
                     line, node = k.start_mark.line + 1, v
                     break

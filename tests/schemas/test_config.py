@@ -92,6 +92,18 @@ def test_unknown_key_names_file_line_and_closest_key(tmp_path: Path) -> None:
     ]
 
 
+def test_a_key_given_twice_is_read_as_yaml_reads_it_and_errors_name_that_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text("tokenizer_config: x\nsequence_len: 512\ndatasets:\n  - path: a.jsonl\n    type: alpaca\n"
+                   "sequence_len: 0\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert len(e.value.problems) == 1 and e.value.problems[0].startswith(f"{cfg}:6: sequence_len")
+    cfg.write_text("tokenizer_config: x\nsequence_len: 0\ndatasets:\n  - path: a.jsonl\n    type: alpaca\n"
+                   "sequence_len: 512\n")
+    assert load_config(cfg).sequence_len == 512  # the last one, as yaml.safe_load (and so Axolotl) reads it
+
+
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("tokenizer_config: x\ndatasets:\n  - path: a.jsonl\n    type: alpacca\n")
