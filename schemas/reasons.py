@@ -25,7 +25,7 @@ class Reason(StrEnum):
     malformed_csv = "malformed_csv"  # a CSV line with more or fewer values than the header has columns
     invalid_utf8 = "invalid_utf8"  # the bytes are not UTF-8 (a JSONL line, a Parquet/Arrow/CSV string cell)
     invalid_unicode = "invalid_unicode"  # a string holds a lone UTF-16 surrogate (e.g. JSON "\\ud83d" alone)
-    too_deep = "too_deep"  # JSON nested deeper than load.MAX_DEPTH levels (in any field, used or not)
+    too_deep = "too_deep"  # JSON nested deeper than Python's parser reads (~1,000 levels; formats.py), in any field
     number_too_large = "number_too_large"  # an integer with more digits than Python reads (4,300)
     line_too_long = "line_too_long"  # a JSONL line over the read limit (see load.line_limit); never read whole
     not_an_object = "not_an_object"  # a JSON value that is not an object ({...})
