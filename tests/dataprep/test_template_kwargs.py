@@ -154,3 +154,15 @@ def test_explain_says_what_they_do() -> None:
         "no effect: Axolotl applies it only with chat_template: chatml (here llama3)")
     assert "default_system_message" not in said(chat_template="chatml")
 
+
+def test_generate_renders_its_prompt_with_the_kwargs() -> None:
+    """`tessera generate` must prompt as the data was trained: with enable_thinking false the empty think block
+    is part of the prompt (the model was never trained to write it)."""
+    from train.generate import end_of_turn_token, prompt_ids
+
+    tok = hf("qwen3")
+    messages = [{"role": "user", "content": "Hi"}]
+    assert tok.decode(prompt_ids(tok, messages, "2026-01-01", NO_THINKING)).endswith(
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert tok.decode(prompt_ids(tok, messages, "2026-01-01")).endswith("<|im_start|>assistant\n")
+    assert end_of_turn_token(tok, "2026-01-01", NO_THINKING) == "<|im_end|>"
