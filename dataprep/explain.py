@@ -4,9 +4,11 @@ each with the key that changes it. Reads the config only, never the data or the 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from dataprep.template_names import template_differences
+from dataprep.render import resolve_template
+from dataprep.template_names import AXOLOTL_DEFAULT_SYSTEM, template_differences
 from schemas.config import TRAINER_KEYS, Config, key_report
 
 
@@ -60,6 +62,12 @@ def explain(cfg: Config) -> list[tuple[str, str]]:
     for where, name in _templates(cfg):
         if (diff := template_difference(name)) is not None:
             out.append((where, diff))
+    if cfg.chat_template_kwargs:
+        out.append(("chat_template_kwargs", f"{', '.join(cfg.chat_template_kwargs)}: variables of every render of "
+                    "the chat template, as in Axolotl; pass the same ones to apply_chat_template at inference (the "
+                    "manifest lists them under chat_template.kwargs), or the served text differs from the trained"))
+    if cfg.default_system_message:
+        out.append(("default_system_message", _default_system(cfg)))
     for i, ds in enumerate(cfg.datasets):
         if ds.type == "chat_template" and ds.field_messages is None:
             out.append((f"datasets[{i}].field_messages", "a row without `messages` but with ShareGPT's "
@@ -86,3 +94,15 @@ def _templates(cfg: Config) -> list[tuple[str, str]]:
         if isinstance(name, str):
             found.append((f"datasets[{i}].chat_template", name))
     return [(where, name.removeprefix("tokenizer_default_fallback_")) for where, name in found]
+
+
+def _default_system(cfg: Config) -> str:
+    if cfg.chat_template != "chatml":
+        return (f"no effect: Axolotl applies it only with chat_template: chatml (here {cfg.chat_template}); put a "
+                "system message in the rows to train with one")
+    if AXOLOTL_DEFAULT_SYSTEM not in resolve_template("chatml", None, None, Path("."))[1]:
+        return (f"no effect: it replaces \"{AXOLOTL_DEFAULT_SYSTEM}\" in the chatml template, which (in Axolotl "
+                "0.21.0 as in Tessera) has no default system prompt; put a system message in the rows to train "
+                "with one")
+    return (f"replaces \"{AXOLOTL_DEFAULT_SYSTEM}\" in the chatml template, the one trained with and saved with "
+            "the tokenizer (Axolotl trains with the unedited template and saves the edited one)")

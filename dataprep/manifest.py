@@ -34,7 +34,9 @@ def build_manifest(st: Setup, counts: dict[str, Any], stages: list[dict[str, Any
                       "adds_bos": st.tok.adds_bos, "saved": saved_tokenizer},
         "chat_template": None if st.template_text is None else {
             "name": st.template_name, "sha256": hashlib.sha256(st.template_text.encode()).hexdigest(),
-            "text": st.template_text, "date": cfg.chat_template_date},
+            "text": st.template_text, "date": cfg.chat_template_date,
+            # Inference must pass these to apply_chat_template too, or it renders other text than was trained.
+            **({"kwargs": cfg.chat_template_kwargs} if cfg.chat_template_kwargs else {})},
         "probes": st.probes,
         **({"curation": st.curation.manifest()} if st.curation is not None else {}),
         "warnings": st.warnings,

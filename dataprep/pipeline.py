@@ -59,6 +59,7 @@ from dataprep.rowpass import BATCH_SIZE, read_rows
 from dataprep.runner import run_stages
 from dataprep.shards import ShardInfo, SpillReader, sha256_file, write_split
 from dataprep.table import KEPT, SampleTable, large_arrays_mapped, trim_heap
+from dataprep.template_names import with_default_system
 from dataprep.transform import chat_encoder_for, tokenizer_for
 from schemas.config import TRAINER_KEYS, Config
 from schemas.reasons import Reason
@@ -178,6 +179,8 @@ def _chat_templates(cfg: Config, tok: TokenizerInfo, config_dir: Path
         top: tuple[str, str] | None = resolve_template(cfg.chat_template, cfg.chat_template_jinja, tok.chat_template,
                                                        config_dir)
         top_error = None
+        # default_system_message edits the text trained with and saved (Axolotl edits only the saved one).
+        top = (top[0], with_default_system(cfg.chat_template, top[1], cfg.default_system_message))
     except TemplateNotFound as e:
         top, top_error = None, e
     per: list[tuple[str, str] | None] = []

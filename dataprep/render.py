@@ -2,8 +2,8 @@
 
 Chat templates run in a Jinja environment set up the way transformers' `apply_chat_template` sets it up
 (sandboxed, trim_blocks, lstrip_blocks, loopcontrols, `raise_exception`, `tojson`, `strftime_now`, the
-tokenizer's special tokens as variables), so the text is the text inference renders. `strftime_now` returns
-the pinned `chat_template_date`, never today's date.
+tokenizer's special tokens as variables, chat_template_kwargs over them), so the text is the text inference
+renders. `strftime_now` returns the pinned `chat_template_date`, never today's date.
 
 Spans come from a single render of the whole conversation, never from re-rendering prefixes (quadratic, and
 wrong for templates that rewrite history). Each message's stripped content, reasoning and tool-call names are
@@ -154,9 +154,13 @@ def compile_template(text: str, date: datetime.date) -> jinja2.Template:
 class ChatRenderer:
     def __init__(self, template: jinja2.Template, special_tokens: dict[str, str], specials: list[str],
                  train_on_eos: str, train_on_inputs: bool, train_on_eot: str | None = None,
-                 eot_tokens: list[str] | None = None):
+                 eot_tokens: list[str] | None = None, template_kwargs: dict[str, Any] | None = None):
         self.template = template
         self.variables = special_tokens  # bos_token, eos_token, ... as transformers passes them
+        # chat_template_kwargs: in every render (the probes' too, so headers and end-of-turn tokens are those of
+        # the training text), over the special tokens as in transformers ({**special_tokens_map, **kwargs}).
+        self.template_kwargs = dict(template_kwargs or {})
+        self._extra_chars = len(json.dumps(self.template_kwargs)) if self.template_kwargs else 0
         self.special = _alternation(specials)
         self.train_on_eos = train_on_eos
         # train_on_inputs trains every message (chat_rows; the template's own text between turns is not, as in
@@ -316,8 +320,9 @@ class ChatRenderer:
         chars = sum(len(c) for m in messages for c in m.values() if isinstance(c, str))
         extra = 0 if tools is None and not any(len(m) > 2 for m in messages) else len(json.dumps([messages, tools]))
         # tools and documents are always passed (None when absent), as transformers' apply_chat_template does.
-        return render_limited(self.template, chars + extra, messages=messages, tools=tools, documents=None,
-                              add_generation_prompt=add_generation_prompt, **self.variables)
+        return render_limited(self.template, chars + extra + self._extra_chars, messages=messages, tools=tools,
+                              documents=None, add_generation_prompt=add_generation_prompt,
+                              **{**self.variables, **self.template_kwargs})
 
     def _assistant_headers(self) -> list[str]:
         """What the template writes before an assistant turn, longest candidate first: the generation prompt,

@@ -29,7 +29,7 @@ class TemplateEncoder:
         # Raises jinja2.TemplateError for a template that does not compile: setup reports it as a config error.
         template = compile_template(template_text, datetime.date.fromisoformat(cfg.chat_template_date))
         self.renderer = ChatRenderer(template, tok.variables, tok.specials, ds.train_on_eos, cfg.train_on_inputs,
-                                     ds.train_on_eot, cfg.eot_tokens)
+                                     ds.train_on_eot, cfg.eot_tokens, cfg.chat_template_kwargs)
 
     def encode(self, chats: Sequence[Chat]) -> list[Encoded | RowError]:
         out: list[Encoded | RowError] = []

@@ -145,3 +145,14 @@ def unknown_name_message(name: str, library: list[str]) -> str:
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     return (f"chat_template '{name}' is not in the template library ({', '.join(library)}); {hint}"
             "use jinja + chat_template_jinja for your own")
+
+
+AXOLOTL_DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+def with_default_system(name: str, text: str, message: str | None) -> str:
+    """`default_system_message` as Axolotl 0.21.0 applies it (loaders/tokenizer.py): with `chat_template: chatml`
+    only, the template text's "You are a helpful assistant." becomes `message`; any other template is unchanged."""
+    if not message or name != "chatml":
+        return text
+    return text.replace(AXOLOTL_DEFAULT_SYSTEM, message)

@@ -210,10 +210,6 @@ NOT_SUPPORTED: dict[tuple[str, str], str] = {
                                "`split: train[25%:50%]` in the dataset entry",
     ("", "use_pose"): "PoSE position-id skipping is not available: Tessera's position_ids restart at 0 for each "
                       "packed sample",
-    ("", "chat_template_kwargs"): "extra chat template variables are not available yet: write them into a "
-                                  "template of your own (chat_template: jinja + chat_template_jinja)",
-    ("", "default_system_message"): f"{_PENDING}: add the system message to the data, or write it into a template "
-                                    "of your own (chat_template: jinja)",
     ("", "use_dft"): "the DFT loss (each token's cross-entropy weighted by its own probability) is not available: "
                      "Tessera trains plain cross-entropy over the trained tokens; remove use_dft",
     ("", "use_eaft"): "the EAFT loss (Entropy-Aware Focal Training: token losses weighted by the model's entropy) is "

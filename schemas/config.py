@@ -63,6 +63,11 @@ class Config(TrainerKeys, DataKeys):
         if self.chat_template_jinja and self.chat_template != "jinja":
             problems.append(f"chat_template_jinja is set but chat_template is '{self.chat_template}': "
                             "set chat_template: jinja")
+        tokenizer = self.tokenizer_config or self.base_model or ""
+        if self.chat_template_kwargs and tokenizer.startswith("mistral:"):
+            problems.append(f"chat_template_kwargs ({', '.join(self.chat_template_kwargs)}) has no effect with the "
+                            f"mistral-common tokenizer '{tokenizer}', which encodes chats without a Jinja template: "
+                            "remove chat_template_kwargs, or use the model's HF tokenizer folder")
         if not self.base_model and not self.tokenizer_config:
             problems.append("set base_model or tokenizer_config (a local folder with tokenizer.json)")
         if self.val_set_size >= 1 and self.val_set_size != int(self.val_set_size):

@@ -19,6 +19,39 @@ from schemas.datasets import DatasetConfig, PretrainingDataset
 MAX_SEQUENCE_LEN = 2**24
 
 
+# apply_chat_template's own parameters: Axolotl merges chat_template_kwargs into its call, so these would change
+# how it renders (a trailing generation prompt in every training sample, another template) or crash it, rather
+# than set a template variable.
+_PER_ROW = "it is set per call by Tessera, as by Axolotl; remove it"
+RESERVED_TEMPLATE_KWARGS = {
+    "messages": "the conversation is the row's messages; remove it",
+    "conversation": "the conversation is the row's messages; remove it",
+    "tools": "tools come from each row (datasets[].field_tools); remove it, or add the tools to the rows",
+    "documents": "documents are not available; remove it",
+    "add_generation_prompt": _PER_ROW, "continue_final_message": _PER_ROW,
+    "chat_template": "choose the template with the top-level chat_template key",
+    **{k: "an apply_chat_template tokenizing option, not a template variable; remove it" for k in (
+        "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict",
+        "return_assistant_tokens_mask", "tokenizer_kwargs", "sanitize_control_tokens")},
+}
+
+
+def _not_plain(value: Any, where: str = "") -> str | None:
+    """Where `value` holds something other than YAML scalars, lists and string-keyed mappings (None: nothing)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return None
+    if isinstance(value, list):
+        return next((bad for i, v in enumerate(value) if (bad := _not_plain(v, f"{where}[{i}]")) is not None), None)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{where}: mapping key {k!r} is not text; quote it"
+            if (bad := _not_plain(v, f"{where}.{k}")) is not None:
+                return bad
+        return None
+    return f"{where}: {type(value).__name__} values are not allowed (use text, numbers, booleans, lists, mappings)"
+
+
 class SpecialTokens(ConfigModel):
     bos_token: str | None = None
     eos_token: str | None = None
@@ -55,6 +88,16 @@ class DataKeys(ConfigModel):
     eot_tokens: list[str] | None = None
     """Tokens that end a turn (each one token of the vocabulary), trained per datasets[].train_on_eot; default:
     the first special token after a turn's content."""
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Extra variables of every render of a chat template, as Axolotl passes them to apply_chat_template (e.g.
+    `{enable_thinking: false}` for Qwen3); they override the tokenizer's special tokens of the same name. Values
+    are YAML scalars, lists and mappings. Pass the same ones to apply_chat_template at inference (the manifest
+    records them next to the template). Not with a `mistral:` tokenizer, which has no Jinja template."""
+    default_system_message: str | None = None
+    """As Axolotl 0.21.0: with `chat_template: chatml`, replaces "You are a helpful assistant." in the template
+    text (also the one saved with the tokenizer); with any other template it has no effect. The chatml template
+    (Axolotl's and Tessera's) has no default system prompt, so today it changes nothing: put a system message
+    in the data instead (`prepare --explain` says so)."""
     chat_template_date: str = "2026-01-01"
     """Tessera: the date `strftime_now` returns while rendering (Llama 3.1+ put it in the system header), pinned
     so that prepared ids do not change from day to day. ISO format."""
@@ -149,6 +192,24 @@ class DataKeys(ConfigModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"filter names must be unique; {', '.join(twice)} appear more than once")
+        return value
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_variables(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        problems = []
+        for key, v in value.items():
+            if key in RESERVED_TEMPLATE_KWARGS:
+                problems.append(f"chat_template_kwargs.{key}: {RESERVED_TEMPLATE_KWARGS[key]}")
+            elif not key.isidentifier():
+                problems.append(f"chat_template_kwargs.{key!r}: a template variable name is a Python identifier "
+                                "(letters, digits, _; not starting with a digit)")
+            elif (bad := _not_plain(v)) is not None:
+                problems.append(f"chat_template_kwargs.{key}{bad}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("chat_template_date", mode="before")

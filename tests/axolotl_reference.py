@@ -10,7 +10,8 @@ package is extracted once into the fixture cache, beside the templates fetch_axo
 
 and put on sys.path. What Axolotl does between the YAML and the strategy is done the same way here:
 `SFTDataset(**ds).model_dump(exclude_none=True)` in a `DictDefault` (axolotl/utils/config validate_config),
-the top-level `chat_template` written into the tokenizer (axolotl/loaders/tokenizer.py), then
+the top-level `chat_template` (edited by `default_system_message`) written into the tokenizer
+(axolotl/loaders/tokenizer.py), then
 `axolotl.prompt_strategies.load(type, tokenizer, cfg, ds_cfg)` (axolotl/utils/data/wrappers.py), or the
 prompter classes of wrappers.DATASET_HANDLERS for the instruct types it does not load by name.
 """
@@ -65,28 +66,31 @@ def _import() -> Any:
 
 
 @functools.cache
-def _tokenizer(path: str, chat_template: str | None) -> Any:
+def _tokenizer(path: str, chat_template: str | None, default_system_message: str | None = None) -> Any:
     from axolotl.utils.chat_templates import get_chat_template_from_config
     from axolotl.utils.dict import DictDefault
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
     if chat_template:  # axolotl/loaders/tokenizer.py: the config's template replaces the tokenizer's
-        tok.chat_template = get_chat_template_from_config(cfg=DictDefault({"chat_template": chat_template}),
-                                                          tokenizer=tok)
+        text = get_chat_template_from_config(cfg=DictDefault({"chat_template": chat_template}), tokenizer=tok)
+        if default_system_message and chat_template == "chatml":  # the same file, the lines after
+            text = text.replace("You are a helpful assistant.", default_system_message)
+        tok.chat_template = text
     return tok
 
 
 def strategy(tokenizer: Path, ds: dict[str, Any], **top: Any) -> Any:
     """Axolotl's strategy for one datasets[] entry `ds` under top-level keys `top` (chat_template,
-    train_on_inputs, eot_tokens, sequence_len ...), as Axolotl builds it from a config."""
+    chat_template_kwargs, default_system_message, train_on_inputs, eot_tokens, sequence_len ...), as Axolotl
+    builds it from a config."""
     strategies = _import()
     from axolotl.utils.dict import DictDefault
     from axolotl.utils.schemas.datasets import SFTDataset
 
     ds_cfg = DictDefault(SFTDataset(**{"path": "x", **ds}).model_dump(exclude_none=True))
     cfg = DictDefault({"sequence_len": 2048, "train_on_inputs": False, **top})
-    tok = _tokenizer(str(tokenizer), top.get("chat_template"))
+    tok = _tokenizer(str(tokenizer), top.get("chat_template"), top.get("default_system_message"))
     loaded = strategies.load(ds_cfg.type, tok, cfg, ds_cfg)
     if loaded is None:
         loaded = _instruct_strategy(ds_cfg.type, tok, cfg)

@@ -21,6 +21,7 @@ from dataprep.load import RawRow
 from dataprep.pipeline import Result, run_pipeline
 from dataprep.render import resolve_template
 from dataprep.report import Progress
+from dataprep.template_names import with_default_system
 from dataprep.transform import RowProcessor, RowResult, tokenizer_for
 from schemas.config import config_from_dict, load_config
 
@@ -73,6 +74,8 @@ def process_rows(tokenizer: Path, ds: dict[str, Any], rows: list[Any], **top: An
         name, jinja = (ds0.chat_template, ds0.chat_template_jinja) if ds0.chat_template else (cfg.chat_template,
                                                                                                cfg.chat_template_jinja)
         template = resolve_template(name, jinja, tok.chat_template, Path("."))[1]
+        if not ds0.chat_template:  # as pipeline._chat_templates edits the top-level template
+            template = with_default_system(cfg.chat_template, template, cfg.default_system_message)
     return RowProcessor(cfg, 0, tok, template).process([RawRow(i, r) for i, r in enumerate(rows)])
 
 

@@ -2,8 +2,9 @@
 
 - The prompt is rendered with the tokenizer saved next to the weights (final/tokenizer, a copy of what
   `prepare` used, chat template included) through transformers' `apply_chat_template(...,
-  add_generation_prompt=True)`, with `strftime_now` pinned to chat_template_date as prepare renders, and
-  tokenized without adding special tokens again: the ids `tessera golden` checks against the training ids.
+  add_generation_prompt=True, **chat_template_kwargs)`, with `strftime_now` pinned to chat_template_date as
+  prepare renders, and tokenized without adding special tokens again: the ids `tessera golden` checks against
+  the training ids.
 - Decoding is greedy unless --temperature > 0 (then sampling with --top-p, seeded by --seed); the text streams
   to the terminal as it is generated.
 - It stops at any of: the tokenizer's eos, the generation config's eos ids, and the template's end-of-turn
@@ -58,17 +59,19 @@ def load_tokenizer(folder: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(folder))
 
 
-def prompt_ids(tok: Any, messages: list[dict[str, str]], date: str) -> list[int]:
-    """The generation prompt's ids, rendered exactly as the training data was."""
+def prompt_ids(tok: Any, messages: list[dict[str, str]], date: str,
+               template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """The generation prompt's ids, rendered exactly as the training data was (chat_template_kwargs too: Qwen3's
+    enable_thinking changes the prompt itself)."""
     if not tok.chat_template:
         raise ArtifactError("the saved tokenizer has no chat template (the data was not chat-formatted); "
                             "--prompt needs one")
     with pinned_clock(datetime.date.fromisoformat(date)):
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **(template_kwargs or {}))
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def stop_ids(tok: Any, model: torch.nn.Module, date: str) -> list[int]:
+def stop_ids(tok: Any, model: torch.nn.Module, date: str, template_kwargs: dict[str, Any] | None = None) -> list[int]:
     """eos ids of the tokenizer and generation config, plus the special token that closes an assistant turn."""
     ids: set[int] = set()
     if tok.eos_token_id is not None:
@@ -76,18 +79,18 @@ def stop_ids(tok: Any, model: torch.nn.Module, date: str) -> list[int]:
     gen = getattr(model, "generation_config", None)
     eos = getattr(gen, "eos_token_id", None)
     ids.update([eos] if isinstance(eos, int) else (eos or []))
-    if (eot := end_of_turn_token(tok, date)) is not None:
+    if (eot := end_of_turn_token(tok, date, template_kwargs)) is not None:
         ids.add(tok.convert_tokens_to_ids(eot))
     return sorted(ids)
 
 
-def end_of_turn_token(tok: Any, date: str) -> str | None:
+def end_of_turn_token(tok: Any, date: str, template_kwargs: dict[str, Any] | None = None) -> str | None:
     """The first special token the template writes after an assistant message's content."""
     if not tok.chat_template:
         return None
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _PROBE}]
     with pinned_clock(datetime.date.fromisoformat(date)):
-        text = tok.apply_chat_template(messages, tokenize=False)
+        text = tok.apply_chat_template(messages, tokenize=False, **(template_kwargs or {}))
     end = text.rfind(_PROBE)
     if end < 0:
         return None
@@ -102,8 +105,8 @@ def generate(cfg: Config, weights: Path, messages: list[dict[str, str]], *, prep
              stream: TextIO | None = None) -> Generation:
     tok = load_tokenizer(tokenizer_dir(cfg, weights, prepared))
     model = load_model_from(weights, cfg, quantized=True)
-    ids = prompt_ids(tok, messages, cfg.chat_template_date)
-    stops = stop_ids(tok, model, cfg.chat_template_date)
+    ids = prompt_ids(tok, messages, cfg.chat_template_date, cfg.chat_template_kwargs)
+    stops = stop_ids(tok, model, cfg.chat_template_date, cfg.chat_template_kwargs)
     streamer = _streamer(tok, stream) if stream is not None else None
     torch.manual_seed(seed)
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \

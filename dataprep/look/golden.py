@@ -6,7 +6,8 @@ independent inference path:
 - chat datasets: transformers' `apply_chat_template(messages, tools=...)` with the tokenizer that `prepare`
   saves next to the shards (the template actually used); labels expected = what the model generates after each
   generation prompt (`add_generation_prompt=True` render of the conversation so far) up to and including the
-  first special token that follows (its end-of-turn token), reasoning and tool calls included. With `--against
+  first special token that follows (its end-of-turn token), reasoning and tool calls included; every call
+  passes chat_template_kwargs, as inference must. With `--against
   base` (or `both`, the default) the ids are also compared with the base tokenizer's own chat template, which is
   what a server that loads the base model's tokenizer renders;
 - chat datasets of `mistral:` tokenizers (the saved folder loads as transformers' MistralCommonBackend):
@@ -109,9 +110,11 @@ def main(args: argparse.Namespace) -> int:
                         saved_as = next((p.get("saved_as", "") for p in st.probes[di:di + 1]), "")
                         named = saved_as.removeprefix("additional_chat_templates/").removesuffix(".jinja")
                         failures += _compare(where, "saved tokenizer + template", ours,
-                                             *template_reference(saved, sample, named if "/" in saved_as else None))
+                                             *template_reference(saved, sample, named if "/" in saved_as else None,
+                                                                 cfg.chat_template_kwargs))
                     if args.against in ("base", "both") and base_differs and base is not None:
-                        ids = list(base.apply_chat_template(sample.messages, tokenize=True)["input_ids"])
+                        ids = list(base.apply_chat_template(sample.messages, tokenize=True,
+                                                            **(cfg.chat_template_kwargs or {}))["input_ids"])
                         failures += _compare(where, "base tokenizer's own chat template", ours, ids, None)
                 elif isinstance(sample, Segments):
                     failures += _compare(where, "tokenizer(prompt)", ours, *_segments_reference(saved, sample))

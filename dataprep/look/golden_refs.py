@@ -36,9 +36,12 @@ def _plain_assistant_training(chat: Chat) -> bool:
     return all(m["role"] == "assistant" for m, t in zip(chat.messages, chat.train, strict=True) if t)
 
 
-def template_reference(tok: Any, chat: Chat, template: str | None = None) -> tuple[list[int], list[int] | None]:
-    """`template`: the saved tokenizer's named template the dataset was rendered with (None: the default)."""
-    kwargs = {"tools": chat.tools, **({"chat_template": template} if template else {})}
+def template_reference(tok: Any, chat: Chat, template: str | None = None,
+                       template_kwargs: dict[str, Any] | None = None) -> tuple[list[int], list[int] | None]:
+    """`template`: the saved tokenizer's named template the dataset was rendered with (None: the default);
+    `template_kwargs`: chat_template_kwargs, passed to every apply_chat_template call as an inference server
+    must pass them."""
+    kwargs = {**(template_kwargs or {}), "tools": chat.tools, **({"chat_template": template} if template else {})}
     full = tok.apply_chat_template(chat.messages, tokenize=False, **kwargs)
     enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
     if not _plain_assistant_training(chat) or (not chat.train_tool_calls and _has_calls(chat)):

@@ -207,6 +207,34 @@ def test_qwen3_empty_think_block_is_trained() -> None:
     assert all(labels[i] == -100 and ours[i] == ids[i] for i in diff)
 
 
+@pytest.mark.parametrize("template", [None, "qwen3"])
+def test_chat_template_kwargs_equal_axolotls(template: str | None) -> None:
+    """chat_template_kwargs reach every render, Axolotl's as Tessera's: with enable_thinking false Qwen3's
+    generation prompt holds the empty think block, so neither trains it (unlike the test above)."""
+    kwargs = {"chat_template_kwargs": {"enable_thinking": False}}
+    for options in OPTIONS:
+        ds = {k: v for k, v in options.items() if k != "train_on_inputs"}
+        extra = {**kwargs, **({"train_on_inputs": True} if "train_on_inputs" in options else {})}
+        assert_same(both("qwen3", template, ds, list(CONVS.values()), **extra), [f"{options} {n}" for n in CONVS])
+    [(_, off)], [(_, on)] = (both("qwen3", template, {}, [CONVS["one"]], **top) for top in (kwargs, {}))
+    assert off.input_ids.tolist() == on.input_ids.tolist()  # past turns: the kwarg only changes the prompt
+    untrained = [t for t, a, b in zip(on.input_ids.tolist(), off.labels, on.labels, strict=True) if a != b]
+    # Axolotl's qwen3 prompt already opens the block; the official one (tokenizer_default) does not.
+    assert hf_tokenizer("qwen3", "qwen3").decode(untrained) == ("</think>\n\n" if template else
+                                                                "<think>\n\n</think>\n\n")
+
+
+@pytest.mark.parametrize(("template", "message"), [("chatml", "You are a pirate."), ("qwen_25", "You are a pirate.")])
+def test_default_system_message_equals_axolotls(template: str, message: str) -> None:
+    """Axolotl 0.21.0 replaces "You are a helpful assistant." in the chatml template only; its chatml (as
+    Tessera's) has no such text, and qwen_25, which has it, is not chatml: no row changes, in either."""
+    rows = [CONVS["one"], CONVS["system"]]
+    pairs = both("qwen2.5", template, {}, rows, default_system_message=message)
+    assert_same(pairs, ["no system", "system"])
+    plain = both("qwen2.5", template, {}, rows)
+    assert [r.input_ids.tolist() for _, r in pairs] == [r.input_ids.tolist() for _, r in plain]
+
+
 def test_rows_axolotl_keeps_and_tessera_quarantines() -> None:
     """Deliberate, validation: an empty assistant message (Axolotl keeps the row, trains nothing of that turn)
     and tool calls the template cannot write (chatml) are quarantined with the reason."""

@@ -196,6 +196,15 @@ def test_a_key_becomes_supported_when_its_field_exists() -> None:
     assert not done.problems and given["datasets"][0]["field_human"] == "human"
 
 
+def test_chat_template_kwargs_and_default_system_message_are_fields() -> None:
+    """Both were "not available yet"; now fields, read as Axolotl reads them (tests/dataprep/test_template_kwargs)."""
+    assert not {("", "chat_template_kwargs"), ("", "default_system_message")} & set(NOT_SUPPORTED)
+    cfg = config_from_dict({**BASE, "chat_template": "chatml", "chat_template_kwargs": {"enable_thinking": False},
+                            "default_system_message": "You are terse."})
+    assert cfg.chat_template_kwargs == {"enable_thinking": False} and cfg.default_system_message == "You are terse."
+    assert not {"chat_template_kwargs", "default_system_message"} & set(key_report(cfg).not_used)
+
+
 # ---- accepted, not used: any value, never an error, one note line
 
 

@@ -52,6 +52,8 @@ FROZEN_TOP_LEVEL_KEYS = {
     "lora_target_parameters",
     # short samples dropped (Axolotl's key)
     "min_sample_len",
+    # chat template variables and chatml's default system message (Axolotl's keys)
+    "chat_template_kwargs", "default_system_message",
 }
 
 
