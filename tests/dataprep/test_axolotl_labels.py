@@ -249,6 +249,32 @@ def test_rows_axolotl_keeps_and_tessera_quarantines() -> None:
     assert not isinstance(ax, Exception) and r.reason.value == "content_not_rendered"
 
 
+def test_gemma4_tool_results_inside_the_model_turn_are_not_trained() -> None:
+    """Deliberate: Gemma 4 writes a tool's result inside the model's turn (`<|tool_response>response:NAME{...}
+    <tool_response|>`, filled in by the inference engine, which stops generating at `<|tool_response>`).
+    Axolotl trains all of it, so the model would learn to write tool results itself; Tessera trains the tool
+    call, `<|tool_response>` (where generation stops) and the answer after it, not the result. Known
+    inaccuracy: `response:NAME` after the stop token is trained too (the template writes it before the tool
+    message's own text)."""
+    call = {"role": A, "content": "", "tool_calls": [{"type": "function", "function": {
+        "name": "get_weather", "arguments": {"city": "Paris"}}}]}
+    row = {"messages": [{"role": U, "content": "Weather?"}, call, {"role": "tool", "content": "18C"},
+                        {"role": A, "content": "It is 18C."}]}
+    [(ax, r)] = both("gemma4", "gemma4", {}, [row])
+    tok = hf_tokenizer("gemma4", "gemma4")
+    ids, labels = ax
+    assert r.input_ids.tolist() == ids
+
+    def trained(lab: list[int]) -> str:
+        return tok.decode([i for i, x in zip(ids, lab, strict=True) if x != -100])
+
+    result = '{value:<|"|>18C<|"|>}<tool_response|>'
+    assert trained(labels) == ('<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|><|tool_response>'
+                               f"response:get_weather{result}It is 18C.<turn|>")
+    assert trained(r.labels.tolist()) == ('<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|>'
+                                          "<|tool_response>response:get_weatherIt is 18C.<turn|>")
+
+
 ALPACA = [{"instruction": "Add the numbers.", "input": "2, 3", "output": "5"},
           {"instruction": "Say hi.", "input": "", "output": "Hi!"},
           {"instruction": " spaced ", "input": "x", "output": " y\n"}]
