@@ -21,7 +21,7 @@ from dataprep.look import golden, html_report, inspect_tokens, query
 from dataprep.outdir import OutdirError
 from dataprep.pipeline import PrepareError, run_pipeline
 from dataprep.report import Progress, escape_controls, summary_lines, summary_table
-from schemas.config import Config, ConfigError, load_config, unused_keys_note
+from schemas.config import Config, ConfigError, ignored_keys_warning, load_config, unused_keys_note
 from schemas.overrides import OverrideError
 from train import __main__ as train_cli
 from train import after as after_cli
@@ -124,7 +124,8 @@ def prepare(args: argparse.Namespace) -> int:
     # Text from configs, paths and data goes through Text/escape, never through rich's markup parser: a
     # Llama-2 prompt `[INST] … [/INST]` is data, not a style tag.
     out_console = Console(width=None if sys.stdout.isatty() else 140)
-    for warning in warnings + result.manifest.get("warnings", []):
+    ignored = ignored_keys_warning(cfg)
+    for warning in ([ignored] if ignored else []) + warnings + result.manifest.get("warnings", []):
         out_console.print(Text.assemble(("warning:", "yellow"), " ", escape_controls(warning)), highlight=False,
                           soft_wrap=True)
     # Axolotl keys this command does not use, once (`tessera train` runs prepare with for_train and says it here)

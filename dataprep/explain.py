@@ -81,6 +81,9 @@ def explain(cfg: Config) -> list[tuple[str, str]]:
     trainer = [k for k in Config.model_fields if k in given and k in TRAINER_KEYS]
     if trainer:
         out.append(("(trainer keys)", f"read by tessera train, not by prepare: {', '.join(trainer)}"))
+    if report.ignored:
+        out.append(("(ignored)", "keys neither Axolotl 0.21.0 nor Tessera has, ignored as Axolotl ignores them "
+                    f"(check their spelling): {', '.join(report.ignored)}"))
     if report.not_used:
         out.append(("(not used)", "accepted and not used by tessera prepare or train (Axolotl trainer, "
                     f"infrastructure and logging keys): {', '.join(report.not_used)}"))

@@ -10,7 +10,9 @@ For every key of every section (top level, `datasets[]` entries and their `type:
    is an error;
 4. NOT_SUPPORTED and set: an error saying what Tessera does instead;
 5. any other key Axolotl has: removed and recorded as not used (the run prints them once);
-6. anything else stays, so validation reports it as unknown, with a hint from `hint()`.
+6. any other key: ignored and listed (a warning), as Axolotl ignores keys it does not have, unless it looks
+   like a misspelling (`hint()` finds a close key of this section) or is a key of another section: those stay,
+   so validation reports them as unknown, with the hint.
 
 Which keys are supported is computed from the pydantic models, never listed: a field added to the tree
 (schemas/config.py) turns its Axolotl key from "not used" (or "not available yet") into supported without a change here.
@@ -46,7 +48,7 @@ FAMILY_OF = {k: family for family, keys in TOP_FAMILIES.items() for k in keys}
 @dataclass(frozen=True)
 class KeyEntry:
     key: str  # as written, e.g. datasets[0].message_property_mappings.role
-    kind: str  # not_used | renamed | off (a not-supported feature switched off: same as Tessera)
+    kind: str  # not_used | renamed | off (a not-supported feature switched off: same as Tessera) | ignored
     target: str = ""  # renamed: the key it was read as
 
 
@@ -63,6 +65,11 @@ class KeyReport:
         return [e.key for e in self.entries if e.kind == "not_used"]
 
     @property
+    def ignored(self) -> list[str]:
+        """Keys neither Axolotl nor Tessera has, with no close spelling: ignored, as Axolotl ignores them."""
+        return [e.key for e in self.entries if e.kind == "ignored"]
+
+    @property
     def renamed(self) -> list[tuple[str, str]]:
         return [(e.key, e.target) for e in self.entries if e.kind == "renamed"]
 
@@ -73,15 +80,36 @@ class Pass:
     problems: list[tuple[Loc, str]] = field(default_factory=list)
     # where a renamed value came from: the field's loc -> the loc as written (for error lines and names)
     origins: dict[Loc, Loc] = field(default_factory=dict)
+    anywhere: frozenset[str] = frozenset()  # every key of every section (_every_key)
 
 
 def normalise(raw: dict[str, Any], root: type[BaseModel]) -> Pass:
     """Rewrite `raw` in place into Tessera's spellings (see the module docstring)."""
     p = Pass()
     p.report.order = {str(k): i for i, k in enumerate(raw)}
+    p.anywhere = _every_key(root)
     _broadcast(raw, root, p)
     _walk(raw, root, "", (), p)
     return p
+
+
+_AXOLOTL_SECTIONS = frozenset({"", *SECTION_KEYS})
+
+
+def _every_key(root: type[BaseModel]) -> frozenset[str]:
+    """Every key of every section, Axolotl's and Tessera's: a key that is one of them, written in another
+    section (`sequence_len` inside a dataset), is a mistake to report, not a key to ignore."""
+    keys, todo, seen = set(TOP_KEYS), [root], set()
+    for section in SECTION_KEYS.values():
+        keys |= set(section)
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        keys |= set(model.model_fields)
+        todo += [sub for name in model.model_fields if (sub := submodel(model, name)) is not None]
+    return frozenset(keys)
 
 
 def _walk(node: dict[Any, Any], model: type[BaseModel], section: str, loc: Loc, p: Pass) -> None:
@@ -116,6 +144,12 @@ def _walk(node: dict[Any, Any], model: type[BaseModel], section: str, loc: Loc, 
                 _check_plugins(value, (*loc, key), p)
             if value is not None:
                 p.report.entries.append(KeyEntry(_show((*loc, key)), "not_used"))
+        elif section in _AXOLOTL_SECTIONS and key not in p.anywhere and hint(section, key, list(fields)) is None:
+            # Step 6's exception: Axolotl ignores keys it does not have, so a config that runs there must
+            # validate here; only a likely misspelling (a close key) or a key of another section stays an error,
+            # and so does any unknown key in a section only Tessera has (filters, near-dedup, ...).
+            del node[key]
+            p.report.entries.append(KeyEntry(_show((*loc, key)), "ignored"))
 
 
 def _check_plugins(value: Any, loc: Loc, p: Pass) -> None:

@@ -30,14 +30,21 @@ from schemas.curation import DecontaminateSource, FilterRule, NearDeduplication
 from schemas.data_keys import MAX_SEQUENCE_LEN, DataKeys, SpecialTokens
 from schemas.datasets import FORMAT_TYPES, MAX_WEIGHT, CustomInstructType, DatasetConfig, PretrainingDataset, TrainOnEos
 from schemas.fsdp import FsdpConfig
-from schemas.load import ConfigError, config_from_dict, key_report, load_config, unused_keys_note
+from schemas.load import (
+    ConfigError,
+    config_from_dict,
+    ignored_keys_warning,
+    key_report,
+    load_config,
+    unused_keys_note,
+)
 from schemas.trainer_keys import TRAINER_KEYS, TrainerKeys
 
 __all__ = [
     "FORMAT_TYPES", "MAX_SEQUENCE_LEN", "MAX_WEIGHT", "TRAINER_KEYS", "Config", "ConfigError", "ConfigModel",
     "CustomInstructType", "DataKeys", "DatasetConfig", "DecontaminateSource", "FilterRule", "FsdpConfig",
     "NearDeduplication", "PretrainingDataset", "SpecialTokens", "TrainOnEos", "TrainerKeys", "config_from_dict",
-    "key_report", "load_config", "unused_keys_note",
+    "ignored_keys_warning", "key_report", "load_config", "unused_keys_note",
 ]
 
 

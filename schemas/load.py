@@ -142,6 +142,16 @@ def unused_keys_note(cfg: Config, command: Literal["prepare", "train"]) -> str |
     return f"not used by tessera {command}: {shown} ({count}; `tessera prepare --explain` lists them)"
 
 
+def ignored_keys_warning(cfg: Config) -> str | None:
+    """One line naming the keys neither Axolotl nor Tessera has (ignored, as Axolotl ignores them), or None."""
+    report = key_report(cfg)
+    ignored = sorted(report.ignored, key=lambda k: report.order.get(k.split(".")[0].split("[")[0], len(report.order)))
+    if not ignored:
+        return None
+    return (f"ignored: {', '.join(ignored)} (neither Axolotl 0.21.0 nor Tessera has these keys, and Axolotl "
+            "ignores them too; check their spelling)")
+
+
 def _validate(raw: dict[str, Any], path: Path, root: yaml.Node | None, overridden: set[str],
               warnings: list[str] | None = None) -> Config:
     """Axolotl's spellings first (renamed, not used, not supported, empty = unset), then the tree; the problems

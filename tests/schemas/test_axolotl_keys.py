@@ -24,6 +24,7 @@ from schemas.config import (
     ConfigError,
     DatasetConfig,
     config_from_dict,
+    ignored_keys_warning,
     key_report,
     load_config,
     unused_keys_note,
@@ -298,8 +299,42 @@ def test_unknown_keys_get_a_close_hint(raw: dict, hint: str) -> None:
     ({"datasets": [{"path": "a", "type": "alpaca", "learning_rat": 1}]}, "learning_rate"),
 ])
 def test_no_hint_from_another_section_or_another_meaning(raw: dict, never: str) -> None:
-    problems = _problems({**BASE, **raw})
-    assert problems and not any(f"'{never}'" in p for p in problems), problems
+    """Never a wrong hint: either an error with another hint, or (no close key in the section) ignored."""
+    try:
+        cfg = config_from_dict({**BASE, **raw})
+    except ConfigError as e:
+        assert not any(f"'{never}'" in p for p in e.problems), e.problems
+    else:
+        assert key_report(cfg).ignored and never not in key_report(cfg).ignored
+
+
+def test_keys_no_one_has_are_ignored_as_axolotl_ignores_them(tmp_path: Path) -> None:
+    """Axolotl ignores keys it does not have (pydantic's default), so a config that runs there validates here:
+    such a key is ignored and named in a warning, unless it looks misspelt (a close key of the section) or is a
+    key of another section. (Axolotl's own examples/llama-3/lora-1b-sample-packing-sequentially.yml has
+    `test_value: true`.)"""
+    cfg = config_from_dict({**BASE, "test_value": True, "my_notes": None,
+                            "datasets": [{"path": "a.jsonl", "type": "alpaca", "comment": "v2 data"}]})
+    assert sorted(key_report(cfg).ignored) == ["datasets[0].comment", "my_notes", "test_value"]
+    assert cfg.model_dump() == config_from_dict(BASE).model_dump()
+    assert ignored_keys_warning(cfg) == ("ignored: datasets[0].comment, test_value, my_notes (neither Axolotl "
+                                         "0.21.0 nor Tessera has these keys, and Axolotl ignores them too; check "
+                                         "their spelling)")
+    assert ignored_keys_warning(config_from_dict(BASE)) is None
+    # misplaced (a key of another section) or misspelt (close to a key of this section): errors, as before
+    for raw, message in (({"datasets": [{"path": "a", "type": "alpaca", "learning_rate": 1e-4}]},
+                          "unknown key 'datasets[0].learning_rate'"),
+                         ({"micro_batch_sise": 2}, "did you mean 'micro_batch_size'?"),
+                         ({"dataset_near_deduplication": {"bands": 4}},  # a section only Tessera has
+                          "unknown key 'dataset_near_deduplication.bands'")):
+        assert any(message in p for p in _problems({**BASE, **raw}))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "datasets": [{"path": str(tmp_path / "a.jsonl"), "type": "alpaca"}],
+                                    "test_value": True}))
+    (tmp_path / "a.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    run = subprocess.run([sys.executable, "-m", "dataprep", "prepare", str(path), "--explain"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert run.returncode == 0 and "(ignored)" in run.stdout and "test_value" in run.stdout, run.stdout + run.stderr
 
 
 # ---- the CLI: --explain reads no data; prepare prints the note once
