@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from schemas import axolotl_compat
+from schemas.datasets import DatasetConfig
 from schemas.overrides import apply_overrides
 from schemas.trainer_keys import TRAINER_KEYS
 from schemas.yaml_limits import MAX_CONFIG_BYTES, YamlLimitError, load_yaml
@@ -190,6 +191,15 @@ def _without_trainer_problems(raw: dict[str, Any], error: ValidationError) -> Co
 _UNION_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
 
 
+def _belongs(key: str, parent: list[Any]) -> str:
+    """Where a key written in the wrong section goes (Axolotl would ignore it there: not what was meant)."""
+    if parent and (key in _root().model_fields or key in axolotl_compat.TOP_KEYS):
+        return f"{key} is a top-level key: write it at the top level of the config, not inside {_show_loc(parent)}"
+    if not parent and (key in DatasetConfig.model_fields or key in axolotl_compat.known_keys("datasets")):
+        return f"{key} is a key of each datasets[] entry: write it in the dataset it is for"
+    return "see the keys documented in schemas/config.py"
+
+
 def _describe_all(errors: list[Any], path: Path, root: yaml.Node | None, overridden: set[str],
                   origins: dict[tuple[Any, ...], tuple[Any, ...]]) -> list[str]:
     # A mapping given where `str | Model` is allowed fails both branches; the str branch's error is noise.
@@ -214,7 +224,7 @@ def _describe(err: Any, path: Path, root: yaml.Node | None, overridden: set[str]
     if err["type"] == "extra_forbidden":
         key = str(loc[-1])
         close = axolotl_compat.hint(axolotl_compat.section_of(tuple(loc[:-1])), key, _valid_keys(loc[:-1]))
-        hint = f"did you mean '{close}'?" if close else "see the keys documented in schemas/config.py"
+        hint = f"did you mean '{close}'?" if close else _belongs(key, loc[:-1])
         return f"{where}: unknown key '{shown}'; {hint}"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{where}: {shown or '(top level)'}{read_as}: {msg}"

@@ -323,7 +323,10 @@ def test_keys_no_one_has_are_ignored_as_axolotl_ignores_them(tmp_path: Path) -> 
     assert ignored_keys_warning(config_from_dict(BASE)) is None
     # misplaced (a key of another section) or misspelt (close to a key of this section): errors, as before
     for raw, message in (({"datasets": [{"path": "a", "type": "alpaca", "learning_rate": 1e-4}]},
-                          "unknown key 'datasets[0].learning_rate'"),
+                          "unknown key 'datasets[0].learning_rate'; learning_rate is a top-level key: write it "
+                          "at the top level of the config, not inside datasets[0]"),
+                         ({"field_messages": "conversations"},
+                          "field_messages is a key of each datasets[] entry: write it in the dataset it is for"),
                          ({"micro_batch_sise": 2}, "did you mean 'micro_batch_size'?"),
                          ({"dataset_near_deduplication": {"bands": 4}},  # a section only Tessera has
                           "unknown key 'dataset_near_deduplication.bands'")):
