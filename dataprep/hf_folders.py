@@ -32,7 +32,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import yaml
 
-from dataprep.load import EXTENSIONS, InputError, file_format, read_batches, resolve_files
+from dataprep.load import EXTENSIONS, InputError, file_format, is_dir, read_batches, resolve_files
 from schemas.config import DatasetConfig
 from schemas.splits import parse_split
 
@@ -83,7 +83,7 @@ def dataset_splits(ds: DatasetConfig, config_dir: Path) -> tuple[str, dict[str, 
     """(where, split name -> files) of one datasets[] entry."""
     if glob.has_magic(ds.path) or ds.data_files:
         return ds.path, {"train": resolve_files(ds, config_dir)}
-    root = next((base / ds.path for base in (config_dir, Path.cwd()) if (base / ds.path).is_dir()), None)
+    root = next((base / ds.path for base in (config_dir, Path.cwd()) if is_dir(base / ds.path, ds)), None)
     if root is None:
         return ds.path, {"train": resolve_files(ds, config_dir)}  # a file, or its not-found error
     if (root / "dataset_dict.json").is_file():
