@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dataprep.load import InputError
+from dataprep.pipeline import PrepareError
 from tests.conftest import Prepare, write_jsonl
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
@@ -50,3 +51,11 @@ def test_a_data_files_entry_that_matches_nothing_is_an_error(tmp_path: Path, pre
     write_jsonl(tmp_path / "a.jsonl", [GOOD])
     with pytest.raises(InputError, match=r"dataset '\.': data_files entry 'nope.jsonl' matches no file in "):
         prepare({"datasets": [{"path": ".", "data_files": ["a.jsonl", "nope.jsonl"], **CHAT}]})
+
+
+def test_nothing_kept_after_the_stages_says_which_stage_removed_what(tmp_path: Path, prepare: Prepare) -> None:
+    # The message said "see the summary above", but no summary is printed for a failed run.
+    write_jsonl(tmp_path / "chat.jsonl", [GOOD])
+    with pytest.raises(PrepareError, match=r"no row was kept after the stages: mix removed 1 \(weighted_out 1\); "
+                                           r"nothing to train on"):
+        prepare({"datasets": [{"path": "chat.jsonl", **CHAT, "weight": 1e-9}]})
