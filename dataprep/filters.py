@@ -348,5 +348,35 @@ def _blame(con: duckdb.DuckDBPyConnection, plan: FilterPlan) -> None:
         try:
             con.execute(f"select count(*) from samples where ({f.rule.where}\n) is not true").fetchall()
         except duckdb.Error as e:
-            raise FilterError(f"filter '{f.rule.name}' fails on the data: {_one_line(str(e))}; the field types are "
-                              "those of the rows' JSON values (try_cast(... as ...) tolerates odd rows)") from None
+            where = _first_failing_row(con, f.rule.where)
+            raise FilterError(f"filter '{f.rule.name}' fails on the data{where}: {_one_line(str(e))}; the field "
+                              "types are those of the rows' JSON values (try_cast(... as ...) tolerates odd rows)"
+                              ) from None
+
+
+def _first_failing_row(con: duckdb.DuckDBPyConnection, where: str) -> str:
+    """`, first at FILE row N` for the first sample (by sample_id) on which `where` raises (a cast or a division
+    by zero that only some rows hit), found by bisection: log2(samples) queries. Empty when no single row is to
+    blame (a type error raises on no rows at all)."""
+    import duckdb
+
+    def fails(lo: int, hi: int) -> bool:
+        # The filter sits above LIMIT/OFFSET, so DuckDB cannot evaluate it on rows outside the range.
+        try:
+            con.execute(f"select count(*) from (select * from samples order by sample_id limit {hi - lo} offset {lo})"
+                        f" where ({where}\n) is not true").fetchall()
+            return False
+        except duckdb.Error:
+            return True
+
+    n = con.execute("select count(*) from samples").fetchall()[0][0]
+    if fails(0, 0) or not fails(0, n):
+        return ""
+    lo, hi = 0, n  # invariant: some row in [lo, hi) fails; the first one is sought
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fails(lo, mid) else (mid, hi)
+    # fetchall: fetchone would leave the result open, and the connection refuses its next call
+    file, row = con.execute(f"select source_file, source_row from samples order by sample_id limit 1 offset {lo}"
+                            ).fetchall()[0]
+    return f", first at {file} row {row}"

@@ -59,3 +59,12 @@ def test_nothing_kept_after_the_stages_says_which_stage_removed_what(tmp_path: P
     with pytest.raises(PrepareError, match=r"no row was kept after the stages: mix removed 1 \(weighted_out 1\); "
                                            r"nothing to train on"):
         prepare({"datasets": [{"path": "chat.jsonl", **CHAT, "weight": 1e-9}]})
+
+
+def test_a_filter_failing_on_one_row_names_that_row(tmp_path: Path, prepare: Prepare) -> None:
+    rows = [{**GOOD, "score": s} for s in ("1", "2", "high", "3")]
+    write_jsonl(tmp_path / "chat.jsonl", rows)
+    with pytest.raises(PrepareError, match=r"filter 'score' fails on the data, first at .*chat.jsonl row 2: "
+                                          r"Conversion Error: .*'high'.*try_cast"):
+        prepare({"datasets": [{"path": "chat.jsonl", **CHAT}], "dataset_exact_deduplication": False,
+                 "filters": [{"name": "score", "where": "cast(score as integer) > 0"}]})
