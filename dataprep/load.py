@@ -104,6 +104,17 @@ def is_dir(path: Path, ds: DatasetConfig) -> bool:
     return path.is_dir()
 
 
+def check_readable(path: Path) -> None:
+    """An InputError naming `path` if it cannot be opened (permissions), before anything reads it: the
+    fingerprint, a split slice's row count and the row pass would each raise a bare OSError."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror}); make it readable (chmod a+r) or leave it out of "
+                         "the dataset's `path`") from None
+
+
 def _data_files(ds: DatasetConfig, root: Path) -> Iterator[Path]:
     """Each data_files entry's files; an entry that matches none is an error, as in datasets.load_dataset
     (it was skipped without a word)."""

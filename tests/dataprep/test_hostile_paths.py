@@ -7,16 +7,21 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from dataprep.fetch_tokenizers import tokenizer_dir
 from dataprep.load import InputError
 from dataprep.pipeline import PrepareError
 from tests.conftest import Prepare, write_jsonl
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
 CHAT = {"type": "chat_template"}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_path_name_too_long_for_the_file_system_is_a_one_line_error(prepare: Prepare) -> None:
@@ -68,3 +73,41 @@ def test_a_filter_failing_on_one_row_names_that_row(tmp_path: Path, prepare: Pre
                                           r"Conversion Error: .*'high'.*try_cast"):
         prepare({"datasets": [{"path": "chat.jsonl", **CHAT}], "dataset_exact_deduplication": False,
                  "filters": [{"name": "score", "where": "cast(score as integer) > 0"}]})
+
+
+def _prepare_without_root_powers(tmp_path: Path, config: str) -> subprocess.CompletedProcess[str]:
+    """`tessera prepare` as a process that obeys file permissions: root (as in CI containers) reads chmod 000
+    files, so as root it runs without the capabilities that let it (setpriv drops DAC override)."""
+    (tmp_path / "c.yaml").write_text(f"tokenizer_config: {tokenizer_dir('qwen2.5')}\nchat_template: chatml\n{config}")
+    cmd = [sys.executable, "-m", "dataprep.cli", "prepare", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "out")]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: permissions cannot be enforced")
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+               "--inh-caps=-dac_override,-dac_read_search", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.parametrize(("path", "split", "unreadable", "message"), [
+    ("x.jsonl", "train", "x.jsonl", "cannot be read (Permission denied); make it readable (chmod a+r)"),
+    ("ds", "train", "ds/b.jsonl", "cannot be read (Permission denied); make it readable (chmod a+r)"),
+    ("x.jsonl", "train[:1]", "x.jsonl", "cannot be read (Permission denied); make it readable (chmod a+r)"),
+    # os.walk skipped a folder it could not list, and the run prepared the rest without a word
+    ("ds", "train", "ds/sub", "cannot be listed (Permission denied); its data files would be left out"),
+    ("ds", "train", "ds/README.md", "cannot be read (Permission denied); make it readable (chmod a+r): its `configs`"),
+])
+def test_an_unreadable_file_or_folder_is_a_one_line_error(tmp_path: Path, path: str, split: str, unreadable: str,
+                                                          message: str) -> None:
+    # Each was a PermissionError traceback (from the fingerprint, counting rows for a split slice, or reading
+    # README.md), or, for a folder, its files silently left out.
+    write_jsonl(tmp_path / "x.jsonl", [GOOD])
+    write_jsonl(tmp_path / "ds" / "a.jsonl", [GOOD])
+    write_jsonl(tmp_path / "ds" / "b.jsonl", [GOOD])
+    write_jsonl(tmp_path / "ds" / "sub" / "c.jsonl", [GOOD])
+    (tmp_path / "ds" / "README.md").write_text("# no configs\n")
+    (tmp_path / unreadable).chmod(0)
+    done = _prepare_without_root_powers(tmp_path, f"datasets:\n  - path: {path}\n    type: chat_template\n"
+                                                  f"    split: '{split}'\n")
+    (tmp_path / unreadable).chmod(0o755)  # so that pytest can remove tmp_path
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"error: {tmp_path / unreadable}: {message}" in done.stderr, done.stderr
