@@ -75,10 +75,12 @@ def test_a_filter_failing_on_one_row_names_that_row(tmp_path: Path, prepare: Pre
                  "filters": [{"name": "score", "where": "cast(score as integer) > 0"}]})
 
 
-def _prepare_without_root_powers(tmp_path: Path, config: str) -> subprocess.CompletedProcess[str]:
+def _prepare_without_root_powers(tmp_path: Path, config: str, tokenizer: Path | None = None
+                                 ) -> subprocess.CompletedProcess[str]:
     """`tessera prepare` as a process that obeys file permissions: root (as in CI containers) reads chmod 000
     files, so as root it runs without the capabilities that let it (setpriv drops DAC override)."""
-    (tmp_path / "c.yaml").write_text(f"tokenizer_config: {tokenizer_dir('qwen2.5')}\nchat_template: chatml\n{config}")
+    tokenizer = tokenizer or tokenizer_dir("qwen2.5")
+    (tmp_path / "c.yaml").write_text(f"tokenizer_config: {tokenizer}\nchat_template: chatml\n{config}")
     cmd = [sys.executable, "-m", "dataprep.cli", "prepare", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "out")]
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
@@ -111,3 +113,19 @@ def test_an_unreadable_file_or_folder_is_a_one_line_error(tmp_path: Path, path: 
     (tmp_path / unreadable).chmod(0o755)  # so that pytest can remove tmp_path
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"error: {tmp_path / unreadable}: {message}" in done.stderr, done.stderr
+
+
+def test_an_unreadable_eval_file_or_tokenizer_file_is_named(tmp_path: Path) -> None:
+    # The eval file was a PermissionError traceback; tokenizer.json was called "damaged or truncated".
+    write_jsonl(tmp_path / "x.jsonl", [GOOD])
+    write_jsonl(tmp_path / "eval.jsonl", [{"text": "Hello"}])
+    (tmp_path / "eval.jsonl").chmod(0)
+    data = "datasets:\n  - path: x.jsonl\n    type: chat_template\n"
+    done = _prepare_without_root_powers(tmp_path, data + "decontaminate:\n  - path: eval.jsonl\n    field: text\n")
+    assert "Traceback" not in done.stderr and done.returncode == 2, done.stderr
+    assert f"decontaminate[0]: eval file {tmp_path / 'eval.jsonl'} cannot be read (Permission denied)" in done.stderr
+    shutil.copytree(tokenizer_dir("qwen2.5"), tmp_path / "tok")
+    (tmp_path / "tok" / "tokenizer.json").chmod(0)
+    done = _prepare_without_root_powers(tmp_path, data, tmp_path / "tok")
+    assert done.returncode == 1 and "damaged" not in done.stderr, done.stderr
+    assert f"{tmp_path / 'tok' / 'tokenizer.json'}: cannot read (Permission denied)" in done.stderr
