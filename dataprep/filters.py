@@ -119,7 +119,11 @@ def _check(con: duckdb.DuckDBPyConnection, rule: FilterRule) -> CheckedFilter:
     tree = json.loads(con.execute("select json_serialize_sql(?)", [_statement(rule.where)]).fetchall()[0][0])
     if tree.get("error") and "Only SELECT" not in str(tree.get("error_message")):
         raise FilterError(f"`{rule.where}` is not a valid SQL expression: {_one_line(tree.get('error_message'))}")
-    statements = tree.get("statements") or []
+    # The filter is wrapped in parentheses (in _statement and in FilterRunner's CASE), so `a) or (b` would parse
+    # there as `(a) or (b)`, and in CASE as `not (a) or (b)`: it must also be one expression without them.
+    bare = json.loads(con.execute("select json_serialize_sql(?)", [f"SELECT\n{rule.where}\n AS keep FROM samples"]
+                                  ).fetchall()[0][0])
+    statements = [] if bare.get("error") else (tree.get("statements") or [])
     node = statements[0]["node"] if len(statements) == 1 else {}
     from_table = node.get("from_table") or {}
     if (len(statements) != 1 or node.get("type") != "SELECT_NODE" or len(node["select_list"]) != 1

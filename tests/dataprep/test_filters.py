@@ -30,6 +30,10 @@ def _rules(*wheres: str) -> list[FilterRule]:
     ("true) AS keep FROM samples; COPY samples TO '/tmp/x.csv'; SELECT (1", "must be one SQL expression"),
     ("true) AS keep FROM samples UNION SELECT (1", "must be one SQL expression"),
     ("true) AS keep, (1", "must be one SQL expression"),
+    # Balanced inside the parentheses the filter is wrapped in, but not an expression of its own: it was
+    # evaluated as `(true) or (true)` in one place and `not (true) or (true)` in another, quarantining every row.
+    ("true) or (true", "must be one SQL expression"),
+    ("num_tokens > 0) and (turns > 1", "must be one SQL expression"),
     ("true) AS keep FROM samples UNION ALL SELECT (SELECT count(*) > 0 FROM read_csv('/etc/passwd')",
      "must be one SQL expression"),
     ("true) AS keep FROM read_csv('/etc/passwd') /*", "unterminated /\\* comment"),
