@@ -89,14 +89,15 @@ def resolve_files(ds: DatasetConfig, config_dir: Path) -> list[Path]:
         if not files:
             raise InputError(f"dataset '{ds.path}': no data files found in {root}")
         return files
-    raise InputError(f"dataset '{ds.path}': {_not_found(ds.path, [Path(t) for t in tried])}; "
-                     "fix `path` in the config (relative paths are resolved next to the config file)")
+    raise InputError(f"dataset '{ds.path}': {_not_found(ds.path, [Path(t) for t in tried])}")
 
 
 def is_dir(path: Path, ds: DatasetConfig) -> bool:
     """Path.is_dir, but a name the file system refuses (ENAMETOOLONG, which is_dir raises) is an InputError."""
     try:
         os.stat(path)
+    except ValueError:  # a NUL in the name: no file has it (_not_found says so)
+        return False
     except OSError as e:
         if e.errno == errno.ENAMETOOLONG:
             raise InputError(f"dataset '{ds.path}': the name is too long for the file system ({e.strerror}); "
@@ -127,23 +128,27 @@ def _data_files(ds: DatasetConfig, root: Path) -> Iterator[Path]:
 
 
 def _not_found(path: str, tried: list[Path]) -> str:
-    """Why none of `tried` is a file or folder: not there, or there but unusable (a FIFO, a broken link)."""
+    """Why none of `tried` is a file or folder, and the fix: not there, or there but unusable (a FIFO, a broken
+    link)."""
+    fix = "fix `path` in the config (relative paths are resolved next to the config file)"
+    looked = f"not found (looked at {' and '.join(map(str, tried))})"
+    if "\x00" in path:
+        return f"the path holds a NUL character (\\x00), which no file name can; {fix}"
     if path.startswith("~") or "$" in path:
         # datasets.load_dataset (Axolotl's reader) expands neither, so a config that works there has none.
-        return (f"not found (looked at {' and '.join(map(str, tried))}); `~` and environment variables are not "
-                "expanded in `path`; write it out in full")
+        return f"{looked}; `~` and environment variables are not expanded in `path`: write it out in full"
     for p in tried:
         if p.is_symlink():
             try:
                 p.stat()
             except OSError as e:
                 if e.errno == errno.ELOOP:
-                    return f"{p} is a symbolic link that loops"
-                return f"{p} is a symbolic link to {os.readlink(p)}, which does not exist"
+                    return f"{p} is a symbolic link that loops; point it at the data file"
+                return f"{p} is a symbolic link to {os.readlink(p)}, which does not exist; {fix}"
         if p.exists():  # neither a file nor a folder
             kind = "a FIFO" if stat.S_ISFIFO(p.stat().st_mode) else "a device or socket"
             return f"{p} is {kind}, not a regular file; write the data to a file"
-    return f"not found (looked at {' and '.join(map(str, tried))})"
+    return f"{looked}; {fix}"
 
 
 def is_data_file(path: Path) -> bool:

@@ -30,6 +30,12 @@ def test_a_path_name_too_long_for_the_file_system_is_a_one_line_error(prepare: P
         prepare({"datasets": [{"path": "a" * 300 + ".jsonl", **CHAT}]})
 
 
+def test_a_nul_in_the_path_is_named(prepare: Prepare) -> None:
+    # os.stat raises ValueError for it (Path.is_dir swallows that, a plain os.stat does not)
+    with pytest.raises(InputError, match=r"the path holds a NUL character"):
+        prepare({"datasets": [{"path": "a\x00b.jsonl", **CHAT}]})
+
+
 def test_a_fifo_is_not_called_missing(tmp_path: Path, prepare: Prepare) -> None:
     os.mkfifo(tmp_path / "pipe.jsonl")
     with pytest.raises(InputError, match=r"pipe.jsonl is a FIFO, not a regular file; write the data to a file"):
@@ -47,7 +53,7 @@ def test_a_broken_symlink_says_where_it_points(tmp_path: Path, prepare: Prepare,
 @pytest.mark.parametrize("path", ["~/data/chat.jsonl", "$HOME/chat.jsonl", "${DATA}/chat.jsonl"])
 def test_home_and_variables_are_not_expanded_and_the_error_says_so(prepare: Prepare, path: str) -> None:
     # Axolotl hands the path to datasets.load_dataset, which expands neither; the message said only "not found".
-    with pytest.raises(InputError, match=r"`~` and environment variables are not expanded in `path`; write it out"):
+    with pytest.raises(InputError, match=r"`~` and environment variables are not expanded in `path`: write it out"):
         prepare({"datasets": [{"path": path, **CHAT}]})
 
 
