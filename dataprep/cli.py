@@ -79,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         if (problem := not_utf8(args.dir, "the directory")) is not None:
             _error(problem)
             return 1
-        return {"query": query.main, "inspect": inspect_tokens.main, "report": html_report.main}[args.command](args)
+        try:
+            return {"query": query.main, "inspect": inspect_tokens.main, "report": html_report.main}[args.command](args)
+        except BrokenPipeError:
+            # The reader went away (`| head`): not an error. stdout goes to /dev/null so that the flush at exit
+            # does not raise again; 141 is what a shell reports for a process ended by SIGPIPE.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
     return prepare(args)
 
 

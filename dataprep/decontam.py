@@ -188,7 +188,11 @@ def build_index(sources: list[DecontaminateSource], config_dir: Path) -> Deconta
         if not path.is_file():
             raise DecontamError(f"decontaminate[{e}]: eval file {path} not found; fix `path` (relative to the "
                                 "config file)")
-        sha.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        try:
+            sha.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        except OSError as err:
+            raise DecontamError(f"decontaminate[{e}]: eval file {path} cannot be read ({err.strerror}); make it "
+                                "readable (chmod a+r)") from None
         count = 0
         for rownums, texts in _eval_texts(path, source.field, e):
             hashes, owner, _ = ngram_hashes(texts, source.ngram)

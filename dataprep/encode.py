@@ -103,6 +103,13 @@ def load_tokenizer(name: str, config_dir: Path, special_tokens: dict[str, str | 
                 tok.add_special_tokens([AddedToken(value, special=True, normalized=False)])
             overrides[key] = (variables.get(key, ""), value, added)
             variables[key] = value
+    for key in ("bos_token", "eos_token"):
+        if variables.get(key) and key not in overrides and tok.token_to_id(variables[key]) is None:
+            # It would be tokenized as text: an EOS of several trained pieces never ends a reply.
+            raise TokenizerError(f"{path / 'tokenizer_config.json'}: {key} '{variables[key]}' is not a token of "
+                                 "tokenizer.json, so it would be read as plain text; fix it there, or set "
+                                 f"special_tokens: {{{key}: ...}} in the config (a token of the vocabulary, or a "
+                                 "new one to add)")
     if extra_tokens:
         tok.add_tokens([t for t in extra_tokens if tok.token_to_id(t) is None])
     variables = {k: v for k, v in variables.items() if v}

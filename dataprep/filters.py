@@ -119,7 +119,11 @@ def _check(con: duckdb.DuckDBPyConnection, rule: FilterRule) -> CheckedFilter:
     tree = json.loads(con.execute("select json_serialize_sql(?)", [_statement(rule.where)]).fetchall()[0][0])
     if tree.get("error") and "Only SELECT" not in str(tree.get("error_message")):
         raise FilterError(f"`{rule.where}` is not a valid SQL expression: {_one_line(tree.get('error_message'))}")
-    statements = tree.get("statements") or []
+    # The filter is wrapped in parentheses (in _statement and in FilterRunner's CASE), so `a) or (b` would parse
+    # there as `(a) or (b)`, and in CASE as `not (a) or (b)`: it must also be one expression without them.
+    bare = json.loads(con.execute("select json_serialize_sql(?)", [f"SELECT\n{rule.where}\n AS keep FROM samples"]
+                                  ).fetchall()[0][0])
+    statements = [] if bare.get("error") else (tree.get("statements") or [])
     node = statements[0]["node"] if len(statements) == 1 else {}
     from_table = node.get("from_table") or {}
     if (len(statements) != 1 or node.get("type") != "SELECT_NODE" or len(node["select_list"]) != 1
@@ -348,5 +352,35 @@ def _blame(con: duckdb.DuckDBPyConnection, plan: FilterPlan) -> None:
         try:
             con.execute(f"select count(*) from samples where ({f.rule.where}\n) is not true").fetchall()
         except duckdb.Error as e:
-            raise FilterError(f"filter '{f.rule.name}' fails on the data: {_one_line(str(e))}; the field types are "
-                              "those of the rows' JSON values (try_cast(... as ...) tolerates odd rows)") from None
+            where = _first_failing_row(con, f.rule.where)
+            raise FilterError(f"filter '{f.rule.name}' fails on the data{where}: {_one_line(str(e))}; the field "
+                              "types are those of the rows' JSON values (try_cast(... as ...) tolerates odd rows)"
+                              ) from None
+
+
+def _first_failing_row(con: duckdb.DuckDBPyConnection, where: str) -> str:
+    """`, first at FILE row N` for the first sample (by sample_id) on which `where` raises (a cast or a division
+    by zero that only some rows hit), found by bisection: log2(samples) queries. Empty when no single row is to
+    blame (a type error raises on no rows at all)."""
+    import duckdb
+
+    def fails(lo: int, hi: int) -> bool:
+        # The filter sits above LIMIT/OFFSET, so DuckDB cannot evaluate it on rows outside the range.
+        try:
+            con.execute(f"select count(*) from (select * from samples order by sample_id limit {hi - lo} offset {lo})"
+                        f" where ({where}\n) is not true").fetchall()
+            return False
+        except duckdb.Error:
+            return True
+
+    n = con.execute("select count(*) from samples").fetchall()[0][0]
+    if fails(0, 0) or not fails(0, n):
+        return ""
+    lo, hi = 0, n  # invariant: some row in [lo, hi) fails; the first one is sought
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fails(lo, mid) else (mid, hi)
+    # fetchall: fetchone would leave the result open, and the connection refuses its next call
+    file, row = con.execute(f"select source_file, source_row from samples order by sample_id limit 1 offset {lo}"
+                            ).fetchall()[0]
+    return f", first at {file} row {row}"

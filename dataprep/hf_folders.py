@@ -32,7 +32,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import yaml
 
-from dataprep.load import EXTENSIONS, InputError, file_format, read_batches, resolve_files
+from dataprep.load import EXTENSIONS, InputError, check_readable, file_format, is_dir, read_batches, resolve_files
 from schemas.config import DatasetConfig
 from schemas.splits import parse_split
 
@@ -62,6 +62,8 @@ def resolve_sources(ds: DatasetConfig, config_dir: Path) -> list[SourceFile]:
     out: list[SourceFile] = []
     for part in parts:
         files = splits[part.split]
+        for f in files:
+            check_readable(f)
         if part.start is None and part.stop is None:
             out += [SourceFile(f) for f in files]
             continue
@@ -83,7 +85,7 @@ def dataset_splits(ds: DatasetConfig, config_dir: Path) -> tuple[str, dict[str, 
     """(where, split name -> files) of one datasets[] entry."""
     if glob.has_magic(ds.path) or ds.data_files:
         return ds.path, {"train": resolve_files(ds, config_dir)}
-    root = next((base / ds.path for base in (config_dir, Path.cwd()) if (base / ds.path).is_dir()), None)
+    root = next((base / ds.path for base in (config_dir, Path.cwd()) if is_dir(base / ds.path, ds)), None)
     if root is None:
         return ds.path, {"train": resolve_files(ds, config_dir)}  # a file, or its not-found error
     if (root / "dataset_dict.json").is_file():
@@ -142,7 +144,7 @@ def _listing(root: Path) -> list[str]:
     """Data files under root, as sorted posix paths relative to it, the way datasets globs: hidden and
     `__special__` files and folders and metadata files are left out; symlinked folders are not entered."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_unlistable):
         dirnames[:] = [d for d in dirnames if not d.startswith((".", "__"))]
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         for name in filenames:
@@ -213,11 +215,21 @@ def _inferred_splits(files: list[str]) -> dict[str, list[str]]:
     return {"train": files} if files else {}
 
 
+def _unlistable(e: OSError) -> None:
+    # os.walk skips a folder it cannot list without a word, and with it every data file inside
+    raise InputError(f"{e.filename}: cannot be listed ({e.strerror}); its data files would be left out: make it "
+                     "readable (chmod a+rx) or move it out of the dataset folder") from None
+
+
 def _readme_configs(root: Path) -> list[dict[str, Any]]:
     readme = root / "README.md"
     if not readme.is_file():
         return []
-    text = readme.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = readme.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise InputError(f"{readme}: cannot be read ({e.strerror}); make it readable (chmod a+r): its `configs` "
+                         "decide which files are read") from None
     m = re.match(r"^---\s*\n(.*?\n)---\s*(\n|$)", text, re.S)
     if not m:
         return []

@@ -127,6 +127,11 @@ def _read_text(file: Path) -> str:
 
 
 def _from_tokenizer_json(file: Path) -> Tokenizer:
+    try:  # a file that cannot be opened is not "damaged", as the Rust side's error would have it
+        with open(file, "rb"):
+            pass
+    except OSError as e:
+        raise TokenizerError(f"{file}: cannot read ({e.strerror}); check that it exists and is readable") from None
     try:
         return Tokenizer.from_file(str(file))
     except Exception as e:  # the Rust side raises plain Exception for every parse error

@@ -14,9 +14,11 @@ json_rows.py.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +79,9 @@ def resolve_files(ds: DatasetConfig, config_dir: Path) -> list[Path]:
         tried.append(str(root))
         if glob.has_magic(ds.path):
             files = expand_glob(root)
-        elif root.is_dir() and ds.data_files:
+        elif is_dir(root, ds) and ds.data_files:
             # A folder without data_files is listed by hf_folders.dataset_splits (splits, metadata files).
-            files = unique_files(p for pat in ds.data_files for p in expand_glob(root / pat))
+            files = unique_files(_data_files(ds, root))
         elif root.is_file():
             files = [root]
         else:
@@ -87,8 +89,66 @@ def resolve_files(ds: DatasetConfig, config_dir: Path) -> list[Path]:
         if not files:
             raise InputError(f"dataset '{ds.path}': no data files found in {root}")
         return files
-    raise InputError(f"dataset '{ds.path}': not found (looked at {' and '.join(tried)}); "
-                     "fix `path` in the config (relative paths are resolved next to the config file)")
+    raise InputError(f"dataset '{ds.path}': {_not_found(ds.path, [Path(t) for t in tried])}")
+
+
+def is_dir(path: Path, ds: DatasetConfig) -> bool:
+    """Path.is_dir, but a name the file system refuses (ENAMETOOLONG, which is_dir raises) is an InputError."""
+    try:
+        os.stat(path)
+    except ValueError:  # a NUL in the name: no file has it (_not_found says so)
+        return False
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise InputError(f"dataset '{ds.path}': the name is too long for the file system ({e.strerror}); "
+                             "fix `path` in the config") from None
+    return path.is_dir()
+
+
+def check_readable(path: Path) -> None:
+    """An InputError naming `path` if it cannot be opened (permissions), before anything reads it: the
+    fingerprint, a split slice's row count and the row pass would each raise a bare OSError."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror}); make it readable (chmod a+r) or leave it out of "
+                         "the dataset's `path`") from None
+
+
+def _data_files(ds: DatasetConfig, root: Path) -> Iterator[Path]:
+    """Each data_files entry's files; an entry that matches none is an error, as in datasets.load_dataset
+    (it was skipped without a word)."""
+    for pattern in ds.data_files or []:
+        found = expand_glob(root / pattern)
+        if not found:
+            raise InputError(f"dataset '{ds.path}': data_files entry '{pattern}' matches no file in {root}; fix or "
+                             "remove it")
+        yield from found
+
+
+def _not_found(path: str, tried: list[Path]) -> str:
+    """Why none of `tried` is a file or folder, and the fix: not there, or there but unusable (a FIFO, a broken
+    link)."""
+    fix = "fix `path` in the config (relative paths are resolved next to the config file)"
+    looked = f"not found (looked at {' and '.join(map(str, tried))})"
+    if "\x00" in path:
+        return f"the path holds a NUL character (\\x00), which no file name can; {fix}"
+    if path.startswith("~") or "$" in path:
+        # datasets.load_dataset (Axolotl's reader) expands neither, so a config that works there has none.
+        return f"{looked}; `~` and environment variables are not expanded in `path`: write it out in full"
+    for p in tried:
+        if p.is_symlink():
+            try:
+                p.stat()
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    return f"{p} is a symbolic link that loops; point it at the data file"
+                return f"{p} is a symbolic link to {os.readlink(p)}, which does not exist; {fix}"
+        if p.exists():  # neither a file nor a folder
+            kind = "a FIFO" if stat.S_ISFIFO(p.stat().st_mode) else "a device or socket"
+            return f"{p} is {kind}, not a regular file; write the data to a file"
+    return f"{looked}; {fix}"
 
 
 def is_data_file(path: Path) -> bool:

@@ -42,7 +42,8 @@ BLOCK = 1 << 13  # signature rows read per step while banding: 4 MB at num_perm 
 
 def normalise(text: str) -> str:
     """The text's words, Unicode NFC and case-folded, joined by one space (any whitespace run is a word break,
-    so case and line-break changes do not make a copy look different)."""
+    so case and line-break changes do not make a copy look different). A script written without spaces (Chinese,
+    Japanese, Thai) has one word per run between spaces: no segmenter is applied (README "Near duplicates")."""
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 

@@ -320,7 +320,12 @@ def _stages_and_write(st: Setup, tmp: Path, table: SampleTable, progress: Progre
         raise ConfigProblem(str(e)) from None
     assert layout is not None  # pack always runs
     if not (table.columns["status"] == KEPT).any():
-        raise PrepareError("no row was kept after the stages: see the summary above; nothing to train on")
+        # No summary is printed for a failed run, so the message itself says what each stage removed.
+        removed_by = [f"{r['name']} removed {r['rows_in'] - r['rows_out']} ("
+                      + ", ".join(f"{k} {v}" for k, v in sorted(r["rejected_by_reason"].items())) + ")"
+                      for r in records if r["rows_in"] > r["rows_out"]]
+        raise PrepareError(f"no row was kept after the stages: {'; '.join(removed_by) or 'none removed any'}; "
+                           "nothing to train on")
     table.release()  # the last stage's pages and temporaries (each stage's view released the previous ones)
     # The layout goes to disk (placed.py): the shard writer and the tables read it a block at a time.
     placed = Placed.save(work / "placed", layout)

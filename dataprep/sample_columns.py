@@ -32,6 +32,7 @@ table when the filters run), so rows with large unused fields cost nothing extra
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from dataprep import instruct_types
@@ -113,5 +114,12 @@ def _fields_json(record: dict[str, Any], fields: tuple[str, ...]) -> str | None:
     if not fields:
         return None
     picked = {k: record[k] for k in fields if k in record}
-    # default=str: Parquet rows may hold dates or bytes, which JSON has no type for
-    return json.dumps(picked, ensure_ascii=False, default=str, separators=(",", ":"))
+    return json.dumps(picked, ensure_ascii=False, default=_json_value, separators=(",", ":"))
+
+
+def _json_value(value: Any) -> Any:
+    """A Parquet value JSON has no type for: a decimal is a number (filters compare it as one; a float holds
+    it to ~16 digits), dates and bytes are text."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)

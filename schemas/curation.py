@@ -21,7 +21,8 @@ class NearDeduplication(ConfigModel):
     num_perm: int = Field(128, ge=16, le=1024)
     """MinHash permutations (signature length; 4 bytes each per sample). More: finer estimates, slower."""
     ngram: int = Field(5, ge=1, le=64)
-    """Words per shingle, after NFC, case folding and whitespace folding."""
+    """Words per shingle, after NFC, case folding and whitespace folding. Words are whitespace-separated: text in
+    a script without spaces (Chinese, Japanese, Thai) is one word per run, so only its normalised copies match."""
     fields: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
     """Which text is compared: `all`, or roles (system, user, assistant, tool) for chat rows, instruct fields
     (instruction, input, output, system) or column names for other types; see dataprep/dedup_text.py."""

@@ -33,6 +33,11 @@ RESERVED_TEMPLATE_KWARGS = {
     **{k: "an apply_chat_template tokenizing option, not a template variable; remove it" for k in (
         "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict",
         "return_assistant_tokens_mask", "tokenizer_kwargs", "sanitize_control_tokens")},
+    # The template's functions: Jinja's own (jinja2.defaults.DEFAULT_NAMESPACE) and the two transformers adds
+    # (dataprep/render.py). A render variable shadows a global, in transformers too, so a template calling one
+    # fails on every row ("'int' object is not callable") or, if it never calls it, is not changed by it.
+    **{k: f"shadows the template function {k}(); rename the variable (in the template too)" for k in (
+        "range", "dict", "lipsum", "cycler", "joiner", "namespace", "raise_exception", "strftime_now")},
 }
 
 

@@ -75,7 +75,8 @@ class DatasetConfig(ConfigModel):
     ds_type: Literal["json", "jsonl", "parquet", "csv", "arrow"] | None = None
     """File format; inferred from the file extension when empty."""
     data_files: list[str] | None = None
-    """Files (or globs) under `path` to read, instead of every data file in it."""
+    """Files (or globs) under `path` to read, instead of every data file in it; an entry that matches no file is
+    an error, as in datasets.load_dataset."""
     split: str = "train"
     """Which split of a dataset folder to read, as `datasets` names it: `train`, `test`, … and slices in its syntax
     (`train[:20%]`, `train[100:200]`, `train[10%:20%]`, parts joined with `+`). A single file or glob is all

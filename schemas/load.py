@@ -54,7 +54,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, warnings: 
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}"])
     if warnings is not None:
-        warnings += _yaml_traps(root, text, path)
+        warnings += _duplicate_keys(root, path) + _yaml_traps(root, text, path)
     overridden = apply_overrides(raw, overrides or [])
     return _validate(raw, path, root, overridden, warnings if for_prepare and warnings is not None else None)
 
@@ -71,6 +71,35 @@ def _read_config(path: Path) -> str:
         line = e.object[:e.start].count(b"\n") + 1
         raise ConfigError([f"{path}:{line}: the config is not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
                            "save it as UTF-8"]) from None
+
+
+def _duplicate_keys(node: yaml.Node | None, path: Path, where: str = "", seen: set[int] | None = None) -> list[str]:
+    """A mapping key written twice: YAML (and so Axolotl) keeps the last value without a word. Outer keys are
+    reported before the keys inside their values; each node is visited once (aliases repeat nodes)."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:
+        return []
+    seen.add(id(node))
+    found: list[str] = []
+    inner: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                continue
+            name = f"{where}.{k.value}" if where else str(k.value)
+            line = k.start_mark.line + 1
+            if k.value in first:
+                value = v.value if isinstance(v, yaml.ScalarNode) else "a " + ("list" if isinstance(
+                    v, yaml.SequenceNode) else "mapping")
+                found.append(f"{path}:{line}: {name} is given twice (also on line {first[k.value]}); YAML keeps this "
+                             f"last one ({value}): remove the other")
+            first.setdefault(k.value, line)
+            inner += _duplicate_keys(v, path, name, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            inner += _duplicate_keys(v, path, f"{where}[{i}]", seen)
+    return found + inner
 
 
 def _yaml_traps(node: yaml.Node | None, text: str, path: Path, key: str = "",

@@ -48,7 +48,7 @@ from schemas.shard import IGNORE_INDEX
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path)
-    p.add_argument("--samples", type=int, default=20, help="kept samples per dataset to compare (default 20)")
+    p.add_argument("--samples", type=_positive, default=20, help="kept samples per dataset to compare (default 20)")
     p.add_argument("--against", choices=("saved", "base", "both"), default="both",
                    help="inference path: the tokenizer saved with the shards, the base tokenizer's own chat "
                         "template, or both (default)")
@@ -61,6 +61,14 @@ class Mismatch:
     reference: str
     ours: tuple[list[int], list[int]]
     theirs: tuple[list[int], list[int] | None]
+
+
+def _positive(text: str) -> int:
+    # 0 or -5 compared one sample and reported success
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: compare at least 1 sample per dataset")
+    return n
 
 
 def main(args: argparse.Namespace) -> int:

@@ -30,6 +30,10 @@ def _rules(*wheres: str) -> list[FilterRule]:
     ("true) AS keep FROM samples; COPY samples TO '/tmp/x.csv'; SELECT (1", "must be one SQL expression"),
     ("true) AS keep FROM samples UNION SELECT (1", "must be one SQL expression"),
     ("true) AS keep, (1", "must be one SQL expression"),
+    # Balanced inside the parentheses the filter is wrapped in, but not an expression of its own: it was
+    # evaluated as `(true) or (true)` in one place and `not (true) or (true)` in another, quarantining every row.
+    ("true) or (true", "must be one SQL expression"),
+    ("num_tokens > 0) and (turns > 1", "must be one SQL expression"),
     ("true) AS keep FROM samples UNION ALL SELECT (SELECT count(*) > 0 FROM read_csv('/etc/passwd')",
      "must be one SQL expression"),
     ("true) AS keep FROM read_csv('/etc/passwd') /*", "unterminated /\\* comment"),
@@ -129,7 +133,17 @@ def test_a_field_no_row_has_is_an_error_naming_the_filter() -> None:
 def test_a_filter_failing_on_the_data_is_named() -> None:
     plan = check_filters([FilterRule(name="ok", where="num_tokens >= 0"),
                           FilterRule(name="cast", where="cast(category as integer) > 1")])
-    with pytest.raises(FilterError, match=r"filter 'cast' fails on the data: Conversion Error: .*'math'"):
+    # The first row it fails on is named (found by bisection), so the user can fix the row or the filter.
+    with pytest.raises(FilterError, match=r"filter 'cast' fails on the data, first at b.jsonl row 7: Conversion "
+                                          r"Error: .*'math'"):
+        apply_filters(_table([{"category": "3"}, {"category": "math"}, {"category": "x"}],
+                             source_file=["a.jsonl", "b.jsonl", "b.jsonl"], source_row=[0, 7, 8]), plan)
+
+
+def test_a_filter_of_the_wrong_type_names_no_row() -> None:
+    # A binder error fails on every row alike: naming the first one would point at the wrong thing.
+    plan = check_filters([FilterRule(name="cmp", where="category > 1")])
+    with pytest.raises(FilterError, match=r"filter 'cmp' fails on the data: Binder Error"):
         apply_filters(_table([{"category": "3"}, {"category": "math"}]), plan)
 
 

@@ -38,3 +38,11 @@ def test_template_other_than_the_base_tokenizers_is_reported(capsys: pytest.Capt
     assert code == 1 and "against the base tokenizer's own chat template" in out
     assert "Serve with the tokenizer saved in the prepared directory" in out
     assert main(["golden", DEMO, "--samples", "3", "--set", "chat_template=chatml", "--against", "saved"]) == 0
+
+
+@pytest.mark.parametrize("n", ["0", "-5"])
+def test_no_samples_to_compare_is_a_usage_error(n: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # It compared one sample per dataset and reported success.
+    with pytest.raises(SystemExit) as e:
+        main(["golden", DEMO, "--samples", n])
+    assert e.value.code == 2 and "compare at least 1 sample per dataset" in capsys.readouterr().err

@@ -67,6 +67,19 @@ def test_a_date_python_cannot_hold_quarantines_its_row(tmp_path: Path, prepare: 
     assert "second text" in q["original"] and "value out of range" in q["original"]
 
 
+def test_a_decimal_field_is_a_number_to_filters(tmp_path: Path, prepare: Prepare) -> None:
+    # Parquet decimals reached the filters as text ('1.50'): `price >= 0` failed the run with "Cannot compare
+    # values of type VARCHAR and type INTEGER_LITERAL".
+    from decimal import Decimal
+
+    prices = pa.array([Decimal("1.50"), None, Decimal("-2.25"), Decimal("7")], pa.decimal128(10, 2))
+    texts = pa.array(["first text", "second text", "third text", "fourth text"])
+    pq.write_table(pa.table({"text": texts, "price": prices}), tmp_path / "data.parquet")
+    result = prepare({"datasets": [{"path": "data.parquet", "type": "completion"}],
+                      "filters": [{"name": "priced", "where": "price >= 0"}], "quarantine_max_fraction": 1.0})
+    assert reasons_by_row(result) == [None, "filter:priced", "filter:priced", None]
+
+
 # ---- CSV -------------------------------------------------------------------------------------------------
 
 def test_a_csv_line_with_the_wrong_number_of_values_is_quarantined_alone(tmp_path: Path, prepare: Prepare) -> None:

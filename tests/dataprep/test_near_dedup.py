@@ -242,3 +242,22 @@ def test_duplicate_of_always_names_a_kept_sample(tmp_path: Path, prepare: Prepar
     if keep == "longest":
         assert status[1] == "duplicate" and winner == 9  # the chain this test is about did occur
         assert dups[4]["similarity"] == dups[1]["similarity"]
+
+
+def test_scripts_without_spaces_are_compared_as_whole_runs(tmp_path: Path, prepare: Prepare) -> None:
+    # A judgement call, pinned here and documented (README "Near duplicates"): words are whitespace-separated, so
+    # a Chinese, Japanese or Thai text without spaces is one word, one shingle. Near-dedup there finds only copies
+    # equal after normalisation (case, NFC, whitespace); a one-character edit is a different text. No crash, and
+    # 10k copies or one very long word are no different.
+    zh = "我们今天去公园散步然后在湖边吃午饭天气非常好大家都很开心"
+    th = "สวัสดีครับวันนี้อากาศดีมาก"
+    assert minhash.shingles(zh, 5) == [zh] and minhash.shingles(zh + " " + zh, 5) == [f"{zh} {zh}"]
+    texts = [zh, zh[:-1] + "。", f"  {zh}\n", th, th + "ๆ", "今日は とても 良い 天気 ですね 散歩に 行きましょう",
+             "今日は とても 良い 天気 ですね 散歩に 行きましょうか"]
+    write_jsonl(tmp_path / "text.jsonl", [{"text": t} for t in texts])
+    result = prepare({"datasets": [{"path": "text.jsonl", "type": "completion"}], "dataset_exact_deduplication": False,
+                      "dataset_near_deduplication": {"ngram": 2, "threshold": 0.6}})
+    samples = pl.read_parquet(result.out / "samples.parquet").sort("source_row")
+    # rows 2 (whitespace only) and 6 (spaced words, 5 of 7 bigrams shared: Jaccard 0.71) are removed; the
+    # one-character edits of rows 1 and 4 are not
+    assert samples["reason"].to_list() == [None, None, "near_duplicate", None, None, None, "near_duplicate"]

@@ -128,6 +128,11 @@ def test_default_system_message_edits_only_chatml(prepare: Prepare, tmp_path: Pa
     ({"a-b": 1}, "chat_template_kwargs.'a-b': a template variable name is a Python identifier"),
     ({"when": datetime.date(2026, 1, 1)}, "chat_template_kwargs.when: date values are not allowed"),
     ({"deep": {"x": [{1: 2}]}}, "chat_template_kwargs.deep.x[0]: mapping key 1 is not text; quote it"),
+    # A variable shadows the template function of its name: `namespace: 1` failed every render with "'int' object
+    # is not callable", which did not say that the config caused it.
+    ({"namespace": 1}, "chat_template_kwargs.namespace: shadows the template function namespace()"),
+    ({"raise_exception": "x"}, "chat_template_kwargs.raise_exception: shadows the template function"),
+    ({"strftime_now": "x"}, "chat_template_kwargs.strftime_now: shadows the template function"),
 ])
 def test_bad_kwargs_are_config_errors(kwargs: dict[str, Any], wanted: str) -> None:
     with pytest.raises(ConfigError) as e:

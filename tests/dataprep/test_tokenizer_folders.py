@@ -225,3 +225,19 @@ def test_damaged_tokenizer_files_are_a_one_line_error(tmp_path: Path, qwen_dir: 
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
 
+
+
+@pytest.mark.parametrize("key", ["eos_token", "bos_token"])
+def test_a_special_token_that_is_not_in_the_vocabulary_is_an_error(tmp_path: Path, qwen_dir: Path, key: str) -> None:
+    # It was tokenized as text: the EOS after every alpaca output became 7 trained pieces, `<`, `|`, `not`, …,
+    # and the model would never learn to stop (transformers adds such a token to the vocabulary instead).
+    folder = tmp_path / "tok"
+    shutil.copytree(qwen_dir, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, key: "<|notatoken|>"}))
+    with pytest.raises(TokenizerError, match=rf"tokenizer_config.json: {key} '<\|notatoken\|>' is not a token of "
+                                             rf"tokenizer.json, .*set special_tokens: {{{key}: \.\.\.}}"):
+        load_tokenizer(str(folder), Path("."))
+    # special_tokens in the config adds it, as Axolotl does
+    info = load_tokenizer(str(folder), Path("."), special_tokens={key: "<|im_end|>"})
+    assert info.variables[key] == "<|im_end|>"

@@ -155,3 +155,18 @@ def test_dates_in_yaml(tmp_path: Path) -> None:
     cfg.write_text("tokenizer_config: tok\n")
     with pytest.raises(OverrideError, match=r"--set 'seed=2026-13-45': this YAML has a value"):
         load_config(cfg, ["seed=2026-13-45"])
+
+
+def test_a_key_given_twice_is_warned_with_both_lines(tmp_path: Path) -> None:
+    # YAML keeps the last one without a word (Axolotl too), so `sequence_len: 4096` written again further down
+    # silently won; still legal YAML to PyYAML and Axolotl, hence a warning, not an error.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tokenizer_config: tok\nsequence_len: 4096\ndatasets:\n  - path: a.jsonl\n    type: alpaca\n"
+                   "    path: b.jsonl\nsequence_len: 512\n")
+    warnings: list[str] = []
+    config = load_config(cfg, warnings=warnings)
+    assert config.sequence_len == 512 and config.datasets[0].path == "b.jsonl"
+    assert warnings == [
+        f"{cfg}:7: sequence_len is given twice (also on line 2); YAML keeps this last one (512): remove the other",
+        f"{cfg}:6: datasets[0].path is given twice (also on line 4); YAML keeps this last one (b.jsonl): remove "
+        "the other"]

@@ -188,3 +188,20 @@ def test_samples_view_is_the_parquet_file(prepared: Path) -> None:
     got = pl.from_arrow(run(connect(prepared, with_vocab=False), "select * from samples order by sample_id"))
     assert isinstance(got, pl.DataFrame)
     assert got.equals(pl.read_parquet(prepared / "samples.parquet"))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_reader_that_stops_early_is_not_an_error(prepared: Path, fmt: str) -> None:
+    # `tessera query DIR SQL --format parquet | head -c 4` ended in a BrokenPipeError traceback.
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "dataprep.cli", "query", str(prepared), "select * from tokens, range(50)",
+           "--format", fmt]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.read(4)
+        proc.stdout.close()  # the reader goes away, as `head` does
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) in (0, 141) and "Traceback" not in err, err
