@@ -22,6 +22,8 @@ What it does, in order:
               and the whole process tree's RSS summed, sampled by this process every 0.1 s.
     profile   (--profile) one more 1-worker pipeline run under cProfile; the top functions are printed and the
               stats saved to --out/profile-w1.prof (cProfile slows Python-heavy code: read shares, not seconds).
+              The row pass's two threads are profiled too, batch by batch, and merged with the main thread,
+              whose wait for them shows as `acquire` of `_thread.lock`: leave that row out when reading shares.
 
 tokens/s for the pipeline counts every token it tokenized (kept, duplicate and too_long rows; the sum of
 samples.parquet num_tokens), which must equal the floor's count: the script checks that the strings are the
@@ -139,6 +141,7 @@ def child_pipeline(config_path: Path, out: Path, workers: int, profile: Path | N
 
     cfg = load_config(config_path)
     profiler = cProfile.Profile() if profile else None
+    batches = _profile_row_threads() if profile else []
     start = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -146,11 +149,36 @@ def child_pipeline(config_path: Path, out: Path, workers: int, profile: Path | N
     if profiler:
         profiler.disable()
         assert profile is not None
-        profiler.dump_stats(profile)
+        stats = pstats.Stats(profiler)
+        for p in batches:
+            stats.add(p)
+        stats.dump_stats(profile)
     wall = time.perf_counter() - start
     return {"wall_s": wall, "cpu_s": _cpu_seconds(),
             "maxrss": _maxrss(resource.RUSAGE_SELF), "maxrss_children": _maxrss(resource.RUSAGE_CHILDREN),
             "manifest": str(result.out / "manifest.json")}
+
+
+def _profile_row_threads() -> list[cProfile.Profile]:
+    """With 1 worker the row pass runs on two pool threads, which a profiler enabled on the main thread does
+    not see (it sees the main thread waiting for them). Each batch is profiled on its own thread instead; the
+    returned list fills with one profile per batch, to merge into the main thread's."""
+    import dataprep.transform as transform
+
+    profiles: list[cProfile.Profile] = []
+    process = transform.RowProcessor.process
+
+    def profiled(self: Any, batch: list[Any]) -> Any:
+        p = cProfile.Profile()
+        p.enable()
+        try:
+            return process(self, batch)
+        finally:
+            p.disable()
+            profiles.append(p)
+
+    transform.RowProcessor.process = profiled  # type: ignore[method-assign]
+    return profiles
 
 
 def _cpu_seconds() -> float:

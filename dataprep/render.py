@@ -148,7 +148,12 @@ def compile_template(text: str, date: datetime.date) -> jinja2.Template:
     env.set_filter("tojson", tojson)
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: pinned.strftime(fmt)
-    return env.from_string(text)
+    template = env.from_string(text)
+    # Jinja keeps a template's globals as a ChainMap over the environment's, and every render copies them into
+    # a dict through ChainMap.__getitem__ (Python, once per global): 4 of the 11 us a bench chat's render takes.
+    # Nothing changes the globals after this, so the same names as one plain dict are copied in C.
+    template.globals = dict(template.globals)
+    return template
 
 
 class ChatRenderer:
