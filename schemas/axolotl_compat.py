@@ -21,6 +21,7 @@ Which keys are supported is computed from the pydantic models, never listed: a f
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ def normalise(raw: dict[str, Any], root: type[BaseModel]) -> Pass:
 _AXOLOTL_SECTIONS = frozenset({"", *SECTION_KEYS})
 
 
+@functools.cache
 def _every_key(root: type[BaseModel]) -> frozenset[str]:
     """Every key of every section, Axolotl's and Tessera's: a key that is one of them, written in another
     section (`sequence_len` inside a dataset), is a mistake to report, not a key to ignore."""

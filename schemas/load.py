@@ -152,16 +152,10 @@ def unused_keys_note(cfg: Config, command: Literal["prepare", "train"]) -> str |
     """One line naming the keys `command` does not use: Axolotl's keys Tessera does not implement first, then,
     for prepare, the trainer's keys. None when there are none."""
     report = key_report(cfg)
-
-    def top(key: str) -> str:
-        return key.split(".")[0].split("[")[0]
-
-    def written(keys: list[str]) -> list[str]:
-        return sorted(keys, key=lambda k: report.order.get(top(k), len(report.order)))
-
-    trainer = written([k for k in cfg.model_fields_set if k in TRAINER_KEYS]) if command == "prepare" else []
+    trainer = _written(report, [k for k in cfg.model_fields_set if k in TRAINER_KEYS]) if command == "prepare" \
+        else []
     # a trainer section (fsdp_config) is named once, not with its keys
-    unused = written([k for k in report.not_used if top(k) not in trainer])
+    unused = _written(report, [k for k in report.not_used if _top(k) not in trainer])
     keys = unused + trainer
     if not keys:
         return None
@@ -172,10 +166,20 @@ def unused_keys_note(cfg: Config, command: Literal["prepare", "train"]) -> str |
     return f"not used by tessera {command}: {shown} ({count}; `tessera prepare --explain` lists them)"
 
 
+def _top(key: str) -> str:
+    """The top-level key of a key as shown (`datasets[0].revision` -> `datasets`)."""
+    return key.split(".")[0].split("[")[0]
+
+
+def _written(report: axolotl_compat.KeyReport, keys: list[str]) -> list[str]:
+    """`keys` in the order their top-level keys are written in the config."""
+    return sorted(keys, key=lambda k: report.order.get(_top(k), len(report.order)))
+
+
 def ignored_keys_warning(cfg: Config) -> str | None:
     """One line naming the keys neither Axolotl nor Tessera has (ignored, as Axolotl ignores them), or None."""
     report = key_report(cfg)
-    ignored = sorted(report.ignored, key=lambda k: report.order.get(k.split(".")[0].split("[")[0], len(report.order)))
+    ignored = _written(report, report.ignored)
     if not ignored:
         return None
     return (f"ignored: {', '.join(ignored)} (neither Axolotl 0.21.0 nor Tessera has these keys, and Axolotl "
